@@ -1,0 +1,135 @@
+//! One JSON line per request, written by a dedicated thread so a slow disk or a blocked stdout
+//! never stalls the proxy: when the queue is full the line is dropped and counted.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::metrics::EdgeMetrics;
+
+const QUEUE: usize = 64 * 1024;
+
+#[derive(Debug, Serialize)]
+pub struct AccessRecord {
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    pub request_id: String,
+    pub client: IpAddr,
+    pub host: String,
+    pub method: String,
+    pub path: String,
+    pub protocol: &'static str,
+    pub status: u16,
+    pub bytes: u64,
+    pub duration_ms: f64,
+    pub route: Arc<str>,
+    pub release: Arc<str>,
+    pub upstream: Option<Arc<str>>,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_rfc3339_millis(*t))
+}
+
+/// UTC `YYYY-MM-DDTHH:MM:SS.mmmZ`, by Howard Hinnant's days-to-civil algorithm.
+pub fn format_rfc3339_millis(t: SystemTime) -> String {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Where access-log lines go. Cloning shares the writer.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: Option<SyncSender<AccessRecord>>,
+    metrics: Arc<EdgeMetrics>,
+}
+
+impl AccessLog {
+    pub fn off(metrics: Arc<EdgeMetrics>) -> Self {
+        Self { tx: None, metrics }
+    }
+
+    pub fn to_writer(out: Box<dyn Write + Send>, metrics: Arc<EdgeMetrics>) -> Self {
+        let (tx, rx) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("berth-access-log".into())
+            .spawn(move || write_loop(rx, out))
+            .map(|_| Self {
+                tx: Some(tx),
+                metrics: metrics.clone(),
+            })
+            .unwrap_or_else(|_| Self::off(metrics))
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub fn log(&self, record: AccessRecord) {
+        if let Some(tx) = &self.tx {
+            match tx.try_send(record) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    self.metrics.access_log_dropped.inc();
+                }
+            }
+        }
+    }
+}
+
+fn write_loop(rx: Receiver<AccessRecord>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(record) = next {
+            if serde_json::to_writer(&mut out, &record).is_ok() {
+                let _ = out.write_all(b"\n");
+            }
+            next = rx.try_recv().ok();
+        }
+        // Flush whenever the queue drains, so lines appear promptly at low traffic.
+        let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_utc_timestamps() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(format_rfc3339_millis(t), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            format_rfc3339_millis(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(format_rfc3339_millis(leap), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,227 @@
+//! Request and response bodies. Both stream frame by frame (no buffering, trailers kept);
+//! the request side enforces the size limit, the response side finishes the exchange
+//! (metrics, access log, connection reuse) when the last frame or a drop arrives.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::exchange::Completion;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the limit of {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// Body sent upstream: the client's body under a size limit, or nothing (a replayable request).
+pub enum RequestBody {
+    Empty,
+    Limited {
+        inner: Incoming,
+        limit: u64,
+        seen: u64,
+        exceeded: Arc<AtomicBool>,
+    },
+}
+
+impl RequestBody {
+    pub fn limited(inner: Incoming, limit: u64) -> (Self, Arc<AtomicBool>) {
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let body = RequestBody::Limited {
+            inner,
+            limit,
+            seen: 0,
+            exceeded: exceeded.clone(),
+        };
+        (body, exceeded)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Limited {
+                inner,
+                limit,
+                seen,
+                exceeded,
+            } => {
+                let frame = ready!(Pin::new(inner).poll_frame(cx));
+                if let Some(Ok(f)) = &frame
+                    && let Some(data) = f.data_ref()
+                {
+                    *seen += data.len() as u64;
+                    if *seen > *limit {
+                        exceeded.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
+                    }
+                }
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Limited { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Limited { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+enum Source {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+/// Body sent to the client. Owns the exchange's [`Completion`], which runs exactly once: at
+/// the end of the stream, on an upstream error, or when the client goes away (drop).
+pub struct ResponseBody {
+    source: Source,
+    bytes: u64,
+    completion: Option<Completion>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ResponseBody {
+    pub fn full(bytes: Bytes, completion: Completion) -> Self {
+        Self {
+            source: Source::Full(Some(bytes)),
+            bytes: 0,
+            completion: Some(completion),
+            deadline: None,
+        }
+    }
+
+    pub fn upstream(body: Incoming, completion: Completion) -> Self {
+        let mut this = Self {
+            source: Source::Upstream(body),
+            bytes: 0,
+            completion: Some(completion),
+            deadline: None,
+        };
+        // Bodiless responses (HEAD, 204, 304) may never be polled: finish now so the
+        // connection goes back to the pool at once.
+        if let Source::Upstream(b) = &this.source
+            && b.is_end_stream()
+        {
+            this.finish(true);
+        }
+        this
+    }
+
+    fn finish(&mut self, clean: bool) {
+        if let Some(c) = self.completion.take() {
+            c.finish(self.bytes, clean);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("upstream response exceeded the total timeout")]
+struct TotalTimeout;
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.source {
+            Source::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Source::Upstream(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(BoxError::from))),
+        };
+        match polled {
+            Poll::Pending => {
+                // The total-timeout timer is armed only for bodies that actually stream, so
+                // a small response costs no timer.
+                if this.deadline.is_none()
+                    && let Some(at) = this.completion.as_ref().and_then(|c| c.deadline())
+                {
+                    this.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
+                }
+                if let Some(d) = this.deadline.as_mut()
+                    && d.as_mut().poll(cx).is_ready()
+                {
+                    if let Some(c) = this.completion.as_mut() {
+                        c.set_error("total_timeout");
+                    }
+                    this.finish(false);
+                    return Poll::Ready(Some(Err(Box::new(TotalTimeout))));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(c) = this.completion.as_mut() {
+                    c.set_error("upstream_body");
+                }
+                this.finish(false);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.finish(true);
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Full(b) => b.is_none(),
+            Source::Upstream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Source::Full(None) => SizeHint::with_exact(0),
+            Source::Upstream(b) => b.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // hyper stops polling a body whose length is met, so an ended stream is a clean
+        // finish; anything else means the client went away mid-response.
+        if self.completion.is_some() {
+            let clean = self.is_end_stream();
+            if !clean && let Some(c) = self.completion.as_mut() {
+                c.set_error("client_closed");
+            }
+            self.finish(clean);
+        }
+    }
+}

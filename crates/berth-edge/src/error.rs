@@ -1,0 +1,88 @@
+//! The data plane's one error type: where a fault came from and whether a retry is safe.
+
+use http::StatusCode;
+
+/// Who caused a failed exchange; it decides the status, the metric label and whether passive
+/// health counts it against the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route for this host and path")]
+    NoRoute,
+    #[error("request headers are larger than {limit} bytes")]
+    HeadersTooLarge { limit: usize },
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("the route is at its limit of {limit} concurrent requests")]
+    Overloaded { limit: usize },
+    #[error("no upstream instance is configured for this route")]
+    NoUpstream,
+    #[error("could not connect to upstream {upstream}: {reason}")]
+    Connect { upstream: String, reason: String },
+    #[error("upstream {upstream} did not send response headers within {secs:.1} s")]
+    ResponseTimeout { upstream: String, secs: f64 },
+    #[error("upstream {upstream} failed: {reason}")]
+    Upstream { upstream: String, reason: String, retry_safe: bool },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProxyError::NoRoute
+            | ProxyError::HeadersTooLarge { .. }
+            | ProxyError::BodyTooLarge { .. } => Fault::Client,
+            ProxyError::Overloaded { .. } | ProxyError::Internal(_) => Fault::Internal,
+            ProxyError::NoUpstream
+            | ProxyError::Connect { .. }
+            | ProxyError::ResponseTimeout { .. }
+            | ProxyError::Upstream { .. } => Fault::Upstream,
+        }
+    }
+
+    /// True when the request never reached the upstream application, so sending it again
+    /// cannot apply it twice.
+    pub fn retry_safe(&self) -> bool {
+        match self {
+            ProxyError::Connect { .. } => true,
+            ProxyError::Upstream { retry_safe, .. } => *retry_safe,
+            _ => false,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Overloaded { .. } | ProxyError::NoUpstream => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Short label for metrics and the access log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::HeadersTooLarge { .. } => "headers_too_large",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::Overloaded { .. } => "overloaded",
+            ProxyError::NoUpstream => "no_upstream",
+            ProxyError::Connect { .. } => "connect",
+            ProxyError::ResponseTimeout { .. } => "timeout",
+            ProxyError::Upstream { .. } => "upstream",
+            ProxyError::Internal(_) => "internal",
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! berth's edge: the data plane every request goes through.
+//!
+//! [`Edge`] serves an [`spec::EdgeSpec`]: bind the listeners once, then [`Edge::apply`] any
+//! number of new specs (file reloads, the supervisor adding instances, the deployer moving
+//! weights) without dropping a request. Decision logic lives in [`balance`] and [`health`] and
+//! is pure; the request lifecycle is in `proxy.rs`, phase by phase.
+
+pub mod access_log;
+pub mod balance;
+mod body;
+mod checker;
+pub mod error;
+mod exchange;
+mod headers;
+pub mod health;
+pub mod metrics;
+mod proxy;
+mod select;
+mod server;
+pub mod spec;
+mod table;
+mod upstream;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::access_log::AccessLog;
+use crate::metrics::EdgeMetrics;
+use crate::proxy::Shared;
+use crate::server::Connections;
+use crate::spec::EdgeSpec;
+use crate::table::{Carry, Table};
+
+/// Where access-log lines go.
+pub enum AccessLogTarget {
+    Off,
+    Writer(Box<dyn Write + Send>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Edge {
+    shared: Arc<Shared>,
+    carry: Carry,
+    conns: Arc<Connections>,
+    shutdown: watch::Sender<bool>,
+    bound: Vec<SocketAddr>,
+}
+
+impl Edge {
+    /// Builds the first routing table and registers metrics. Must run inside a tokio runtime
+    /// (health checks start here).
+    pub fn new(spec: &EdgeSpec, registry: &mut Registry, log: AccessLogTarget) -> Edge {
+        let metrics = EdgeMetrics::new(registry);
+        let carry = Carry::default();
+        let table = Table::build(spec, &carry, &metrics);
+        let log = match log {
+            AccessLogTarget::Off => AccessLog::off(metrics.clone()),
+            AccessLogTarget::Writer(w) => AccessLog::to_writer(w, metrics.clone()),
+        };
+        let (shutdown, _) = watch::channel(false);
+        let edge = Edge {
+            shared: Arc::new(Shared {
+                table: ArcSwap::from_pointee(table),
+                limits: ArcSwap::from_pointee(spec.client.clone()),
+                metrics,
+                log,
+            }),
+            carry,
+            conns: Arc::new(Connections::default()),
+            shutdown,
+            bound: Vec::new(),
+        };
+        edge.start_checkers();
+        edge
+    }
+
+    /// Binds every listener of the spec and starts accepting. Fails without serving anything
+    /// if any address cannot be bound.
+    pub async fn listen(&mut self, addrs: &[SocketAddr]) -> Result<Vec<SocketAddr>, EdgeError> {
+        let mut listeners = Vec::new();
+        for addr in addrs {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| EdgeError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
+            listeners.push(l);
+        }
+        let mut local = Vec::new();
+        for l in listeners {
+            local.push(l.local_addr().unwrap_or_else(|_| addrs[local.len()]));
+            tokio::spawn(server::accept_loop(
+                l,
+                self.shared.clone(),
+                self.conns.clone(),
+                self.shutdown.subscribe(),
+            ));
+        }
+        self.bound = addrs.to_vec();
+        Ok(local)
+    }
+
+    /// Swaps in a new routing table. Requests in flight finish on the table they started on;
+    /// listeners stay as they are (a changed listener list needs a restart, and is reported).
+    pub fn apply(&self, spec: &EdgeSpec) -> ApplyReport {
+        let table = Table::build(spec, &self.carry, &self.shared.metrics);
+        self.shared.table.store(Arc::new(table));
+        self.shared.limits.store(Arc::new(spec.client.clone()));
+        self.start_checkers();
+        ApplyReport {
+            listeners_changed: !self.bound.is_empty() && spec.listeners != self.bound,
+        }
+    }
+
+    fn start_checkers(&self) {
+        let table = self.shared.table.load();
+        for up in table.upstreams() {
+            if let Some(active) = &up.settings.active
+                && up.claim_checker()
+            {
+                checker::spawn(up, active.clone());
+            }
+        }
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.conns.live()
+    }
+
+    /// Stops accepting, asks every connection to finish its in-flight requests and close, and
+    /// waits up to `timeout`. Returns true when every connection closed in time.
+    pub async fn shutdown(&self, timeout: Duration) -> bool {
+        let _ = self.shutdown.send(true);
+        tokio::time::timeout(timeout, self.conns.wait_closed())
+            .await
+            .is_ok()
+    }
+}
+
+/// What [`Edge::apply`] could not do live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub listeners_changed: bool,
+}

@@ -1,0 +1,202 @@
+//! The edge's Prometheus metrics. Hot-path handles are resolved once per routing-table build
+//! (see [`RouteMetrics`]) so a request never hashes label sets.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub release: String,
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub route: String,
+    pub release: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub route: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub group: String,
+    pub release: String,
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~16 s: covers both fast APIs and slow report pages.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+pub struct EdgeMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: HistogramFamily<LatencyLabels>,
+    pub rejections: Family<ReasonLabels, Counter>,
+    pub upstream_errors: Family<ReasonLabels, Counter>,
+    pub retries: Family<RouteLabels, Counter>,
+    pub fail_open: Family<GroupLabels, Counter>,
+    pub upstream_healthy: Family<UpstreamLabels, Gauge>,
+    pub ejections: Family<UpstreamLabels, Counter>,
+    pub health_checks_failed: Family<UpstreamLabels, Counter>,
+    pub open_connections: Gauge,
+    pub connections: Counter,
+    pub connection_errors: Family<KindLabels, Counter>,
+    pub open_upgrades: Gauge,
+    pub access_log_dropped: Counter,
+}
+
+impl EdgeMetrics {
+    pub fn new(registry: &mut Registry) -> Arc<Self> {
+        let m = EdgeMetrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            rejections: Family::default(),
+            upstream_errors: Family::default(),
+            retries: Family::default(),
+            fail_open: Family::default(),
+            upstream_healthy: Family::default(),
+            ejections: Family::default(),
+            health_checks_failed: Family::default(),
+            open_connections: Gauge::default(),
+            connections: Counter::default(),
+            connection_errors: Family::default(),
+            open_upgrades: Gauge::default(),
+            access_log_dropped: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("berth");
+        r.register(
+            "requests",
+            "Requests answered, by route, release and status class",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time from request to the end of the response body, by route and release",
+            m.latency.clone(),
+        );
+        r.register(
+            "rejections",
+            "Requests refused by the edge itself (404, 413, 431, 503...), by reason",
+            m.rejections.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Failed upstream attempts, by route and kind",
+            m.upstream_errors.clone(),
+        );
+        r.register("retries", "Upstream attempts after the first", m.retries.clone());
+        r.register(
+            "fail_open",
+            "Requests sent to an unhealthy instance because every instance was down",
+            m.fail_open.clone(),
+        );
+        r.register(
+            "upstream_healthy",
+            "1 when the instance takes traffic (passes checks, not ejected), else 0",
+            m.upstream_healthy.clone(),
+        );
+        r.register(
+            "upstream_ejections",
+            "Passive-health ejections of an instance",
+            m.ejections.clone(),
+        );
+        r.register(
+            "health_checks_failed",
+            "Active health checks that failed",
+            m.health_checks_failed.clone(),
+        );
+        r.register(
+            "open_connections",
+            "Client connections open now",
+            m.open_connections.clone(),
+        );
+        r.register("connections", "Client connections accepted", m.connections.clone());
+        r.register(
+            "connection_errors",
+            "Client connections closed on an error (header timeout, bad request, reset)",
+            m.connection_errors.clone(),
+        );
+        r.register(
+            "open_upgrades",
+            "Upgraded (WebSocket) tunnels open now",
+            m.open_upgrades.clone(),
+        );
+        r.register(
+            "access_log_dropped",
+            "Access-log lines dropped because the writer fell behind",
+            m.access_log_dropped.clone(),
+        );
+        Arc::new(m)
+    }
+
+    pub fn route(&self, route: &str, release: &str) -> RouteMetrics {
+        let class = |status| {
+            self.requests.get_or_create_owned(&RequestLabels {
+                route: route.to_owned(),
+                release: release.to_owned(),
+                status,
+            })
+        };
+        RouteMetrics {
+            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            latency: self.latency.get_or_create_owned(&LatencyLabels {
+                route: route.to_owned(),
+                release: release.to_owned(),
+            }),
+        }
+    }
+
+    pub fn reject(&self, route: &str, reason: &'static str) {
+        self.rejections
+            .get_or_create(&ReasonLabels {
+                route: route.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+}
+
+/// Pre-resolved request counters and latency histogram for one (route, release).
+#[derive(Clone)]
+pub struct RouteMetrics {
+    by_class: [Counter; 5],
+    latency: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].inc();
+        self.latency.observe(seconds);
+    }
+}

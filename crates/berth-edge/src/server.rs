@@ -1,0 +1,177 @@
+//! Listeners and client connections: HTTP/1.1 and h2c on one port, the idle watch, and
+//! graceful drain. Listeners are bound once; reconfiguration never touches them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+
+use crate::exchange::{ConnActivity, ConnInfo};
+use crate::metrics::KindLabels;
+use crate::proxy::{self, Shared};
+use crate::spec::ClientLimits;
+
+/// Room above the configured header limit so the edge, not hyper, answers most oversized
+/// heads (with a body that says what happened); hyper's own 431 remains the backstop.
+const HEAD_BUFFER_FACTOR: usize = 4;
+const MIN_READ_BUFFER: usize = 64 * 1024;
+const H2_MAX_STREAMS: u32 = 256;
+
+/// Live connections, so shutdown can wait for the last one.
+#[derive(Default)]
+pub struct Connections {
+    live: AtomicUsize,
+    all_closed: Notify,
+}
+
+impl Connections {
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    pub async fn wait_closed(&self) {
+        loop {
+            let notified = self.all_closed.notified();
+            if self.live() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct Tracked(Arc<Connections>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    conns: Arc<Connections>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    conns.live.fetch_add(1, Ordering::AcqRel);
+                    let tracked = Tracked(conns.clone());
+                    let shared = shared.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        serve(stream, peer, shared, shutdown).await;
+                        drop(tracked);
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+fn builder(limits: &ClientLimits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size((limits.max_header_bytes * HEAD_BUFFER_FACTOR).max(MIN_READ_BUFFER));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_STREAMS);
+    b
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    shared.metrics.connections.inc();
+    shared.metrics.open_connections.inc();
+    let limits = shared.limits.load_full();
+    let info = Arc::new(ConnInfo {
+        peer,
+        proto: "http",
+        opened: Instant::now(),
+        activity: Arc::new(ConnActivity::default()),
+    });
+    let activity = info.activity.clone();
+    let svc_shared = shared.clone();
+    let service = service_fn(move |req| proxy::handle(svc_shared.clone(), info.clone(), req));
+    let builder = builder(&limits);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let opened = Instant::now();
+    let mut idle_check = tokio::time::interval(limits.idle_timeout);
+    idle_check.tick().await;
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            res = conn.as_mut() => break res,
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = idle_check.tick(), if !closing => {
+                if activity.is_idle_since(opened, limits.idle_timeout) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        let kind = classify(&*e);
+        tracing::debug!(%peer, error = %e, kind, "client connection error");
+        shared
+            .metrics
+            .connection_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+    shared.metrics.open_connections.dec();
+}
+
+fn classify(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_timeout() {
+                return "header_timeout";
+            }
+            if h.is_parse_too_large() {
+                return "header_too_large";
+            }
+            if h.is_parse() {
+                return "bad_request";
+            }
+            if h.is_incomplete_message() {
+                return "incomplete";
+            }
+        }
+        if err.downcast_ref::<std::io::Error>().is_some() {
+            return "io";
+        }
+        cur = err.source();
+    }
+    "other"
+}

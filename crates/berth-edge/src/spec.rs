@@ -1,0 +1,287 @@
+//! The edge's validated configuration: what `berth-config` produces from a file and what the
+//! supervisor and deployer produce from app state. No `Option` stands for a required value;
+//! `Option` here always means "feature off".
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+use ipnet::IpNet;
+
+/// Defaults, named so the file format, the docs and the tests agree.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+    pub const MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+    pub const MAX_CONCURRENT: usize = 10_000;
+    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+    pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(300);
+    /// Below gunicorn's 2 s and Node's 5 s keep-alive, so berth drops an idle connection before
+    /// the backend does and rarely reuses a dead one.
+    pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
+    pub const UPSTREAM_MAX_IDLE_PER_INSTANCE: usize = 256;
+
+    pub const RETRY_ATTEMPTS: u32 = 3;
+    pub const RETRY_BUDGET: Duration = Duration::from_secs(10);
+
+    pub const HEALTH_PATH: &str = "/health";
+    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+    pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const HEALTHY_THRESHOLD: u32 = 2;
+    pub const UNHEALTHY_THRESHOLD: u32 = 2;
+
+    pub const PASSIVE_CONSECUTIVE_FAILURES: u32 = 5;
+    pub const PASSIVE_WINDOW: Duration = Duration::from_secs(10);
+    pub const PASSIVE_WINDOW_FAILURES: u32 = 10;
+    pub const PASSIVE_COOL_OFF: Duration = Duration::from_secs(10);
+    pub const PASSIVE_MAX_COOL_OFF: Duration = Duration::from_secs(300);
+
+    pub const STICKY_COOKIE: &str = "berth_cohort";
+    pub const STICKY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+    pub const FORCE_HEADER: &str = "x-berth-release";
+    pub const FORCE_COOKIE: &str = "berth_release";
+
+    pub const MAINTENANCE_RETRY_AFTER: Duration = Duration::from_secs(120);
+}
+
+/// Everything the data plane needs. Listeners are bound once at start; every other field may be
+/// replaced at run time by [`crate::Edge::apply`].
+#[derive(Debug, Clone)]
+pub struct EdgeSpec {
+    pub listeners: Vec<SocketAddr>,
+    pub client: ClientLimits,
+    pub routes: Vec<RouteSpec>,
+    pub groups: Vec<GroupSpec>,
+}
+
+/// Connection-level limits towards clients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientLimits {
+    /// Time allowed to send the whole request head (slowloris guard).
+    pub header_timeout: Duration,
+    /// Keep-alive idle time between requests.
+    pub idle_timeout: Duration,
+    /// Request line plus headers; larger is answered 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: defaults::CLIENT_HEADER_TIMEOUT,
+            idle_timeout: defaults::CLIENT_IDLE_TIMEOUT,
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
+        }
+    }
+}
+
+/// A host pattern a route answers for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// `example.com` (stored lower-case, without port).
+    Exact(String),
+    /// `*.example.com`: any single or multi-label subdomain, stored as the suffix `.example.com`.
+    Wildcard(String),
+    /// `*`: any host.
+    Any,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub name: String,
+    pub hosts: Vec<HostPattern>,
+    /// Starts with `/`; `/` matches everything.
+    pub path_prefix: String,
+    pub strip_prefix: bool,
+    /// Name of a [`GroupSpec`].
+    pub group: String,
+    pub max_body_bytes: u64,
+    pub max_concurrent: usize,
+    pub timeouts: UpstreamTimeouts,
+    pub retry: RetryPolicy,
+    pub security: SecurityHeaders,
+    pub request_headers: HeaderRules,
+    pub response_headers: HeaderRules,
+    pub maintenance: Option<Maintenance>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    /// From the request being sent to the response head arriving.
+    pub response_header: Duration,
+    /// Whole exchange, including streaming the response body.
+    pub total: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: defaults::CONNECT_TIMEOUT,
+            response_header: defaults::RESPONSE_HEADER_TIMEOUT,
+            total: defaults::TOTAL_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Total tries including the first (1 = no retries).
+    pub attempts: u32,
+    /// No new attempt starts after this much time since the first.
+    pub budget: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: defaults::RETRY_ATTEMPTS,
+            budget: defaults::RETRY_BUDGET,
+        }
+    }
+}
+
+/// Response security headers added when the upstream did not set them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SecurityHeaders {
+    pub hsts: Option<HeaderValue>,
+    pub nosniff: bool,
+    pub frame_options: Option<HeaderValue>,
+    pub referrer_policy: Option<HeaderValue>,
+    pub csp: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeaderRules {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Maintenance {
+    pub retry_after: Duration,
+    /// Clients in these networks bypass the maintenance page.
+    pub allow: Vec<IpNet>,
+    /// HTML shown to everyone else.
+    pub page: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// Least outstanding requests between two random instances.
+    #[default]
+    P2cLeastOutstanding,
+    RoundRobin,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupSpec {
+    pub name: String,
+    pub balance: Balance,
+    pub sticky: Option<StickySpec>,
+    pub force: ForceSpec,
+    pub health: Option<ActiveHealthSpec>,
+    pub passive: PassiveHealthSpec,
+    pub upstream_idle_timeout: Duration,
+    /// Releases in cohort order: sticky cohorts are assigned to pools in this order, so a
+    /// deployer puts the newest release first and raising its weight only moves users to it.
+    pub pools: Vec<PoolSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSpec {
+    pub release: String,
+    /// Relative weight; 0 takes no traffic unless forced.
+    pub weight: u32,
+    pub upstreams: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StickySpec {
+    pub cookie: String,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForceSpec {
+    pub header: HeaderName,
+    pub cookie: String,
+}
+
+impl Default for ForceSpec {
+    fn default() -> Self {
+        Self {
+            header: HeaderName::from_static(defaults::FORCE_HEADER),
+            cookie: defaults::FORCE_COOKIE.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveHealthSpec {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub expect: StatusMatch,
+}
+
+impl Default for ActiveHealthSpec {
+    fn default() -> Self {
+        Self {
+            path: defaults::HEALTH_PATH.to_owned(),
+            interval: defaults::HEALTH_INTERVAL,
+            timeout: defaults::HEALTH_TIMEOUT,
+            healthy_threshold: defaults::HEALTHY_THRESHOLD,
+            unhealthy_threshold: defaults::UNHEALTHY_THRESHOLD,
+            expect: StatusMatch::Success,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusMatch {
+    /// Any 2xx.
+    Success,
+    Exact(Vec<StatusCode>),
+}
+
+impl StatusMatch {
+    pub fn matches(&self, status: StatusCode) -> bool {
+        match self {
+            StatusMatch::Success => status.is_success(),
+            StatusMatch::Exact(list) => list.contains(&status),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassiveHealthSpec {
+    /// Eject after this many failures in a row (0 disables).
+    pub consecutive_failures: u32,
+    /// ... or after this many failures within `window` (0 disables).
+    pub window_failures: u32,
+    pub window: Duration,
+    /// First ejection length; doubled for each ejection that follows without a healthy period.
+    pub cool_off: Duration,
+    pub max_cool_off: Duration,
+}
+
+impl Default for PassiveHealthSpec {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: defaults::PASSIVE_CONSECUTIVE_FAILURES,
+            window_failures: defaults::PASSIVE_WINDOW_FAILURES,
+            window: defaults::PASSIVE_WINDOW,
+            cool_off: defaults::PASSIVE_COOL_OFF,
+            max_cool_off: defaults::PASSIVE_MAX_COOL_OFF,
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! One upstream instance at run time: its keep-alive connection pool, in-flight count and
+//! health. The pure [`HealthState`] decides; this wraps it with atomics so the request path
+//! reads health without a lock and takes one only when something failed.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpStream;
+
+use crate::body::RequestBody;
+use crate::error::ProxyError;
+use crate::health::{HealthState, Outcome, Transition};
+use crate::metrics::{EdgeMetrics, UpstreamLabels};
+use crate::spec::{ActiveHealthSpec, PassiveHealthSpec, defaults};
+
+pub type Sender = SendRequest<RequestBody>;
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn millis_since_epoch(t: Instant) -> u64 {
+    t.saturating_duration_since(epoch()).as_millis() as u64
+}
+
+/// The settings an instance was built with; a rebuilt table reuses the instance (and its
+/// health history and idle connections) only when these are unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceSettings {
+    pub active: Option<ActiveHealthSpec>,
+    pub passive: PassiveHealthSpec,
+    pub idle_timeout: Duration,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub label: Arc<str>,
+    pub settings: InstanceSettings,
+    in_flight: AtomicUsize,
+    active_healthy: AtomicBool,
+    /// 0 = not ejected; otherwise the end of the ejection in ms since [`epoch`].
+    ejected_until: AtomicU64,
+    fail_streak: AtomicU32,
+    checker: AtomicBool,
+    state: Mutex<HealthState>,
+    idle: Mutex<Vec<(Sender, Instant)>>,
+    healthy_gauge: Gauge,
+    ejections: Counter,
+    checks_failed: Counter,
+}
+
+impl Upstream {
+    pub fn new(
+        addr: SocketAddr,
+        group: &str,
+        release: &str,
+        settings: InstanceSettings,
+        metrics: &EdgeMetrics,
+    ) -> Self {
+        let labels = UpstreamLabels {
+            group: group.to_owned(),
+            release: release.to_owned(),
+            upstream: addr.to_string(),
+        };
+        let state = HealthState::new(settings.active.as_ref(), &settings.passive);
+        let healthy_gauge = metrics.upstream_healthy.get_or_create_owned(&labels);
+        healthy_gauge.set(1);
+        Self {
+            addr,
+            label: Arc::from(addr.to_string()),
+            in_flight: AtomicUsize::new(0),
+            active_healthy: AtomicBool::new(state.is_active_healthy()),
+            ejected_until: AtomicU64::new(0),
+            fail_streak: AtomicU32::new(0),
+            checker: AtomicBool::new(false),
+            state: Mutex::new(state),
+            idle: Mutex::new(Vec::new()),
+            healthy_gauge,
+            ejections: metrics.ejections.get_or_create_owned(&labels),
+            checks_failed: metrics.health_checks_failed.get_or_create_owned(&labels),
+            settings,
+        }
+    }
+
+    /// True exactly once: for whoever starts this instance's health-check task.
+    pub fn claim_checker(&self) -> bool {
+        !self.checker.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn is_available(&self, now: Instant) -> bool {
+        if !self.active_healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until == 0 || millis_since_epoch(now) >= until
+    }
+
+    /// Counts a request as outstanding until the returned guard drops.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    pub fn record(&self, outcome: Outcome, now: Instant) {
+        if matches!(outcome, Outcome::Success) && self.fail_streak.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let transition = self.with_state(|s| s.on_outcome(outcome, now), now);
+        self.note(transition);
+    }
+
+    pub fn record_check(&self, passed: bool, now: Instant) {
+        if !passed {
+            self.checks_failed.inc();
+        }
+        let transition = self.with_state(|s| s.on_check(passed, now), now);
+        self.note(transition);
+    }
+
+    fn with_state(
+        &self,
+        f: impl FnOnce(&mut HealthState) -> Option<Transition>,
+        now: Instant,
+    ) -> Option<Transition> {
+        let Ok(mut s) = self.state.lock() else {
+            return None;
+        };
+        let ended = s.poll(now);
+        let t = f(&mut s).or(ended);
+        self.fail_streak
+            .store(s.consecutive_failures(), Ordering::Relaxed);
+        self.active_healthy
+            .store(s.is_active_healthy(), Ordering::Relaxed);
+        let until = s
+            .ejected_until()
+            .filter(|u| *u > now)
+            .map(|u| millis_since_epoch(u).max(1))
+            .unwrap_or(0);
+        self.ejected_until.store(until, Ordering::Relaxed);
+        self.healthy_gauge.set(i64::from(s.is_available(now)));
+        t
+    }
+
+    fn note(&self, transition: Option<Transition>) {
+        match transition {
+            Some(Transition::Ejected { for_ }) => {
+                self.ejections.inc();
+                tracing::warn!(upstream = %self.label, seconds = for_.as_secs_f64(), "upstream ejected after failures");
+            }
+            Some(Transition::BecameUnhealthy) => {
+                tracing::warn!(upstream = %self.label, "upstream failed its health checks");
+            }
+            Some(Transition::BecameHealthy) => {
+                tracing::info!(upstream = %self.label, "upstream passes its health checks");
+            }
+            Some(Transition::EjectionEnded) => {
+                tracing::info!(upstream = %self.label, "upstream ejection ended");
+            }
+            None => {}
+        }
+    }
+
+    /// A ready connection: a pooled one when there is a live one, else a new one.
+    pub async fn checkout(&self, connect_timeout: Duration) -> Result<Conn, ProxyError> {
+        loop {
+            let popped = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let Some((mut sender, since)) = popped else {
+                break;
+            };
+            if since.elapsed() >= self.settings.idle_timeout || sender.is_closed() {
+                continue;
+            }
+            // A connection is pooled once its last response ended; ready() only waits for
+            // the connection task to notice that.
+            if sender.ready().await.is_ok() {
+                return Ok(Conn {
+                    sender,
+                    reused: true,
+                });
+            }
+        }
+        self.connect(connect_timeout).await
+    }
+
+    async fn connect(&self, timeout: Duration) -> Result<Conn, ProxyError> {
+        let fail = |reason: String| ProxyError::Connect {
+            upstream: self.label.to_string(),
+            reason,
+        };
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Err(_) => return Err(fail(format!("timed out after {:.1} s", timeout.as_secs_f64()))),
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(Conn {
+            sender,
+            reused: false,
+        })
+    }
+
+    pub fn checkin(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < defaults::UPSTREAM_MAX_IDLE_PER_INSTANCE
+        {
+            idle.push((sender, Instant::now()));
+        }
+    }
+}
+
+pub struct Conn {
+    pub sender: Sender,
+    pub reused: bool,
+}
+
+pub struct InFlight(Arc<Upstream>);
+
+impl InFlight {
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

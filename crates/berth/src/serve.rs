@@ -1,0 +1,192 @@
+//! `berth serve`: one process running the edge and the admin listener, reloading on SIGHUP
+//! or an admin request, draining on SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use berth_config::{AccessLog, Config};
+use berth_edge::{AccessLogTarget, Edge};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Mutex;
+
+use crate::admin;
+use crate::cli::{LogFormat, ServeArgs};
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(args.log_format);
+    let path = args.config.config;
+    let config = match berth_config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(crate::EXIT_BAD_INPUT));
+        }
+    };
+    let runtime = if config.server.workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.server.workers)
+            .enable_all()
+            .build()
+    }
+    .context("starting the async runtime")?;
+    runtime.block_on(serve(path, config))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn access_log_target(cfg: &AccessLog) -> anyhow::Result<AccessLogTarget> {
+    Ok(match cfg {
+        AccessLog::Off => AccessLogTarget::Off,
+        AccessLog::Stdout => AccessLogTarget::Writer(Box::new(std::io::stdout())),
+        AccessLog::File(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening access log {}", p.display()))?;
+            AccessLogTarget::Writer(Box::new(f))
+        }
+    })
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// What the admin listener and the signal handlers share.
+pub struct Server {
+    pub path: PathBuf,
+    pub edge: Edge,
+    pub registry: Registry,
+    /// The configuration in force; reloads are serialised on this lock.
+    pub current: Mutex<Config>,
+    reloads: Family<ResultLabels, Counter>,
+}
+
+pub enum ReloadOutcome {
+    Applied { warnings: Vec<String> },
+    Refused(String),
+}
+
+impl Server {
+    pub async fn reload(&self) -> ReloadOutcome {
+        let mut current = self.current.lock().await;
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || berth_config::load(&path)).await;
+        let next = match loaded {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                self.reloads.get_or_create(&ResultLabels { result: "refused" }).inc();
+                tracing::error!("reload refused, the running configuration stays:\n{e}");
+                return ReloadOutcome::Refused(e.to_string());
+            }
+            Err(e) => return ReloadOutcome::Refused(format!("reload task failed: {e}")),
+        };
+        let report = self.edge.apply(&next.edge);
+        let mut warnings = Vec::new();
+        if report.listeners_changed {
+            warnings.push("server.listen changed: listeners are never re-bound live; restart berth to apply it".to_owned());
+        }
+        if next.server != current.server {
+            warnings.push("other [server] settings (admin_listen, workers, access_log, shutdown_timeout) apply at the next restart".to_owned());
+        }
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        self.reloads.get_or_create(&ResultLabels { result: "applied" }).inc();
+        tracing::info!(routes = next.edge.routes.len(), groups = next.edge.groups.len(), "configuration reloaded");
+        // The [server] section that is running stays; only the edge part was applied.
+        let server = current.server.clone();
+        *current = next;
+        current.server = server;
+        ReloadOutcome::Applied { warnings }
+    }
+}
+
+async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
+    let mut registry = Registry::default();
+    let reloads = Family::<ResultLabels, Counter>::default();
+    registry.register(
+        "berth_config_reloads",
+        "Configuration reloads, by result (applied, refused)",
+        reloads.clone(),
+    );
+    let mut edge = Edge::new(
+        &config.edge,
+        &mut registry,
+        access_log_target(&config.server.access_log)?,
+    );
+    let bound = match edge.listen(&config.edge.listeners).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let admin_listener = tokio::net::TcpListener::bind(config.server.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on server.admin_listen {} (is another process using the port?)", config.server.admin_listen))?;
+    let shutdown_timeout = config.server.shutdown_timeout;
+    tracing::info!(
+        listen = ?bound,
+        admin = %config.server.admin_listen,
+        routes = config.edge.routes.len(),
+        "berth is serving"
+    );
+    let server = Arc::new(Server {
+        path,
+        edge,
+        registry,
+        current: Mutex::new(config),
+        reloads,
+    });
+    tokio::spawn(admin::serve(admin_listener, server.clone()));
+
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: re-reading {}", server.path.display());
+                let _ = server.reload().await;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!(
+        open_connections = server.edge.open_connections(),
+        timeout_s = shutdown_timeout.as_secs_f64(),
+        "shutting down: draining in-flight requests"
+    );
+    if server.edge.shutdown(shutdown_timeout).await {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!(
+            open_connections = server.edge.open_connections(),
+            "shutdown timeout reached; closing remaining connections"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
