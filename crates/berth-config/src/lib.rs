@@ -6,6 +6,7 @@
 mod diagnostic;
 mod file;
 mod locate;
+mod path;
 mod units;
 mod validate;
 
@@ -18,8 +19,7 @@ pub use diagnostic::{ConfigError, Diagnostic};
 use diagnostic::Source;
 
 /// Where the admin API listens when the file does not say.
-pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9180);
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9180);
 
 /// A loaded and validated config file.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Diagnostic, Source};
-use crate::validate::path::{index, key};
+use crate::path::{index, key};
 
 pub(crate) fn toml_error(source: &Source<'_>, error: &toml::de::Error) -> Diagnostic {
     let span = error.span().unwrap_or(0..0);
@@ -27,10 +27,7 @@ pub(crate) fn toml_error(source: &Source<'_>, error: &toml::de::Error) -> Diagno
 }
 
 fn missing_field(message: &str) -> Option<&str> {
-    message
-        .strip_prefix("missing field `")?
-        .split('`')
-        .next()
+    message.strip_prefix("missing field `")?.split('`').next()
 }
 
 /// The path and span length of the narrowest node covering `target`.

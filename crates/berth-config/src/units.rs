@@ -35,7 +35,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let (number, after_number) = split_digits(rest);
         if number.is_empty() {
-            return Err(format!("expected a number at `{rest}` in duration `{text}`"));
+            return Err(format!(
+                "expected a number at `{rest}` in duration `{text}`"
+            ));
         }
         let unit_len = after_number
             .find(|c: char| !c.is_ascii_alphabetic())
@@ -155,6 +157,10 @@ mod tests {
         for bad in ["", "KiB", "1.5MiB", "10 ", "10  MiB", "10TB", "-1", "ten"] {
             assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
         }
-        assert!(parse_size("99999999999GiB").unwrap_err().contains("too large"));
+        assert!(
+            parse_size("99999999999GiB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

@@ -19,7 +19,10 @@ const MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// short enough that tests see the exit promptly.
 const CRASH_GRACE: Duration = Duration::from_millis(100);
 
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<DemoBody>, Infallible> {
+pub async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<DemoBody>, Infallible> {
     if let Some(control) = req.uri().path().strip_prefix("/_demo/") {
         return Ok(handle_control(&app, control, &req));
     }
@@ -95,7 +98,11 @@ fn failing_response(app: &App, path: &str) -> Response<DemoBody> {
 fn handle_control(app: &App, name: &str, req: &Request<Incoming>) -> Response<DemoBody> {
     let query = req.uri().query();
     let switches = &app.switches;
-    let expected = if name == "state" { Method::GET } else { Method::POST };
+    let expected = if name == "state" {
+        Method::GET
+    } else {
+        Method::POST
+    };
     if !matches!(name, "state" | "fail" | "slow" | "crash") {
         return respond::text(StatusCode::NOT_FOUND, "unknown control endpoint\n");
     }

@@ -159,7 +159,10 @@ mod tests {
 
     #[test]
     fn port_env_and_flags() {
-        let s = run(&["--threads", "4"], &[("PORT", "9123"), ("BERTH_RELEASE", "r7")]);
+        let s = run(
+            &["--threads", "4"],
+            &[("PORT", "9123"), ("BERTH_RELEASE", "r7")],
+        );
         assert_eq!(s.listen.to_string(), "127.0.0.1:9123");
         assert_eq!(s.threads, 4);
         assert_eq!(s.release, "r7");

@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -19,6 +19,23 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[error("request body exceeds the limit of {0} bytes")]
 pub struct BodyTooLarge(pub u64);
 
+/// How the client's body went, so a failed upstream send can be blamed on the right side.
+#[derive(Default)]
+pub struct ClientBodyState(AtomicU8);
+
+impl ClientBodyState {
+    const TOO_LARGE: u8 = 1;
+    const MALFORMED: u8 = 2;
+
+    pub fn too_large(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::TOO_LARGE
+    }
+
+    pub fn malformed(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::MALFORMED
+    }
+}
+
 /// Body sent upstream: the client's body under a size limit, or nothing (a replayable request).
 pub enum RequestBody {
     Empty,
@@ -26,20 +43,20 @@ pub enum RequestBody {
         inner: Incoming,
         limit: u64,
         seen: u64,
-        exceeded: Arc<AtomicBool>,
+        state: Arc<ClientBodyState>,
     },
 }
 
 impl RequestBody {
-    pub fn limited(inner: Incoming, limit: u64) -> (Self, Arc<AtomicBool>) {
-        let exceeded = Arc::new(AtomicBool::new(false));
+    pub fn limited(inner: Incoming, limit: u64) -> (Self, Arc<ClientBodyState>) {
+        let state = Arc::new(ClientBodyState::default());
         let body = RequestBody::Limited {
             inner,
             limit,
             seen: 0,
-            exceeded: exceeded.clone(),
+            state: state.clone(),
         };
-        (body, exceeded)
+        (body, state)
     }
 }
 
@@ -57,17 +74,21 @@ impl Body for RequestBody {
                 inner,
                 limit,
                 seen,
-                exceeded,
+                state,
             } => {
                 let frame = ready!(Pin::new(inner).poll_frame(cx));
-                if let Some(Ok(f)) = &frame
-                    && let Some(data) = f.data_ref()
-                {
-                    *seen += data.len() as u64;
-                    if *seen > *limit {
-                        exceeded.store(true, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
+                match &frame {
+                    Some(Ok(f)) => {
+                        if let Some(data) = f.data_ref() {
+                            *seen += data.len() as u64;
+                            if *seen > *limit {
+                                state.0.store(ClientBodyState::TOO_LARGE, Ordering::Relaxed);
+                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
+                            }
+                        }
                     }
+                    Some(Err(_)) => state.0.store(ClientBodyState::MALFORMED, Ordering::Relaxed),
+                    None => {}
                 }
                 Poll::Ready(frame.map(|r| r.map_err(Into::into)))
             }

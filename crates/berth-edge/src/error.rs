@@ -19,6 +19,10 @@ pub enum ProxyError {
     HeadersTooLarge { limit: usize },
     #[error("request body is larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error(
+        "the request body could not be read (malformed chunked encoding or the client went away)"
+    )]
+    BadRequestBody,
     #[error("the route is at its limit of {limit} concurrent requests")]
     Overloaded { limit: usize },
     #[error("no upstream instance is configured for this route")]
@@ -28,7 +32,11 @@ pub enum ProxyError {
     #[error("upstream {upstream} did not send response headers within {secs:.1} s")]
     ResponseTimeout { upstream: String, secs: f64 },
     #[error("upstream {upstream} failed: {reason}")]
-    Upstream { upstream: String, reason: String, retry_safe: bool },
+    Upstream {
+        upstream: String,
+        reason: String,
+        retry_safe: bool,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -38,7 +46,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute
             | ProxyError::HeadersTooLarge { .. }
-            | ProxyError::BodyTooLarge { .. } => Fault::Client,
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::BadRequestBody => Fault::Client,
             ProxyError::Overloaded { .. } | ProxyError::Internal(_) => Fault::Internal,
             ProxyError::NoUpstream
             | ProxyError::Connect { .. }
@@ -62,6 +71,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadRequestBody => StatusCode::BAD_REQUEST,
             ProxyError::Overloaded { .. } | ProxyError::NoUpstream => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -77,6 +87,7 @@ impl ProxyError {
             ProxyError::NoRoute => "no_route",
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::BadRequestBody => "bad_request_body",
             ProxyError::Overloaded { .. } => "overloaded",
             ProxyError::NoUpstream => "no_upstream",
             ProxyError::Connect { .. } => "connect",

@@ -13,15 +13,15 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// RFC 9110 §7.6.1 hop-by-hop fields plus the legacy ones clients still send.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// RFC 9110 §7.6.1 hop-by-hop fields plus the legacy ones clients still send. `Trailer` is
+/// end-to-end: hyper only forwards trailers that it declares.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
 
@@ -154,10 +154,16 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_named() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert("x-keep", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h, None);
         assert_eq!(h.len(), 1);
@@ -167,7 +173,10 @@ mod tests {
     #[test]
     fn keeps_upgrade_when_passing_it_through() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         let token = upgrade_token(&h);
         assert_eq!(token, Some(HeaderValue::from_static("websocket")));
@@ -212,7 +221,10 @@ mod tests {
     #[test]
     fn cookie_lookup() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; berth_cohort=42"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; berth_cohort=42"),
+        );
         assert_eq!(cookie(&h, "berth_cohort"), Some("42"));
         assert_eq!(cookie(&h, "b"), None);
     }

@@ -114,7 +114,11 @@ impl EdgeMetrics {
             "Failed upstream attempts, by route and kind",
             m.upstream_errors.clone(),
         );
-        r.register("retries", "Upstream attempts after the first", m.retries.clone());
+        r.register(
+            "retries",
+            "Upstream attempts after the first",
+            m.retries.clone(),
+        );
         r.register(
             "fail_open",
             "Requests sent to an unhealthy instance because every instance was down",
@@ -140,7 +144,11 @@ impl EdgeMetrics {
             "Client connections open now",
             m.open_connections.clone(),
         );
-        r.register("connections", "Client connections accepted", m.connections.clone());
+        r.register(
+            "connections",
+            "Client connections accepted",
+            m.connections.clone(),
+        );
         r.register(
             "connection_errors",
             "Client connections closed on an error (header timeout, bad request, reset)",
@@ -168,12 +176,27 @@ impl EdgeMetrics {
             })
         };
         RouteMetrics {
-            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
             latency: self.latency.get_or_create_owned(&LatencyLabels {
                 route: route.to_owned(),
                 release: release.to_owned(),
             }),
         }
+    }
+
+    pub fn upstream_error(&self, route: &str, reason: &'static str) {
+        self.upstream_errors
+            .get_or_create(&ReasonLabels {
+                route: route.to_owned(),
+                reason,
+            })
+            .inc();
     }
 
     pub fn reject(&self, route: &str, reason: &'static str) {

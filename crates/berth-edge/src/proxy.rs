@@ -24,7 +24,7 @@ use crate::error::ProxyError;
 use crate::exchange::{Completion, ConnInfo, RoutePermit, edge_release};
 use crate::headers;
 use crate::health::Outcome;
-use crate::metrics::EdgeMetrics;
+use crate::metrics::{EdgeMetrics, GroupLabels, RouteLabels};
 use crate::select::{self, ReleasePick};
 use crate::spec::ClientLimits;
 use crate::table::{Route, Table};
@@ -56,17 +56,16 @@ pub async fn handle(
         return Ok(rejection_response(&shared, route, rejection, done));
     }
     let pick = select::release_pick(&route.group, req.headers());
-    let client_upgrade = headers::upgrade_token(req.headers()).map(|t| (t, hyper::upgrade::on(&mut req)));
+    let client_upgrade =
+        headers::upgrade_token(req.headers()).map(|t| (t, hyper::upgrade::on(&mut req)));
     match forward(&shared, route, &pick, req, &mut done).await {
         Ok(sent) => Ok(respond(&shared, route, &pick, sent, client_upgrade, done)),
         Err(e) => {
-            if e.fault() == crate::error::Fault::Upstream {
-                shared.metrics.upstream_errors.get_or_create(&crate::metrics::ReasonLabels {
-                    route: route.name.to_string(),
-                    reason: e.reason(),
-                }).inc();
-            } else {
+            // Upstream faults were counted per attempt in `forward`.
+            if e.fault() != crate::error::Fault::Upstream {
                 shared.metrics.reject(&route.name, e.reason());
+            } else if matches!(e, ProxyError::NoUpstream) {
+                shared.metrics.upstream_error(&route.name, e.reason());
             }
             done.set_error(e.reason());
             tracing::debug!(request_id = ?done.request_id, error = %e, "request failed");
@@ -131,7 +130,10 @@ fn request_host(req: &Request<Incoming>) -> String {
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [::1]:8080 keeps its brackets.
-        return host.split_once(']').map(|(h, _)| &host[..=h.len()]).unwrap_or(host);
+        return host
+            .split_once(']')
+            .map(|(h, _)| &host[..=h.len()])
+            .unwrap_or(host);
     }
     host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
 }
@@ -254,11 +256,13 @@ async fn forward(
     let spec = &route.spec;
     let group = &route.group;
     let started = Instant::now();
-    done.deadline = Some(tokio::time::Instant::from_std(started + spec.timeouts.total));
+    done.deadline = Some(tokio::time::Instant::from_std(
+        started + spec.timeouts.total,
+    ));
     let (parts, body) = req.into_parts();
     let bodyless = http_body::Body::is_end_stream(&body);
     let replayable = is_idempotent(&parts.method) && bodyless;
-    let (body, exceeded) = if bodyless {
+    let (body, client_body) = if bodyless {
         (RequestBody::Empty, Default::default())
     } else {
         RequestBody::limited(body, spec.max_body_bytes)
@@ -272,7 +276,13 @@ async fn forward(
             if started.elapsed() >= spec.retry.budget {
                 break;
             }
-            shared.metrics.retries.get_or_create(&crate::metrics::RouteLabels { route: route.name.to_string() }).inc();
+            shared
+                .metrics
+                .retries
+                .get_or_create(&RouteLabels {
+                    route: route.name.to_string(),
+                })
+                .inc();
         }
         let Some(req) = pending.take() else { break };
         let now = Instant::now();
@@ -280,7 +290,13 @@ async fn forward(
             return Err(ProxyError::NoUpstream);
         };
         if choice.fail_open {
-            shared.metrics.fail_open.get_or_create(&crate::metrics::GroupLabels { group: group.name.to_string() }).inc();
+            shared
+                .metrics
+                .fail_open
+                .get_or_create(&GroupLabels {
+                    group: group.name.to_string(),
+                })
+                .inc();
         }
         done.attempts = attempt;
         done.release = group.pools[choice.pool].release.clone();
@@ -293,7 +309,7 @@ async fn forward(
             Ok(c) => c,
             Err(e) => {
                 upstream.record(Outcome::Failure, Instant::now());
-                shared.metrics.upstream_errors.get_or_create(&crate::metrics::ReasonLabels { route: route.name.to_string(), reason: e.reason() }).inc();
+                shared.metrics.upstream_error(&route.name, e.reason());
                 last_err = e;
                 pending = Some(req);
                 done.upstream = Some(inflight);
@@ -305,14 +321,27 @@ async fn forward(
         let wait = spec.timeouts.response_header.min(remaining);
         match tokio::time::timeout(wait, conn.sender.try_send_request(req)).await {
             Ok(Ok(response)) => {
-                let outcome = if response.status().is_server_error() { Outcome::Failure } else { Outcome::Success };
+                let outcome = if response.status().is_server_error() {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                };
                 upstream.record(outcome, Instant::now());
-                return Ok(Sent { response, inflight, sender: conn.sender });
+                return Ok(Sent {
+                    response,
+                    inflight,
+                    sender: conn.sender,
+                });
             }
             Ok(Err(mut e)) => {
                 done.upstream = Some(inflight);
-                if exceeded.load(Ordering::Relaxed) {
-                    return Err(ProxyError::BodyTooLarge { limit: spec.max_body_bytes });
+                if client_body.too_large() {
+                    return Err(ProxyError::BodyTooLarge {
+                        limit: spec.max_body_bytes,
+                    });
+                }
+                if client_body.malformed() {
+                    return Err(ProxyError::BadRequestBody);
                 }
                 let reason = e.error().to_string();
                 if let Some(unsent) = e.take_message() {
@@ -323,14 +352,30 @@ async fn forward(
                     pending = Some(again);
                 } else {
                     upstream.record(Outcome::Failure, Instant::now());
-                    return Err(ProxyError::Upstream { upstream: upstream.label.to_string(), reason, retry_safe: false });
+                    shared.metrics.upstream_error(&route.name, "upstream");
+                    return Err(ProxyError::Upstream {
+                        upstream: upstream.label.to_string(),
+                        reason,
+                        retry_safe: false,
+                    });
                 }
-                last_err = ProxyError::Upstream { upstream: upstream.label.to_string(), reason, retry_safe: true };
+                shared
+                    .metrics
+                    .upstream_error(&route.name, "dead_connection");
+                last_err = ProxyError::Upstream {
+                    upstream: upstream.label.to_string(),
+                    reason,
+                    retry_safe: true,
+                };
             }
             Err(_) => {
                 upstream.record(Outcome::Failure, Instant::now());
+                shared.metrics.upstream_error(&route.name, "timeout");
                 done.upstream = Some(inflight);
-                return Err(ProxyError::ResponseTimeout { upstream: upstream.label.to_string(), secs: wait.as_secs_f64() });
+                return Err(ProxyError::ResponseTimeout {
+                    upstream: upstream.label.to_string(),
+                    secs: wait.as_secs_f64(),
+                });
             }
         }
     }
@@ -345,7 +390,11 @@ fn upstream_request(
     route: &Route,
     done: &Completion,
 ) -> Result<Request<RequestBody>, ProxyError> {
-    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     let path_and_query = if route.spec.strip_prefix && route.spec.path_prefix != "/" {
         let prefix = route.spec.path_prefix.trim_end_matches('/');
         let rest = pq.strip_prefix(prefix).unwrap_or(pq);
@@ -361,7 +410,13 @@ fn upstream_request(
         .uri
         .authority()
         .map(|a| a.as_str().to_owned())
-        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned));
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        });
     parts.uri = path_and_query
         .parse::<Uri>()
         .map_err(|e| ProxyError::Internal(format!("rewritten URI: {e}")))?;
@@ -379,7 +434,9 @@ fn upstream_request(
         done.conn.proto,
         original_host.as_deref().unwrap_or(""),
     );
-    parts.headers.insert(headers::X_REQUEST_ID, done.request_id.clone());
+    parts
+        .headers
+        .insert(headers::X_REQUEST_ID, done.request_id.clone());
     headers::apply_rules(&mut parts.headers, &route.spec.request_headers);
     Ok(Request::from_parts(parts, body))
 }
@@ -402,7 +459,12 @@ fn respond(
     client_upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
     mut done: Completion,
 ) -> Response<ResponseBody> {
-    let Sent { mut response, inflight, sender, .. } = sent;
+    let Sent {
+        mut response,
+        inflight,
+        sender,
+        ..
+    } = sent;
     done.status = response.status().as_u16();
     let upgrade = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         headers::upgrade_token(response.headers())
@@ -483,7 +545,10 @@ fn edge_response(
 ) -> Response<ResponseBody> {
     done.status = status.as_u16();
     let mut headers = http::HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     match route {
         Some(r) => finish_headers(&mut headers, r, &done),

@@ -58,8 +58,11 @@ pub fn choose(
 ) -> Option<Choice> {
     let pool = choose_pool(group, pick, now)?;
     let instances = &group.pools[pool].instances;
-    let usable = |u: &Arc<Upstream>| u.is_available(now) && !avoid.iter().any(|a| Arc::ptr_eq(a, u));
-    let mut candidates: Vec<usize> = (0..instances.len()).filter(|&i| usable(&instances[i])).collect();
+    let usable =
+        |u: &Arc<Upstream>| u.is_available(now) && !avoid.iter().any(|a| Arc::ptr_eq(a, u));
+    let mut candidates: Vec<usize> = (0..instances.len())
+        .filter(|&i| usable(&instances[i]))
+        .collect();
     if candidates.is_empty() {
         candidates = (0..instances.len())
             .filter(|&i| instances[i].is_available(now))

@@ -207,7 +207,13 @@ impl Carry {
     ) -> Arc<Upstream> {
         let key = (group.to_owned(), release.to_owned(), addr);
         let Ok(mut map) = self.instances.lock() else {
-            return Arc::new(Upstream::new(addr, group, release, settings.clone(), metrics));
+            return Arc::new(Upstream::new(
+                addr,
+                group,
+                release,
+                settings.clone(),
+                metrics,
+            ));
         };
         map.retain(|_, w| w.strong_count() > 0);
         if let Some(existing) = map.get(&key).and_then(Weak::upgrade)
@@ -215,7 +221,13 @@ impl Carry {
         {
             return existing;
         }
-        let fresh = Arc::new(Upstream::new(addr, group, release, settings.clone(), metrics));
+        let fresh = Arc::new(Upstream::new(
+            addr,
+            group,
+            release,
+            settings.clone(),
+            metrics,
+        ));
         map.insert(key, Arc::downgrade(&fresh));
         fresh
     }

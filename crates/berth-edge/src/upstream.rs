@@ -201,7 +201,12 @@ impl Upstream {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(fail(e.to_string())),
-            Err(_) => return Err(fail(format!("timed out after {:.1} s", timeout.as_secs_f64()))),
+            Err(_) => {
+                return Err(fail(format!(
+                    "timed out after {:.1} s",
+                    timeout.as_secs_f64()
+                )));
+            }
         };
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()

@@ -72,7 +72,8 @@ async fn serve(
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |req| handle(req, peer, connection, shared.clone(), stop.clone()));
+    let service =
+        service_fn(move |req| handle(req, peer, connection, shared.clone(), stop.clone()));
     // Errors here are the client going away or a drop we asked for.
     let _ = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -133,7 +134,7 @@ fn health(shared: &Shared) -> Response<ScriptedBody> {
 
 async fn normal(shared: &Shared) -> Result<Response<ScriptedBody>, DropOnPurpose> {
     let nth = shared.normal_requests.fetch_add(1, Ordering::SeqCst) + 1;
-    if shared.drop_every != 0 && nth % shared.drop_every == 0 {
+    if shared.drop_every != 0 && nth.is_multiple_of(shared.drop_every) {
         return Err(DropOnPurpose);
     }
     if !shared.latency.is_zero() {
@@ -150,14 +151,14 @@ async fn normal(shared: &Shared) -> Result<Response<ScriptedBody>, DropOnPurpose
 
 fn normal_body(shared: &Shared) -> ScriptedBody {
     let mut body = shared.body.clone();
-    let cut = shared.drop_mid_body.map(|after| {
-        if body.len() <= after {
-            let mut padded = BytesMut::from(&body[..]);
-            padded.resize(after + 1, b'x');
-            body = padded.freeze();
-        }
-        after
-    });
+    let cut = shared.drop_mid_body;
+    if let Some(after) = cut
+        && body.len() <= after
+    {
+        let mut padded = BytesMut::from(&body[..]);
+        padded.resize(after + 1, b'x');
+        body = padded.freeze();
+    }
     let length = body.len() as u64;
     let sent = match cut {
         Some(after) => body.slice(..after),
@@ -206,7 +207,11 @@ mod tests {
 
     #[test]
     fn paced_splits_evenly() {
-        let steps = paced(Bytes::from_static(b"0123456789"), 3, Duration::from_millis(1));
+        let steps = paced(
+            Bytes::from_static(b"0123456789"),
+            3,
+            Duration::from_millis(1),
+        );
         assert_eq!(data_lens(&steps), [4, 4, 2]);
         let pauses = steps.iter().filter(|s| matches!(s, Step::Pause(_))).count();
         assert_eq!(pauses, 2);

@@ -77,7 +77,13 @@ pub enum LogFormat {
 #[derive(Args)]
 pub struct ReloadArgs {
     /// Configuration file whose server.admin_listen names the server to reload
-    #[arg(long, short, env = "BERTH_CONFIG", default_value = "berth.toml", conflicts_with = "admin")]
+    #[arg(
+        long,
+        short,
+        env = "BERTH_CONFIG",
+        default_value = "berth.toml",
+        conflicts_with = "admin"
+    )]
     pub config: PathBuf,
     /// Admin listener address of the running server
     #[arg(long)]

@@ -18,7 +18,9 @@ pub fn run(args: ReloadArgs) -> anyhow::Result<ExitCode> {
             Ok(cfg) => cfg.server.admin_listen,
             Err(e) => {
                 eprintln!("{e}");
-                eprintln!("berth: not reloading: fix the file first (the running server keeps its configuration)");
+                eprintln!(
+                    "berth: not reloading: fix the file first (the running server keeps its configuration)"
+                );
                 return Ok(ExitCode::from(crate::EXIT_BAD_INPUT));
             }
         },
@@ -51,7 +53,9 @@ pub fn run(args: ReloadArgs) -> anyhow::Result<ExitCode> {
 async fn post_reload(admin: SocketAddr) -> anyhow::Result<(StatusCode, Bytes)> {
     let stream = tokio::net::TcpStream::connect(admin)
         .await
-        .with_context(|| format!("cannot reach berth's admin listener at {admin}; is `berth serve` running?"))?;
+        .with_context(|| {
+            format!("cannot reach berth's admin listener at {admin}; is `berth serve` running?")
+        })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let req = Request::post("/-/reload")

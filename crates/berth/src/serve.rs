@@ -96,7 +96,9 @@ impl Server {
         let next = match loaded {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                self.reloads.get_or_create(&ResultLabels { result: "refused" }).inc();
+                self.reloads
+                    .get_or_create(&ResultLabels { result: "refused" })
+                    .inc();
                 tracing::error!("reload refused, the running configuration stays:\n{e}");
                 return ReloadOutcome::Refused(e.to_string());
             }
@@ -113,8 +115,14 @@ impl Server {
         for w in &warnings {
             tracing::warn!("{w}");
         }
-        self.reloads.get_or_create(&ResultLabels { result: "applied" }).inc();
-        tracing::info!(routes = next.edge.routes.len(), groups = next.edge.groups.len(), "configuration reloaded");
+        self.reloads
+            .get_or_create(&ResultLabels { result: "applied" })
+            .inc();
+        tracing::info!(
+            routes = next.edge.routes.len(),
+            groups = next.edge.groups.len(),
+            "configuration reloaded"
+        );
         // The [server] section that is running stays; only the edge part was applied.
         let server = current.server.clone();
         *current = next;
@@ -145,7 +153,12 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
     };
     let admin_listener = tokio::net::TcpListener::bind(config.server.admin_listen)
         .await
-        .with_context(|| format!("cannot listen on server.admin_listen {} (is another process using the port?)", config.server.admin_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on server.admin_listen {} (is another process using the port?)",
+                config.server.admin_listen
+            )
+        })?;
     let shutdown_timeout = config.server.shutdown_timeout;
     tracing::info!(
         listen = ?bound,

@@ -7,8 +7,8 @@ use http::{HeaderName, HeaderValue};
 use toml::Spanned;
 
 use super::Checker;
-use super::path::{index, key};
 use crate::file::{HeaderRulesFile, SecurityFile, Text};
+use crate::path::{index, key};
 
 /// Headers that describe one connection rather than the message. The proxy manages them on each
 /// side itself, so a rule touching them would either be overridden or break framing.
@@ -40,9 +40,10 @@ pub(super) fn check_security(
     file: Option<&SecurityFile>,
     field: &str,
 ) -> SecurityHeaders {
-    let value = |c: &mut Checker<'_>, v: Option<&Text>, name: &str, default: Option<&'static str>| {
-        security_value(c, v, &key(field, name), default)
-    };
+    let value =
+        |c: &mut Checker<'_>, v: Option<&Text>, name: &str, default: Option<&'static str>| {
+            security_value(c, v, &key(field, name), default)
+        };
     let Some(file) = file else {
         return SecurityHeaders {
             hsts: None,
@@ -126,7 +127,10 @@ pub(super) fn check_rules(
             c.error(
                 name.span(),
                 &field,
-                format!("header `{}` appears more than once in these rules", name.get_ref()),
+                format!(
+                    "header `{}` appears more than once in these rules",
+                    name.get_ref()
+                ),
             )
             .hint("header names are case-insensitive; keep one rule per header");
         }

@@ -114,7 +114,10 @@ mod tests {
             parse("*.Example.com"),
             Ok(HostPattern::Wildcard(".example.com".into()))
         );
-        assert_eq!(parse("localhost"), Ok(HostPattern::Exact("localhost".into())));
+        assert_eq!(
+            parse("localhost"),
+            Ok(HostPattern::Exact("localhost".into()))
+        );
         assert_eq!(parse("10.0.0.1"), Ok(HostPattern::Exact("10.0.0.1".into())));
         assert_eq!(parse("[::1]"), Ok(HostPattern::Exact("[::1]".into())));
     }

@@ -6,8 +6,8 @@ use berth_edge::spec::{Maintenance, defaults};
 use ipnet::IpNet;
 
 use super::Checker;
-use super::path::{index, key};
 use crate::file::MaintenanceFile;
+use crate::path::{index, key};
 
 /// Shown when the file names no page of its own.
 const DEFAULT_PAGE: &str = "<!DOCTYPE html>
@@ -43,7 +43,9 @@ pub(super) fn check(
                     &index(&key(field, "allow"), i),
                     format!("`{}` is not an IP network or address", text.get_ref()),
                 )
-                .hint("write a CIDR such as \"10.0.0.0/8\" or a single address such as \"192.0.2.7\"");
+                .hint(
+                    "write a CIDR such as \"10.0.0.0/8\" or a single address such as \"192.0.2.7\"",
+                );
             }
         }
     }

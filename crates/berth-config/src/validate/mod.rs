@@ -5,9 +5,10 @@
 
 mod group;
 mod headers;
+mod health;
 mod host;
 mod maintenance;
-pub(crate) mod path;
+mod pool;
 mod route;
 mod server;
 
@@ -17,10 +18,10 @@ use std::time::Duration;
 
 use berth_edge::spec::EdgeSpec;
 
+use crate::Config;
 use crate::diagnostic::{ConfigError, Diagnostic, Source};
 use crate::file::{DurationField, FileConfig, Int, Scalar, SizeField};
 use crate::units::{parse_duration, parse_size};
-use crate::Config;
 
 pub(crate) fn validate(file: &FileConfig, source: &Source<'_>) -> Result<Config, ConfigError> {
     let mut checker = Checker {
@@ -88,7 +89,12 @@ impl Checker<'_> {
         parsed
     }
 
-    fn duration_or_zero(&mut self, value: &DurationField, field: &str, default: Duration) -> Duration {
+    fn duration_or_zero(
+        &mut self,
+        value: &DurationField,
+        field: &str,
+        default: Duration,
+    ) -> Duration {
         let Some(value) = value else {
             return default;
         };
@@ -114,7 +120,11 @@ impl Checker<'_> {
         match result {
             Ok(bytes) if bytes >= min => bytes,
             Ok(bytes) => {
-                self.error(value.span(), field, format!("{bytes} bytes is below the minimum of {min}"));
+                self.error(
+                    value.span(),
+                    field,
+                    format!("{bytes} bytes is below the minimum of {min}"),
+                );
                 default
             }
             Err(message) => {

@@ -9,9 +9,9 @@ use berth_edge::spec::{
 use http::uri::PathAndQuery;
 use toml::Spanned;
 
-use super::path::{index, key};
 use super::{Checker, NAME_HINT, headers, host, is_name, maintenance};
 use crate::file::{RetryFile, RouteFile, Text, TimeoutsFile};
+use crate::path::{index, key};
 
 const DEFAULT_PATH_PREFIX: &str = "/";
 
@@ -55,7 +55,12 @@ fn check(
         path_prefix,
         strip_prefix: route.strip_prefix.unwrap_or(false),
         group: route.group.get_ref().clone(),
-        max_body_bytes: c.size(&route.max_body, &at("max_body"), defaults::MAX_BODY_BYTES, 0),
+        max_body_bytes: c.size(
+            &route.max_body,
+            &at("max_body"),
+            defaults::MAX_BODY_BYTES,
+            0,
+        ),
         max_concurrent: c.int(
             &route.max_concurrent,
             &at("max_concurrent"),
@@ -65,8 +70,16 @@ fn check(
         ),
         timeouts: check_timeouts(c, route.timeouts.as_ref(), &at("timeouts")),
         retry: check_retry(c, route.retry.as_ref(), &at("retry")),
-        security: headers::check_security(c, route.security_headers.as_ref(), &at("security_headers")),
-        request_headers: headers::check_rules(c, route.request_headers.as_ref(), &at("request_headers")),
+        security: headers::check_security(
+            c,
+            route.security_headers.as_ref(),
+            &at("security_headers"),
+        ),
+        request_headers: headers::check_rules(
+            c,
+            route.request_headers.as_ref(),
+            &at("request_headers"),
+        ),
         response_headers: headers::check_rules(
             c,
             route.response_headers.as_ref(),
@@ -110,16 +123,11 @@ fn check_path_prefix(c: &mut Checker<'_>, prefix: Option<&Text>, field: &str) ->
     };
     let text = prefix.get_ref();
     // `?` and `#` would parse, but a prefix compared against request paths never contains them.
-    let is_path = text.starts_with('/')
-        && !text.contains(['?', '#'])
-        && text.parse::<PathAndQuery>().is_ok();
+    let is_path =
+        text.starts_with('/') && !text.contains(['?', '#']) && text.parse::<PathAndQuery>().is_ok();
     if !is_path {
-        c.error(
-            prefix.span(),
-            field,
-            format!("`{text}` is not a URL path"),
-        )
-        .hint("a path prefix starts with `/` and has no query string, e.g. \"/api\"");
+        c.error(prefix.span(), field, format!("`{text}` is not a URL path"))
+            .hint("a path prefix starts with `/` and has no query string, e.g. \"/api\"");
         return DEFAULT_PATH_PREFIX.to_owned();
     }
     text.clone()
@@ -134,8 +142,12 @@ fn check_hosts(
     claims: &mut Claims,
 ) -> Vec<HostPattern> {
     if route.hosts.get_ref().is_empty() {
-        c.error(route.hosts.span(), field, "a route needs at least one host pattern")
-            .hint("use [\"*\"] to match any host");
+        c.error(
+            route.hosts.span(),
+            field,
+            "a route needs at least one host pattern",
+        )
+        .hint("use [\"*\"] to match any host");
     }
     let mut hosts = Vec::new();
     for (h, text) in route.hosts.get_ref().iter().enumerate() {
@@ -193,7 +205,10 @@ fn check_group(c: &mut Checker<'_>, group: &Text, field: &str, groups: &[GroupSp
         return;
     }
     let hint = if groups.is_empty() {
-        format!("no groups are defined; add a [group.{}] table", group.get_ref())
+        format!(
+            "no groups are defined; add a [group.{}] table",
+            group.get_ref()
+        )
     } else {
         let names: Vec<&str> = groups.iter().map(|known| known.name.as_str()).collect();
         format!("known groups: {}", names.join(", "))
@@ -206,12 +221,20 @@ fn check_group(c: &mut Checker<'_>, group: &Text, field: &str, groups: &[GroupSp
     .hint(hint);
 }
 
-fn check_timeouts(c: &mut Checker<'_>, file: Option<&TimeoutsFile>, field: &str) -> UpstreamTimeouts {
+fn check_timeouts(
+    c: &mut Checker<'_>,
+    file: Option<&TimeoutsFile>,
+    field: &str,
+) -> UpstreamTimeouts {
     let Some(file) = file else {
         return UpstreamTimeouts::default();
     };
     UpstreamTimeouts {
-        connect: c.duration(&file.connect, &key(field, "connect"), defaults::CONNECT_TIMEOUT),
+        connect: c.duration(
+            &file.connect,
+            &key(field, "connect"),
+            defaults::CONNECT_TIMEOUT,
+        ),
         response_header: c.duration(
             &file.response_header,
             &key(field, "response_header"),

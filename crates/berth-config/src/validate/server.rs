@@ -7,8 +7,8 @@ use std::num::NonZeroUsize;
 use berth_edge::spec::{ClientLimits, defaults};
 
 use super::Checker;
-use super::path::{index, key};
 use crate::file::{ClientFile, ServerFile};
+use crate::path::{index, key};
 use crate::{AccessLog, DEFAULT_ADMIN_LISTEN, ServerSpec};
 
 /// Below this a request line plus a handful of ordinary headers no longer fits.
@@ -114,8 +114,12 @@ fn socket_addr(
     match text.parse() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            c.error(span, field, format!("`{text}` is not an IP address and port"))
-                .hint("e.g. \"0.0.0.0:8080\" or \"[::1]:8080\"; host names are not resolved here");
+            c.error(
+                span,
+                field,
+                format!("`{text}` is not an IP address and port"),
+            )
+            .hint("e.g. \"0.0.0.0:8080\" or \"[::1]:8080\"; host names are not resolved here");
             None
         }
     }

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Side-by-side proxy benchmark: the same berth-demo backend behind berth, nginx and haproxy,
+# each with one worker, loaded alternately with wrk (keep-alive, 64 connections).
+#
+#   bench/edge.sh                 # 5 rounds of 10 s per proxy
+#   ROUNDS=3 DURATION=5 bench/edge.sh
+#
+# The proxy runs on CPU 0; the backend and wrk share CPU 1, the same for every proxy, so the
+# ratios compare the proxies and not the scheduler. Prints one table row per run, then the
+# medians and the line `berth/nginx req/s ratio R, p99 ratio P`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+PATH_UNDER_TEST=${PATH_UNDER_TEST:-/}
+BACKEND_PORT=${BACKEND_PORT:-18900}
+BERTH_PORT=${BERTH_PORT:-18901}
+NGINX_PORT=${NGINX_PORT:-18902}
+HAPROXY_PORT=${HAPROXY_PORT:-18903}
+ADMIN_PORT=${ADMIN_PORT:-18904}
+
+need() { command -v "$1" >/dev/null || { echo "bench/edge.sh: '$1' is missing: apt-get install $2" >&2; exit 1; }; }
+need wrk wrk
+need nginx nginx-light
+need haproxy haproxy
+need taskset util-linux
+
+cargo build --release -q -p berth -p berth-demo
+BIN=target/release
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+CPUS=$(nproc)
+PROXY_CPU=0
+LOAD_CPU=$(( CPUS > 1 ? 1 : 0 ))
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "bench/edge.sh: nothing listens on port $1" >&2; exit 1
+}
+
+taskset -c "$LOAD_CPU" "$BIN/berth-demo" --listen "127.0.0.1:$BACKEND_PORT" --threads 1 >"$WORK/demo.log" 2>&1 &
+PIDS+=($!)
+wait_port "$BACKEND_PORT"
+
+cat >"$WORK/berth.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$BERTH_PORT"]
+admin_listen = "127.0.0.1:$ADMIN_PORT"
+workers = 1
+access_log = "off"
+
+[[route]]
+name = "bench"
+hosts = ["*"]
+group = "bench"
+
+[group.bench]
+upstreams = ["127.0.0.1:$BACKEND_PORT"]
+TOML
+taskset -c "$PROXY_CPU" "$BIN/berth" serve --config "$WORK/berth.toml" >"$WORK/berth.log" 2>&1 &
+PIDS+=($!)
+
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx;
+  proxy_temp_path $WORK/nginx;
+  fastcgi_temp_path $WORK/nginx;
+  uwsgi_temp_path $WORK/nginx;
+  scgi_temp_path $WORK/nginx;
+  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+    }
+  }
+}
+CONF
+taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.out" 2>&1 &
+PIDS+=($!)
+
+cat >"$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 3s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HAPROXY_PORT
+  option forwardfor
+  default_backend be
+backend be
+  server s1 127.0.0.1:$BACKEND_PORT
+CONF
+taskset -c "$PROXY_CPU" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
+PIDS+=($!)
+
+for p in "$BERTH_PORT" "$NGINX_PORT" "$HAPROXY_PORT"; do wait_port "$p"; done
+
+# wrk's latency figures are in us/ms/s; normalise to milliseconds.
+to_ms() { awk -v v="$1" 'BEGIN { n=v; sub(/[a-z]+$/,"",n); u=v; sub(/^[0-9.]+/,"",u);
+  f = (u=="us") ? 0.001 : (u=="s") ? 1000 : 1; printf "%.3f", n*f }'; }
+
+run() { # name port -> "rps p50 p99"
+  local out
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$2$PATH_UNDER_TEST")
+  if grep -q "Non-2xx" <<<"$out"; then echo "bench/edge.sh: $1 answered non-2xx:" >&2; echo "$out" >&2; exit 1; fi
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+  p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+  echo "$rps $p50 $p99"
+}
+
+# Warm up every proxy (connection pools, caches) before measuring.
+for p in "$BERTH_PORT" "$NGINX_PORT" "$HAPROXY_PORT"; do
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$p$PATH_UNDER_TEST" >/dev/null
+done
+
+printf "%-6s %-8s %12s %10s %10s\n" round proxy req/s p50_ms p99_ms
+declare -A RPS P99 P50
+for r in $(seq 1 "$ROUNDS"); do
+  for name in berth nginx haproxy; do
+    case $name in berth) port=$BERTH_PORT;; nginx) port=$NGINX_PORT;; haproxy) port=$HAPROXY_PORT;; esac
+    read -r rps p50 p99 < <(run "$name" "$port")
+    printf "%-6s %-8s %12s %10s %10s\n" "$r" "$name" "$rps" "$p50" "$p99"
+    RPS[$name]+="$rps "; P50[$name]+="$p50 "; P99[$name]+="$p99 "
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END { if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+echo
+printf "%-8s %12s %10s %10s   (medians over %s rounds of %ss, %s connections, cpu: %s)\n" proxy req/s p50_ms p99_ms "$ROUNDS" "$DURATION" "$CONNS" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+declare -A MR MP
+for name in berth nginx haproxy; do
+  MR[$name]=$(median <<<"${RPS[$name]}"); MP[$name]=$(median <<<"${P99[$name]}")
+  printf "%-8s %12s %10s %10s\n" "$name" "${MR[$name]}" "$(median <<<"${P50[$name]}")" "${MP[$name]}"
+done
+awk -v br="${MR[berth]}" -v nr="${MR[nginx]}" -v bp="${MP[berth]}" -v np="${MP[nginx]}" -v hr="${MR[haproxy]}" -v hp="${MP[haproxy]}" \
+  'BEGIN { printf "berth/haproxy req/s ratio %.2f, p99 ratio %.2f\n", br/hr, bp/hp;
+           printf "berth/nginx req/s ratio %.2f, p99 ratio %.2f\n", br/nr, bp/np }'

@@ -1,0 +1,124 @@
+//! What every edge test needs: ports, a config around a route table, a started berth and a
+//! few clients.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use berth_testkit::{BerthProcess, free_addr};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_berth");
+
+pub struct Env {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub berth: BerthProcess,
+}
+
+pub fn server_section(listen: SocketAddr, admin: SocketAddr, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"{listen}\"]\nadmin_listen = \"{admin}\"\nworkers = 2\nshutdown_timeout = \"10s\"\n{extra}\n"
+    )
+}
+
+/// A single route `app` for every host, to a group `app` with these upstreams.
+pub fn simple(upstreams: &[SocketAddr], route_extra: &str, group_extra: &str) -> String {
+    let ups: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[[route]]\nname = \"app\"\nhosts = [\"*\"]\ngroup = \"app\"\n{route_extra}\n\n[group.app]\nupstreams = [{}]\n{group_extra}\n",
+        ups.join(", ")
+    )
+}
+
+pub async fn start(body: &str) -> Env {
+    start_with(body, "").await
+}
+
+pub async fn start_with(body: &str, server_extra: &str) -> Env {
+    let listen = free_addr();
+    let admin = free_addr();
+    let toml = format!("{}{}", server_section(listen, admin, server_extra), body);
+    let berth = BerthProcess::builder(BIN)
+        .config_toml(toml)
+        .admin_addr(admin)
+        .start()
+        .await
+        .expect("berth starts");
+    Env {
+        listen,
+        admin,
+        berth,
+    }
+}
+
+impl Env {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listen)
+    }
+
+    /// Rewrites the config (same listeners) with a new route table.
+    pub fn write_body(&self, body: &str) {
+        let toml = format!("{}{}", server_section(self.listen, self.admin, ""), body);
+        self.berth.write_config(toml).expect("config written");
+    }
+
+    pub async fn metrics(&self) -> String {
+        let r = client()
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("metrics answer");
+        r.text().await.expect("metrics text")
+    }
+
+    /// Sum of every sample whose line starts with `prefix` (a name plus optional labels).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        metric_sum(&self.metrics().await, prefix)
+    }
+
+    pub async fn access_log(&self, min_lines: usize) -> Vec<serde_json::Value> {
+        eventually(Duration::from_secs(5), || async {
+            self.berth.stdout_lines().len() >= min_lines
+        })
+        .await;
+        self.berth
+            .stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// Polls `check` until it holds or the timeout passes; returns whether it held.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

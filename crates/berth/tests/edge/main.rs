@@ -1,0 +1,16 @@
+//! Integration tests of the edge: the real `berth` binary, real sockets, fake upstreams that
+//! speak real HTTP. One module per concern.
+
+mod common;
+
+mod balancing;
+mod cli;
+mod health;
+mod limits;
+mod observability;
+mod reload;
+mod retries;
+mod routing;
+mod semantics;
+mod shutdown;
+mod smuggling;
