@@ -3,56 +3,24 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use http::{HeaderValue, Method};
 
 use crate::access_log::{AccessLog, AccessRecord};
+use crate::conn_watch::{ActiveGuard, ConnActivity};
 use crate::health::Outcome;
 use crate::metrics::RouteMetrics;
 use crate::table::EDGE_RELEASE;
 use crate::upstream::{InFlight, Sender};
 
-/// Per client connection: in-flight requests and last activity, read by the idle watch.
-#[derive(Default)]
-pub struct ConnActivity {
-    active: AtomicUsize,
-    last_active_ms: AtomicU64,
-}
-
-impl ConnActivity {
-    pub fn begin(self: &Arc<Self>) -> ActiveGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(self.clone())
-    }
-
-    pub fn is_idle_since(&self, started: Instant, idle: std::time::Duration) -> bool {
-        let now = started.elapsed().as_millis() as u64;
-        let last = self.last_active_ms.load(Ordering::Relaxed);
-        self.active.load(Ordering::Relaxed) == 0
-            && now.saturating_sub(last) >= idle.as_millis() as u64
-    }
-
-    fn touch(&self, started: Instant) {
-        self.last_active_ms
-            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-}
-
-pub struct ActiveGuard(Arc<ConnActivity>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// A client connection as the request phases see it.
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's IP as a header value, formatted once per connection for X-Forwarded-For.
+    pub peer_ip: HeaderValue,
     pub proto: &'static str,
-    pub opened: Instant,
     pub activity: Arc<ConnActivity>,
 }
 
@@ -113,7 +81,6 @@ impl Completion {
         if let Some(m) = &self.metrics {
             m.observe(self.status, elapsed.as_secs_f64());
         }
-        self.conn.activity.touch(self.conn.opened);
         if self.log.enabled() {
             self.log.log(AccessRecord {
                 time: self.time,

@@ -9,6 +9,7 @@ pub mod access_log;
 pub mod balance;
 mod body;
 mod checker;
+mod conn_watch;
 pub mod error;
 mod exchange;
 mod headers;

@@ -79,19 +79,27 @@ pub async fn handle(
 /// Phase 1: what the exchange is, before anything can fail.
 fn identify(shared: &Shared, conn: &Arc<ConnInfo>, req: &Request<Incoming>) -> Completion {
     let host = request_host(req);
+    let logging = shared.log.enabled();
     Completion {
         start: Instant::now(),
-        time: SystemTime::now(),
+        time: if logging {
+            SystemTime::now()
+        } else {
+            SystemTime::UNIX_EPOCH
+        },
         conn: conn.clone(),
         _active: conn.activity.begin(),
         request_id: headers::request_id(req.headers()),
         method: req.method().clone(),
         host,
-        path: req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".to_owned()),
+        // Only the access log needs an owned copy of the path.
+        path: if logging {
+            req.uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+        } else {
+            String::new()
+        },
         protocol: match req.version() {
             Version::HTTP_2 => "HTTP/2",
             Version::HTTP_10 => "HTTP/1.0",
@@ -124,7 +132,11 @@ fn request_host(req: &Request<Incoming>) -> String {
                 .map(strip_port)
         })
         .unwrap_or("");
-    raw.to_ascii_lowercase()
+    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        raw.to_ascii_lowercase()
+    } else {
+        raw.to_owned()
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -390,49 +402,41 @@ fn upstream_request(
     route: &Route,
     done: &Completion,
 ) -> Result<Request<RequestBody>, ProxyError> {
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let path_and_query = if route.spec.strip_prefix && route.spec.path_prefix != "/" {
-        let prefix = route.spec.path_prefix.trim_end_matches('/');
-        let rest = pq.strip_prefix(prefix).unwrap_or(pq);
-        if rest.is_empty() || rest.starts_with('?') {
-            format!("/{rest}")
-        } else {
-            rest.to_owned()
-        }
-    } else {
-        pq.to_owned()
+    let original_host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
     };
-    let original_host = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
-    parts.uri = path_and_query
-        .parse::<Uri>()
-        .map_err(|e| ProxyError::Internal(format!("rewritten URI: {e}")))?;
+    let path_and_query = match parts.uri.path_and_query().cloned() {
+        Some(pq) if route.spec.strip_prefix && route.spec.path_prefix != "/" => {
+            let prefix = route.spec.path_prefix.trim_end_matches('/');
+            let rest = pq.as_str().strip_prefix(prefix).unwrap_or(pq.as_str());
+            let rewritten = if rest.is_empty() || rest.starts_with('?') {
+                format!("/{rest}")
+            } else {
+                rest.to_owned()
+            };
+            rewritten
+                .parse::<http::uri::PathAndQuery>()
+                .map_err(|e| ProxyError::Internal(format!("rewritten path: {e}")))?
+        }
+        Some(pq) => pq,
+        None => http::uri::PathAndQuery::from_static("/"),
+    };
+    let mut uri = http::uri::Parts::default();
+    uri.path_and_query = Some(path_and_query);
+    parts.uri =
+        Uri::from_parts(uri).map_err(|e| ProxyError::Internal(format!("rewritten URI: {e}")))?;
     parts.version = Version::HTTP_11;
     let upgrade = headers::upgrade_token(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade.as_ref());
-    if let Some(h) = &original_host
-        && let Ok(v) = HeaderValue::from_str(h)
-    {
-        parts.headers.insert(header::HOST, v);
+    if let Some(h) = &original_host {
+        parts.headers.insert(header::HOST, h.clone());
     }
     headers::set_forwarded(
         &mut parts.headers,
-        &done.conn.peer.ip().to_string(),
+        &done.conn.peer_ip,
         done.conn.proto,
-        original_host.as_deref().unwrap_or(""),
+        original_host,
     );
     parts
         .headers

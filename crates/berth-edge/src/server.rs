@@ -11,7 +11,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
-use crate::exchange::{ConnActivity, ConnInfo};
+use crate::conn_watch::{self, ConnActivity, Verdict, WatchedIo};
+use crate::exchange::ConnInfo;
 use crate::metrics::KindLabels;
 use crate::proxy::{self, Shared};
 use crate::spec::ClientLimits;
@@ -87,9 +88,11 @@ pub async fn accept_loop(
 
 fn builder(limits: &ClientLimits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // berth's watchdog enforces the head and idle limits; hyper's timer (which also runs
+    // while idle) is only a backstop that must never fire first.
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        .header_read_timeout(limits.header_timeout + limits.idle_timeout)
         .max_buf_size((limits.max_header_bytes * HEAD_BUFFER_FACTOR).max(MIN_READ_BUFFER));
     b.http2()
         .timer(TokioTimer::new())
@@ -108,21 +111,23 @@ async fn serve(
     shared.metrics.connections.inc();
     shared.metrics.open_connections.inc();
     let limits = shared.limits.load_full();
+    let opened = Instant::now();
+    let activity = Arc::new(ConnActivity::new(opened));
     let info = Arc::new(ConnInfo {
         peer,
+        peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(http::HeaderValue::from_static("unknown")),
         proto: "http",
-        opened: Instant::now(),
-        activity: Arc::new(ConnActivity::default()),
+        activity: activity.clone(),
     });
-    let activity = info.activity.clone();
     let svc_shared = shared.clone();
     let service = service_fn(move |req| proxy::handle(svc_shared.clone(), info.clone(), req));
     let builder = builder(&limits);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let io = TokioIo::new(WatchedIo::new(stream, activity.clone()));
+    let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let opened = Instant::now();
-    let mut idle_check = tokio::time::interval(limits.idle_timeout);
-    idle_check.tick().await;
+    let mut watch = tokio::time::interval(conn_watch::tick(&limits));
+    watch.tick().await;
     let mut closing = false;
     let result = loop {
         tokio::select! {
@@ -131,10 +136,17 @@ async fn serve(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = idle_check.tick(), if !closing => {
-                if activity.is_idle_since(opened, limits.idle_timeout) {
+            _ = watch.tick(), if !closing => match conn_watch::verdict(activity.snapshot(), &limits) {
+                Verdict::Keep => {}
+                Verdict::Idle => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
+                }
+                Verdict::SlowHead => {
+                    // Nothing is in flight: dropping the connection closes the socket.
+                    shared.metrics.connection_errors.get_or_create(&KindLabels { kind: "header_timeout" }).inc();
+                    tracing::debug!(%peer, "closing a connection whose request head is too slow");
+                    break Ok(());
                 }
             }
         }

@@ -34,20 +34,35 @@ pub async fn start(body: &str) -> Env {
 }
 
 pub async fn start_with(body: &str, server_extra: &str) -> Env {
-    let listen = free_addr();
-    let admin = free_addr();
-    let toml = format!("{}{}", server_section(listen, admin, server_extra), body);
-    let berth = BerthProcess::builder(BIN)
-        .config_toml(toml)
-        .admin_addr(admin)
-        .start()
-        .await
-        .expect("berth starts");
-    Env {
-        listen,
-        admin,
-        berth,
+    // A free port can be taken by a parallel test between being picked and being bound;
+    // only that case is retried, with new ports.
+    let mut last = String::new();
+    for _ in 0..3 {
+        let listen = free_addr();
+        let admin = free_addr();
+        let toml = format!("{}{}", server_section(listen, admin, server_extra), body);
+        match BerthProcess::builder(BIN)
+            .config_toml(toml)
+            .admin_addr(admin)
+            .start()
+            .await
+        {
+            Ok(berth) => {
+                return Env {
+                    listen,
+                    admin,
+                    berth,
+                };
+            }
+            Err(e) => {
+                last = format!("{e:?}");
+                if !last.contains("cannot listen on") {
+                    break;
+                }
+            }
+        }
     }
+    panic!("berth did not start: {last}");
 }
 
 impl Env {
@@ -121,4 +136,10 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An address where nothing listens: tests bind only 127.0.0.1, so 127.0.0.2 stays refused
+/// even if another test takes the port on 127.0.0.1.
+pub fn dead_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 2], berth_testkit::free_port()))
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use berth_testkit::{FakeUpstream, free_addr};
+use berth_testkit::FakeUpstream;
 
 use crate::common::{client, eventually, simple, start};
 
@@ -103,7 +103,7 @@ async fn fails_open_when_every_instance_is_down_and_counts_it() {
 
 #[tokio::test]
 async fn a_dead_instance_is_avoided_without_failing_requests() {
-    let dead = free_addr();
+    let dead = crate::common::dead_addr();
     let live = FakeUpstream::start_named("live").await;
     let env = start(&simple(&[dead, live.addr()], "", FAST_CHECKS)).await;
     let c = client();

@@ -1,7 +1,7 @@
 //! Retries: always on connect failure, on a dead reused connection only for idempotent
 //! requests, bounded in attempts; never a replay of a non-idempotent request already sent.
 
-use berth_testkit::{FakeUpstream, free_addr};
+use berth_testkit::FakeUpstream;
 
 use crate::common::{client, simple, start};
 
@@ -65,7 +65,7 @@ async fn non_idempotent_request_whose_body_was_sent_is_never_replayed() {
 
 #[tokio::test]
 async fn attempts_are_bounded_when_nothing_answers() {
-    let dead: Vec<_> = (0..4).map(|_| free_addr()).collect();
+    let dead: Vec<_> = (0..4).map(|_| crate::common::dead_addr()).collect();
     let env = start(&simple(
         &dead,
         "retry = { attempts = 3, budget = \"5s\" }",
@@ -96,7 +96,7 @@ async fn attempts_are_bounded_when_nothing_answers() {
 async fn a_post_is_retried_elsewhere_when_the_connect_fails() {
     let live = FakeUpstream::start_named("live").await;
     let env = start(&simple(
-        &[free_addr(), live.addr()],
+        &[crate::common::dead_addr(), live.addr()],
         "",
         "balance = \"round_robin\"",
     ))
