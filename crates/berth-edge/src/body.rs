@@ -120,12 +120,13 @@ enum Source {
 pub struct ResponseBody {
     source: Source,
     bytes: u64,
-    completion: Option<Completion>,
+    /// Boxed: the body is moved around by hyper, the record is large.
+    completion: Option<Box<Completion>>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ResponseBody {
-    pub fn full(bytes: Bytes, completion: Completion) -> Self {
+    pub fn full(bytes: Bytes, completion: Box<Completion>) -> Self {
         Self {
             source: Source::Full(Some(bytes)),
             bytes: 0,
@@ -134,7 +135,7 @@ impl ResponseBody {
         }
     }
 
-    pub fn upstream(body: Incoming, completion: Completion) -> Self {
+    pub fn upstream(body: Incoming, completion: Box<Completion>) -> Self {
         let mut this = Self {
             source: Source::Upstream(body),
             bytes: 0,
@@ -153,7 +154,7 @@ impl ResponseBody {
 
     fn finish(&mut self, clean: bool) {
         if let Some(c) = self.completion.take() {
-            c.finish(self.bytes, clean);
+            (*c).finish(self.bytes, clean);
         }
     }
 }

@@ -77,10 +77,10 @@ pub async fn handle(
 }
 
 /// Phase 1: what the exchange is, before anything can fail.
-fn identify(shared: &Shared, conn: &Arc<ConnInfo>, req: &Request<Incoming>) -> Completion {
+fn identify(shared: &Shared, conn: &Arc<ConnInfo>, req: &Request<Incoming>) -> Box<Completion> {
     let host = request_host(req);
     let logging = shared.log.enabled();
-    Completion {
+    Box::new(Completion {
         start: Instant::now(),
         time: if logging {
             SystemTime::now()
@@ -116,7 +116,7 @@ fn identify(shared: &Shared, conn: &Arc<ConnInfo>, req: &Request<Incoming>) -> C
         deadline: None,
         error: None,
         log: shared.log.clone(),
-    }
+    })
 }
 
 /// Lower-case host without port, from the URI authority (HTTP/2) or the Host header.
@@ -206,7 +206,7 @@ fn rejection_response(
     shared: &Shared,
     route: &Route,
     rejection: Rejection,
-    mut done: Completion,
+    mut done: Box<Completion>,
 ) -> Response<ResponseBody> {
     match rejection {
         Rejection::Maintenance => {
@@ -461,7 +461,7 @@ fn respond(
     pick: &ReleasePick,
     sent: Sent,
     client_upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
-    mut done: Completion,
+    mut done: Box<Completion>,
 ) -> Response<ResponseBody> {
     let Sent {
         mut response,
@@ -542,7 +542,7 @@ fn client_message(e: &ProxyError, request_id: &HeaderValue) -> String {
 
 /// A response the edge writes itself (404, 413, 431, 502, 503, 504...).
 fn edge_response(
-    mut done: Completion,
+    mut done: Box<Completion>,
     status: StatusCode,
     body: String,
     route: Option<&Route>,

@@ -48,6 +48,14 @@ pub mod defaults {
     pub const FORCE_COOKIE: &str = "berth_release";
 
     pub const MAINTENANCE_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+    pub const FRAME_OPTIONS: &str = "SAMEORIGIN";
+    pub const REFERRER_POLICY: &str = "strict-origin-when-cross-origin";
+
+    /// Release name of a group given as a plain upstream list.
+    pub const RELEASE: &str = "default";
+    pub const POOL_WEIGHT: u32 = 100;
+    pub const MAX_POOL_WEIGHT: u32 = 1_000_000;
 }
 
 /// Everything the data plane needs. Listeners are bound once at start; every other field may be
@@ -147,7 +155,8 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Response security headers added when the upstream did not set them.
+/// Response security headers added when the upstream did not set them. `Default` is all off;
+/// [`SecurityHeaders::recommended`] is what a route gets when its config says nothing.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SecurityHeaders {
     pub hsts: Option<HeaderValue>,
@@ -155,6 +164,20 @@ pub struct SecurityHeaders {
     pub frame_options: Option<HeaderValue>,
     pub referrer_policy: Option<HeaderValue>,
     pub csp: Option<HeaderValue>,
+}
+
+impl SecurityHeaders {
+    /// nosniff, same-origin framing and a strict referrer policy; HSTS and CSP stay off
+    /// because they depend on TLS and on the app.
+    pub fn recommended() -> Self {
+        Self {
+            hsts: None,
+            nosniff: true,
+            frame_options: Some(HeaderValue::from_static(defaults::FRAME_OPTIONS)),
+            referrer_policy: Some(HeaderValue::from_static(defaults::REFERRER_POLICY)),
+            csp: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use berth_edge::spec::{HeaderRules, SecurityHeaders};
+use berth_edge::spec::{HeaderRules, SecurityHeaders, defaults};
 use http::{HeaderName, HeaderValue};
 use toml::Spanned;
 
@@ -28,8 +28,8 @@ const HOP_BY_HOP: &[&str] = &[
 const OFF: &str = "off";
 
 const DEFAULT_NOSNIFF: bool = true;
-const DEFAULT_FRAME_OPTIONS: &str = "SAMEORIGIN";
-const DEFAULT_REFERRER_POLICY: &str = "strict-origin-when-cross-origin";
+const DEFAULT_FRAME_OPTIONS: &str = defaults::FRAME_OPTIONS;
+const DEFAULT_REFERRER_POLICY: &str = defaults::REFERRER_POLICY;
 
 const NAME_HINT: &str = "header names are letters, digits and !#$%&'*+-.^_`|~";
 const VALUE_HINT: &str = "header values are visible ASCII characters, spaces and tabs";
@@ -45,13 +45,7 @@ pub(super) fn check_security(
             security_value(c, v, &key(field, name), default)
         };
     let Some(file) = file else {
-        return SecurityHeaders {
-            hsts: None,
-            nosniff: DEFAULT_NOSNIFF,
-            frame_options: Some(HeaderValue::from_static(DEFAULT_FRAME_OPTIONS)),
-            referrer_policy: Some(HeaderValue::from_static(DEFAULT_REFERRER_POLICY)),
-            csp: None,
-        };
+        return SecurityHeaders::recommended();
     };
     SecurityHeaders {
         hsts: value(c, file.hsts.as_ref(), "hsts", None),

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use berth_edge::spec::PoolSpec;
+use berth_edge::spec::{PoolSpec, defaults};
 use toml::Spanned;
 
 use super::Checker;
@@ -11,9 +11,9 @@ use crate::file::{GroupFile, PoolFile, Text};
 use crate::path::{index, key};
 
 /// The release name `upstreams = [...]` shorthand gives its single pool.
-const DEFAULT_RELEASE: &str = "default";
-const DEFAULT_WEIGHT: u32 = 100;
-const MAX_WEIGHT: i64 = 1_000_000;
+const DEFAULT_RELEASE: &str = defaults::RELEASE;
+const DEFAULT_WEIGHT: u32 = defaults::POOL_WEIGHT;
+const MAX_WEIGHT: i64 = defaults::MAX_POOL_WEIGHT as i64;
 
 pub(super) fn check_pools(
     c: &mut Checker<'_>,
