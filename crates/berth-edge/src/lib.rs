@@ -3,7 +3,7 @@
 //! [`Edge`] serves an [`spec::EdgeSpec`]: bind the listeners once, then [`Edge::apply`] any
 //! number of new specs (file reloads, the supervisor adding instances, the deployer moving
 //! weights) without dropping a request. Decision logic lives in [`balance`] and [`health`] and
-//! is pure; the request lifecycle is in `proxy.rs`, phase by phase.
+//! is pure; the request lifecycle is in `proxy/`, a file per phase.
 
 pub mod access_log;
 pub mod balance;

@@ -1,0 +1,231 @@
+//! Phase 4: choose an instance and send, retrying only where the request cannot be applied
+//! twice.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use super::Shared;
+use crate::body::RequestBody;
+use crate::error::ProxyError;
+use crate::exchange::Completion;
+use crate::headers;
+use crate::health::Outcome;
+use crate::metrics::{GroupLabels, RouteLabels};
+use crate::select::{self, ReleasePick};
+use crate::table::Route;
+use crate::upstream::{InFlight, Sender};
+
+/// A response from the upstream, and what is needed to finish the exchange.
+pub struct Sent {
+    pub response: Response<Incoming>,
+    pub inflight: InFlight,
+    pub sender: Sender,
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Phase 4: send upstream, retrying only where it cannot apply the request twice.
+pub(super) async fn forward(
+    shared: &Shared,
+    route: &Route,
+    pick: &ReleasePick,
+    req: Request<Incoming>,
+    done: &mut Completion,
+) -> Result<Sent, ProxyError> {
+    let spec = &route.spec;
+    let group = &route.group;
+    let started = Instant::now();
+    done.deadline = Some(tokio::time::Instant::from_std(
+        started + spec.timeouts.total,
+    ));
+    let (parts, body) = req.into_parts();
+    let bodyless = http_body::Body::is_end_stream(&body);
+    let replayable = is_idempotent(&parts.method) && bodyless;
+    let (body, client_body) = if bodyless {
+        (RequestBody::Empty, Default::default())
+    } else {
+        RequestBody::limited(body, spec.max_body_bytes)
+    };
+    let mut pending = Some(upstream_request(parts, body, route, done)?);
+    let mut tried: Vec<Arc<crate::upstream::Upstream>> = Vec::new();
+    let mut last_err = ProxyError::NoUpstream;
+    let attempts = spec.retry.attempts.max(1);
+    for attempt in 1..=attempts {
+        if attempt > 1 {
+            if started.elapsed() >= spec.retry.budget {
+                break;
+            }
+            shared
+                .metrics
+                .retries
+                .get_or_create(&RouteLabels {
+                    route: route.name.to_string(),
+                })
+                .inc();
+        }
+        let Some(req) = pending.take() else { break };
+        let now = Instant::now();
+        let Some(choice) = select::choose(group, pick, &tried, now) else {
+            return Err(ProxyError::NoUpstream);
+        };
+        if choice.fail_open {
+            shared
+                .metrics
+                .fail_open
+                .get_or_create(&GroupLabels {
+                    group: group.name.to_string(),
+                })
+                .inc();
+        }
+        done.attempts = attempt;
+        done.release = group.pools[choice.pool].release.clone();
+        done.metrics = Some(route.metrics[choice.pool].clone());
+        let upstream = choice.upstream;
+        let inflight = upstream.begin();
+        tried.push(upstream.clone());
+        done.upstream = None;
+        let mut conn = match upstream.checkout(spec.timeouts.connect).await {
+            Ok(c) => c,
+            Err(e) => {
+                upstream.record(Outcome::Failure, Instant::now());
+                shared.metrics.upstream_error(&route.name, e.reason());
+                last_err = e;
+                pending = Some(req);
+                done.upstream = Some(inflight);
+                continue;
+            }
+        };
+        let backup = (conn.reused && replayable).then(|| replay_of(&req));
+        let remaining = spec.timeouts.total.saturating_sub(started.elapsed());
+        let wait = spec.timeouts.response_header.min(remaining);
+        match tokio::time::timeout(wait, conn.sender.try_send_request(req)).await {
+            Ok(Ok(response)) => {
+                let outcome = if response.status().is_server_error() {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                };
+                upstream.record(outcome, Instant::now());
+                return Ok(Sent {
+                    response,
+                    inflight,
+                    sender: conn.sender,
+                });
+            }
+            Ok(Err(mut e)) => {
+                done.upstream = Some(inflight);
+                if client_body.too_large() {
+                    return Err(ProxyError::BodyTooLarge {
+                        limit: spec.max_body_bytes,
+                    });
+                }
+                if client_body.malformed() {
+                    return Err(ProxyError::BadRequestBody);
+                }
+                let reason = e.error().to_string();
+                if let Some(unsent) = e.take_message() {
+                    // Never written: safe to send anywhere, whatever the method.
+                    pending = Some(unsent);
+                } else if let Some(again) = backup {
+                    // A kept-alive connection the upstream had already closed.
+                    pending = Some(again);
+                } else {
+                    upstream.record(Outcome::Failure, Instant::now());
+                    shared.metrics.upstream_error(&route.name, "upstream");
+                    return Err(ProxyError::Upstream {
+                        upstream: upstream.label.to_string(),
+                        reason,
+                        retry_safe: false,
+                    });
+                }
+                shared
+                    .metrics
+                    .upstream_error(&route.name, "dead_connection");
+                last_err = ProxyError::Upstream {
+                    upstream: upstream.label.to_string(),
+                    reason,
+                    retry_safe: true,
+                };
+            }
+            Err(_) => {
+                upstream.record(Outcome::Failure, Instant::now());
+                shared.metrics.upstream_error(&route.name, "timeout");
+                done.upstream = Some(inflight);
+                return Err(ProxyError::ResponseTimeout {
+                    upstream: upstream.label.to_string(),
+                    secs: wait.as_secs_f64(),
+                });
+            }
+        }
+    }
+    Err(last_err)
+}
+
+/// The request as the upstream sees it: origin-form URI (prefix stripped if asked), HTTP/1.1,
+/// Host kept, hop-by-hop removed, forwarding headers and request id set, route rules applied.
+fn upstream_request(
+    mut parts: http::request::Parts,
+    body: RequestBody,
+    route: &Route,
+    done: &Completion,
+) -> Result<Request<RequestBody>, ProxyError> {
+    let original_host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
+    let path_and_query = match parts.uri.path_and_query().cloned() {
+        Some(pq) if route.spec.strip_prefix && route.spec.path_prefix != "/" => {
+            let prefix = route.spec.path_prefix.trim_end_matches('/');
+            let rest = pq.as_str().strip_prefix(prefix).unwrap_or(pq.as_str());
+            let rewritten = if rest.is_empty() || rest.starts_with('?') {
+                format!("/{rest}")
+            } else {
+                rest.to_owned()
+            };
+            rewritten
+                .parse::<http::uri::PathAndQuery>()
+                .map_err(|e| ProxyError::Internal(format!("rewritten path: {e}")))?
+        }
+        Some(pq) => pq,
+        None => http::uri::PathAndQuery::from_static("/"),
+    };
+    let mut uri = http::uri::Parts::default();
+    uri.path_and_query = Some(path_and_query);
+    parts.uri =
+        Uri::from_parts(uri).map_err(|e| ProxyError::Internal(format!("rewritten URI: {e}")))?;
+    parts.version = Version::HTTP_11;
+    let upgrade = headers::upgrade_token(&parts.headers);
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade.as_ref());
+    if let Some(h) = &original_host {
+        parts.headers.insert(header::HOST, h.clone());
+    }
+    headers::set_forwarded(
+        &mut parts.headers,
+        &done.conn.peer_ip,
+        done.conn.proto,
+        original_host,
+    );
+    parts
+        .headers
+        .insert(headers::X_REQUEST_ID, done.request_id.clone());
+    headers::apply_rules(&mut parts.headers, &route.spec.request_headers);
+    Ok(Request::from_parts(parts, body))
+}
+
+fn replay_of(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut again = Request::new(RequestBody::Empty);
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    again
+}

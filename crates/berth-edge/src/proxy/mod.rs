@@ -1,0 +1,166 @@
+//! The request lifecycle, one function per phase:
+//!
+//! 1. [`identify`]: request id, host, what gets logged.
+//! 2. route: host and path to a [`Route`] (404 when none).
+//! 3. [`admit`]: limits (431, 413), maintenance (503) and the route's concurrency (503).
+//! 4. [`forward`]: pick a release and an instance, send, retry when it is safe.
+//! 5. [`respond`]: response headers (hop-by-hop, security, request id, cohort cookie) and a
+//!    body that finishes the exchange when its last byte is sent.
+mod admit;
+mod forward;
+mod respond;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::header;
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use crate::access_log::AccessLog;
+use crate::body::ResponseBody;
+use crate::error::ProxyError;
+use crate::exchange::{Completion, ConnInfo, edge_release};
+use crate::headers;
+use crate::metrics::EdgeMetrics;
+use crate::select;
+use crate::spec::ClientLimits;
+use crate::table::Table;
+
+use admit::{admit, rejection_response};
+use forward::forward;
+use respond::{client_message, edge_response, respond};
+
+/// State shared by every connection.
+pub struct Shared {
+    pub table: ArcSwap<Table>,
+    pub limits: ArcSwap<ClientLimits>,
+    pub metrics: Arc<EdgeMetrics>,
+    pub log: AccessLog,
+}
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let mut done = identify(&shared, &conn, &req);
+    let table = shared.table.load();
+    let Some(route) = table.lookup(&done.host, req.uri().path()) else {
+        shared.metrics.reject("-", "no_route");
+        let msg = format!("no site is configured for host '{}'\n", done.host);
+        return Ok(edge_response(done, StatusCode::NOT_FOUND, msg, None));
+    };
+    done.route = route.name.clone();
+    done.metrics = Some(route.edge_metrics.clone());
+    if let Err(rejection) = admit(&shared, route, &req, &mut done) {
+        return Ok(rejection_response(&shared, route, rejection, done));
+    }
+    let pick = select::release_pick(&route.group, req.headers());
+    let client_upgrade =
+        headers::upgrade_token(req.headers()).map(|t| (t, hyper::upgrade::on(&mut req)));
+    match forward(&shared, route, &pick, req, &mut done).await {
+        Ok(sent) => Ok(respond(&shared, route, &pick, sent, client_upgrade, done)),
+        Err(e) => {
+            // Upstream faults were counted per attempt in `forward`.
+            if e.fault() != crate::error::Fault::Upstream {
+                shared.metrics.reject(&route.name, e.reason());
+            } else if matches!(e, ProxyError::NoUpstream) {
+                shared.metrics.upstream_error(&route.name, e.reason());
+            }
+            done.set_error(e.reason());
+            tracing::debug!(request_id = ?done.request_id, error = %e, "request failed");
+            let status = e.status();
+            let body = client_message(&e, &done.request_id);
+            Ok(edge_response(done, status, body, Some(route)))
+        }
+    }
+}
+
+/// Phase 1: what the exchange is, before anything can fail.
+fn identify(shared: &Shared, conn: &Arc<ConnInfo>, req: &Request<Incoming>) -> Box<Completion> {
+    let host = request_host(req);
+    let logging = shared.log.enabled();
+    Box::new(Completion {
+        start: Instant::now(),
+        time: if logging {
+            SystemTime::now()
+        } else {
+            SystemTime::UNIX_EPOCH
+        },
+        conn: conn.clone(),
+        _active: conn.activity.begin(),
+        request_id: headers::request_id(req.headers()),
+        method: req.method().clone(),
+        host,
+        // Only the access log needs an owned copy of the path.
+        path: if logging {
+            req.uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+        } else {
+            String::new()
+        },
+        protocol: match req.version() {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        },
+        status: 0,
+        route: edge_release(),
+        release: edge_release(),
+        metrics: None,
+        permit: None,
+        attempts: 0,
+        upstream: None,
+        sender: None,
+        deadline: None,
+        error: None,
+        log: shared.log.clone(),
+    })
+}
+
+/// Lower-case host without port, from the URI authority (HTTP/2) or the Host header.
+fn request_host(req: &Request<Incoming>) -> String {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.host())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(strip_port)
+        })
+        .unwrap_or("");
+    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        raw.to_ascii_lowercase()
+    } else {
+        raw.to_owned()
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [::1]:8080 keeps its brackets.
+        return host
+            .split_once(']')
+            .map(|(h, _)| &host[..=h.len()])
+            .unwrap_or(host);
+    }
+    host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn host_port_is_stripped() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+    }
+}

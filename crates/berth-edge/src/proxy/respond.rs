@@ -1,0 +1,129 @@
+//! Phase 5: the response as the client sees it, and the answers the edge writes itself.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::Shared;
+use super::forward::Sent;
+use crate::body::ResponseBody;
+use crate::error::ProxyError;
+use crate::exchange::Completion;
+use crate::headers;
+use crate::metrics::EdgeMetrics;
+use crate::select::ReleasePick;
+use crate::table::Route;
+
+/// Phase 5: the upstream's response as the client sees it.
+pub(super) fn respond(
+    shared: &Shared,
+    route: &Route,
+    pick: &ReleasePick,
+    sent: Sent,
+    client_upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
+    mut done: Box<Completion>,
+) -> Response<ResponseBody> {
+    let Sent {
+        mut response,
+        inflight,
+        sender,
+        ..
+    } = sent;
+    done.status = response.status().as_u16();
+    let upgrade = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        headers::upgrade_token(response.headers())
+    } else {
+        None
+    };
+    if let (Some(_), Some((_, client_side))) = (&upgrade, client_upgrade) {
+        let upstream_side = hyper::upgrade::on(&mut response);
+        tunnel(shared.metrics.clone(), client_side, upstream_side);
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade.as_ref());
+    finish_headers(&mut parts.headers, route, &done);
+    if let Some((cohort, true)) = pick.cohort
+        && let Some(sticky) = &route.group.spec.sticky
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{}={cohort}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+            sticky.cookie,
+            sticky.ttl.as_secs()
+        ))
+    {
+        parts.headers.append(header::SET_COOKIE, v);
+    }
+    done.upstream = Some(inflight);
+    // An upgraded connection belongs to the tunnel, never to the pool.
+    done.sender = upgrade.is_none().then_some(sender);
+    Response::from_parts(parts, ResponseBody::upstream(body, done))
+}
+
+fn finish_headers(h: &mut http::HeaderMap, route: &Route, done: &Completion) {
+    headers::apply_security(h, &route.spec.security);
+    headers::apply_rules(h, &route.spec.response_headers);
+    h.insert(headers::X_REQUEST_ID, done.request_id.clone());
+}
+
+fn tunnel(
+    metrics: Arc<EdgeMetrics>,
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+) {
+    tokio::spawn(async move {
+        let (Ok(c), Ok(u)) = tokio::join!(client, upstream) else {
+            return;
+        };
+        metrics.open_upgrades.inc();
+        let mut c = hyper_util::rt::TokioIo::new(c);
+        let mut u = hyper_util::rt::TokioIo::new(u);
+        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+        metrics.open_upgrades.dec();
+    });
+}
+
+/// What a client is told. Upstream faults stay vague on purpose: addresses and error details
+/// go to the log, keyed by the request id shown here.
+pub(super) fn client_message(e: &ProxyError, request_id: &HeaderValue) -> String {
+    let id = String::from_utf8_lossy(request_id.as_bytes());
+    let what = match e {
+        ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
+            "the application could not be reached or failed to answer".to_owned()
+        }
+        ProxyError::ResponseTimeout { .. } => "the application did not answer in time".to_owned(),
+        ProxyError::NoUpstream => "no instance of the application is running".to_owned(),
+        other => other.to_string(),
+    };
+    format!(
+        "{} {}: {what}\nrequest id: {id}\n",
+        e.status().as_u16(),
+        e.status().canonical_reason().unwrap_or("")
+    )
+}
+
+/// A response the edge writes itself (404, 413, 431, 502, 503, 504...).
+pub(super) fn edge_response(
+    mut done: Box<Completion>,
+    status: StatusCode,
+    body: String,
+    route: Option<&Route>,
+) -> Response<ResponseBody> {
+    done.status = status.as_u16();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    match route {
+        Some(r) => finish_headers(&mut headers, r, &done),
+        None => {
+            headers.insert(headers::X_REQUEST_ID, done.request_id.clone());
+        }
+    }
+    let mut resp = Response::new(ResponseBody::full(Bytes::from(body), done));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
