@@ -8,6 +8,7 @@ mod cli;
 mod health;
 mod limits;
 mod observability;
+mod pool;
 mod reload;
 mod retries;
 mod routing;
