@@ -150,13 +150,18 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END { if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+# Ratios are taken per round (the runs of one round are seconds apart and share the machine's
+# state), then the median over rounds: robust to load that drifts between rounds.
+ratios() { # a b -> per-round a/b
+  paste -d' ' <(tr ' ' '\n' <<<"$1" | grep -v '^$') <(tr ' ' '\n' <<<"$2" | grep -v '^$') |
+    awk '{ printf "%.4f ", $1/$2 }'; }
 echo
 printf "%-8s %12s %10s %10s   (medians over %s rounds of %ss, %s connections, cpu: %s)\n" proxy req/s p50_ms p99_ms "$ROUNDS" "$DURATION" "$CONNS" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-declare -A MR MP
 for name in berth nginx haproxy; do
-  MR[$name]=$(median <<<"${RPS[$name]}"); MP[$name]=$(median <<<"${P99[$name]}")
-  printf "%-8s %12s %10s %10s\n" "$name" "${MR[$name]}" "$(median <<<"${P50[$name]}")" "${MP[$name]}"
+  printf "%-8s %12s %10s %10s\n" "$name" "$(median <<<"${RPS[$name]}")" "$(median <<<"${P50[$name]}")" "$(median <<<"${P99[$name]}")"
 done
-awk -v br="${MR[berth]}" -v nr="${MR[nginx]}" -v bp="${MP[berth]}" -v np="${MP[nginx]}" -v hr="${MR[haproxy]}" -v hp="${MP[haproxy]}" \
-  'BEGIN { printf "berth/haproxy req/s ratio %.2f, p99 ratio %.2f\n", br/hr, bp/hp;
-           printf "berth/nginx req/s ratio %.2f, p99 ratio %.2f\n", br/nr, bp/np }'
+for other in haproxy nginx; do
+  r=$(ratios "${RPS[berth]}" "${RPS[$other]}" | median)
+  p=$(ratios "${P99[berth]}" "${P99[$other]}" | median)
+  printf "berth/%s req/s ratio %.2f, p99 ratio %.2f\n" "$other" "$r" "$p"
+done

@@ -13,7 +13,11 @@ pub struct Actor {
 }
 
 impl Actor {
-    pub fn new(name: impl Into<String>, role: impl Into<String>, source: impl Into<String>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        role: impl Into<String>,
+        source: impl Into<String>,
+    ) -> Self {
         Actor {
             name: name.into(),
             role: role.into(),

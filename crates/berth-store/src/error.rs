@@ -4,7 +4,9 @@ use crate::audit::BadEntry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported database URL {0:?}: expected sqlite:PATH, sqlite:///ABSOLUTE/PATH or postgres://…")]
+    #[error(
+        "unsupported database URL {0:?}: expected sqlite:PATH, sqlite:///ABSOLUTE/PATH or postgres://…"
+    )]
     UnsupportedUrl(String),
 
     #[error("database: {0}")]

@@ -15,14 +15,19 @@ pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), StoreErro
             format!("{name:?} must be 1 to {MAX_NAME} characters"),
         ));
     }
-    let first_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'));
     if !first_ok || !rest_ok {
         return Err(StoreError::invalid(
             what,
-            format!("{name:?} may only hold letters, digits and . _ @ - and must start with a letter or digit"),
+            format!(
+                "{name:?} may only hold letters, digits and . _ @ - and must start with a letter or digit"
+            ),
         ));
     }
     Ok(())

@@ -99,9 +99,16 @@ impl AuditEntry {
 /// should not pass secrets at all; this is the safety net.
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["secret", "password", "passphrase", "private_key", "credential", "api_key"]
-        .iter()
-        .any(|s| k.contains(s))
+    [
+        "secret",
+        "password",
+        "passphrase",
+        "private_key",
+        "credential",
+        "api_key",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
         || k == "token"
         || k.ends_with("_token")
 }
@@ -180,6 +187,7 @@ impl Tx {
                 .bind(&hash)
                 .execute(&mut *c)
                 .await
+                .map(|r| r.rows_affected())
         })?;
         Ok(AuditEntry {
             seq,

@@ -3,6 +3,7 @@
 
 mod chain;
 mod prune;
+pub use prune::MIN_CHECKPOINT_KEY_LEN;
 mod verify;
 
 use std::time::SystemTime;
@@ -12,11 +13,11 @@ use serde::{Deserialize, Serialize};
 pub use chain::GENESIS_HASH;
 pub use verify::{BadEntry, Defect, VerifyReport};
 
+use crate::Store;
 use crate::actor::Actor;
 use crate::db::with_pool;
 use crate::error::StoreError;
 use crate::time::{from_ms, to_ms};
-use crate::Store;
 
 /// How long entries are kept by default before retention may prune them.
 pub const DEFAULT_RETENTION: std::time::Duration =

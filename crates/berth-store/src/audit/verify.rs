@@ -78,7 +78,9 @@ impl fmt::Display for Defect {
                 "previous-hash does not match the entry before it (inserted, deleted or reordered)"
             }
             Defect::Altered => "entry content does not match its hash (edited)",
-            Defect::BeyondHead => "entry lies past the recorded chain head (appended outside berth)",
+            Defect::BeyondHead => {
+                "entry lies past the recorded chain head (appended outside berth)"
+            }
             Defect::HeadMismatch => "chain head records a different hash for the last entry",
             Defect::HeadMissing => "chain head row is missing",
             Defect::BadCheckpoint => {
@@ -102,10 +104,8 @@ fn checkpoint_message(seq: i64, hash: &str) -> Vec<u8> {
 }
 
 fn checkpoint_hmac(key: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length (long keys are hashed first), so this cannot fail;
-    // falling back to an empty key would only ever make signatures fail to verify.
-    <HmacSha256 as KeyInit>::new_from_slice(key)
-        .unwrap_or_else(|_| <HmacSha256 as KeyInit>::new_from_slice(&[]).expect("empty key"))
+    // HMAC accepts keys of any length (long keys are hashed first): this cannot fail.
+    <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 
 pub(crate) fn sign_checkpoint(key: &[u8], seq: i64, hash: &str) -> String {
@@ -372,7 +372,12 @@ mod tests {
         assert!(checkpoint_signature_ok(key, 7, &"a".repeat(64), &mac));
         assert!(!checkpoint_signature_ok(key, 8, &"a".repeat(64), &mac));
         assert!(!checkpoint_signature_ok(key, 7, &"b".repeat(64), &mac));
-        assert!(!checkpoint_signature_ok(b"another key, 32 bytes long......", 7, &"a".repeat(64), &mac));
+        assert!(!checkpoint_signature_ok(
+            b"another key, 32 bytes long......",
+            7,
+            &"a".repeat(64),
+            &mac
+        ));
         assert!(!checkpoint_signature_ok(key, 7, &"a".repeat(64), "not hex"));
     }
 }

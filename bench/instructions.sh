@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind: repeatable on a busy or noisy
+# machine, so it shows whether a change made the request path cheaper even where req/s
+# figures are too noisy to tell.
+#
+#   bench/instructions.sh            # 10 s of wrk -c8 through berth under callgrind
+#
+# Prints `requests N instructions I per_request P` and leaves the profile in
+# target/callgrind.out for `callgrind_annotate --inclusive=yes target/callgrind.out`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "bench/instructions.sh: apt-get install valgrind" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "bench/instructions.sh: apt-get install wrk" >&2; exit 1; }
+cargo build --release -q -p berth -p berth-demo
+
+BACKEND_PORT=${BACKEND_PORT:-18910}
+BERTH_PORT=${BERTH_PORT:-18911}
+ADMIN_PORT=${ADMIN_PORT:-18912}
+WORK=$(mktemp -d)
+OUT=target/callgrind.out
+cleanup() { kill "${DEMO:-}" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+target/release/berth-demo --listen "127.0.0.1:$BACKEND_PORT" --threads 1 >/dev/null 2>&1 &
+DEMO=$!
+cat >"$WORK/berth.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$BERTH_PORT"]
+admin_listen = "127.0.0.1:$ADMIN_PORT"
+workers = 1
+access_log = "off"
+
+[[route]]
+name = "bench"
+hosts = ["*"]
+group = "bench"
+
+[group.bench]
+upstreams = ["127.0.0.1:$BACKEND_PORT"]
+TOML
+rm -f "$OUT"
+valgrind --tool=callgrind --callgrind-out-file="$OUT" target/release/berth serve --config "$WORK/berth.toml" >/dev/null 2>"$WORK/valgrind.log" &
+VG=$!
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$BERTH_PORT") 2>/dev/null && break
+  sleep 0.2
+done
+N=$(wrk -t1 -c8 -d10s "http://127.0.0.1:$BERTH_PORT/" | awk '/requests in/ {print $1}')
+kill -TERM "$VG"
+wait "$VG" || true
+TOTAL=$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
+echo "requests $N instructions $TOTAL per_request $((TOTAL / N))"
