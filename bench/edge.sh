@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side proxy benchmark: the same berth-demo backend behind berth, nginx and haproxy,
-# each with one worker, loaded alternately with wrk (keep-alive, 64 connections).
+# each with one worker, loaded alternately with wrk (keep-alive, 64 connections). All three do
+# the same job: upstream keep-alive, X-Forwarded-For/-Proto/-Host, a request id sent upstream
+# and echoed, and the three security headers berth adds by default.
 #
 #   bench/edge.sh                 # 5 rounds of 10 s per proxy
 #   ROUNDS=3 DURATION=5 bench/edge.sh
@@ -90,6 +92,13 @@ http {
       proxy_set_header Connection "";
       proxy_set_header Host \$host;
       proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+      proxy_set_header X-Request-Id \$request_id;
+      add_header X-Request-Id \$request_id always;
+      add_header X-Content-Type-Options nosniff always;
+      add_header X-Frame-Options SAMEORIGIN always;
+      add_header Referrer-Policy strict-origin-when-cross-origin always;
     }
   }
 }
@@ -109,6 +118,14 @@ defaults
 frontend fe
   bind 127.0.0.1:$HAPROXY_PORT
   option forwardfor
+  unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
+  unique-id-header X-Request-Id
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-response set-header X-Request-Id %[unique-id]
+  http-response set-header X-Content-Type-Options nosniff
+  http-response set-header X-Frame-Options SAMEORIGIN
+  http-response set-header Referrer-Policy strict-origin-when-cross-origin
   default_backend be
 backend be
   server s1 127.0.0.1:$BACKEND_PORT
