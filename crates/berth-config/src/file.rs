@@ -36,6 +36,10 @@ pub struct ServerFile {
     pub workers: Option<Int>,
     pub shutdown_timeout: DurationField,
     pub access_log: Option<Text>,
+    pub data_dir: Option<Text>,
+    pub database_url: Option<Text>,
+    pub admin_socket: Option<Text>,
+    pub admin_networks: Option<Vec<Text>>,
     pub client: Option<ClientFile>,
 }
 

@@ -18,6 +18,13 @@ pub use diagnostic::{ConfigError, Diagnostic};
 
 use diagnostic::Source;
 
+/// Where berth keeps its state when the file does not say.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/berth";
+/// The SQLite database file inside the data directory.
+pub const DATABASE_FILE: &str = "berth.db";
+/// The admin API's Unix socket inside the data directory.
+pub const ADMIN_SOCKET_FILE: &str = "berth.sock";
+
 /// Where the admin API listens when the file does not say.
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9180);
 
@@ -36,6 +43,15 @@ pub struct ServerSpec {
     pub workers: usize,
     pub shutdown_timeout: Duration,
     pub access_log: AccessLog,
+    /// Where berth keeps its state (database, keys, the admin socket). Resolved against the
+    /// config file's directory.
+    pub data_dir: PathBuf,
+    /// `sqlite:` or `postgres://` URL; the default is a SQLite file in `data_dir`.
+    pub database_url: String,
+    /// Unix socket for the admin API (`None` when turned off).
+    pub admin_socket: Option<PathBuf>,
+    /// When not empty, admin and deployer actions are accepted only from these networks.
+    pub admin_networks: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,11 +8,14 @@
 //! together or not at all.
 
 mod actor;
+mod apps;
 mod audit;
 mod db;
 mod error;
 mod names;
 mod roles;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod time;
 mod tokens;
 mod tx;
@@ -21,6 +24,7 @@ mod users;
 use std::path::Path;
 
 pub use actor::Actor;
+pub use apps::App;
 pub use audit::{
     AuditEntry, AuditFilter, BadEntry, DEFAULT_RETENTION, Defect, GENESIS_HASH, NewAuditEntry,
     OUTCOME_OK, VerifyReport,

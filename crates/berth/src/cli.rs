@@ -13,9 +13,16 @@ use clap::{Args, Parser, Subcommand};
     long_about = "berth runs the edge proxy in front of your apps: routing by host and path, \
                   load balancing across releases, health checks, retries, limits, metrics and \
                   access logs, reconfigured live without dropping a request.",
-    after_help = "Start with:\n  berth serve --config examples/edge.toml\n\nSee docs/config.md for the configuration file."
+    after_help = "Start with:\n  berth serve --config examples/edge.toml\n\nThen, from the same machine:\n  berth login --token-file examples/berth-data/admin.token\n  berth users add alice --grant deployer@staging --grant viewer@production\n\nExit status: 0 ok, 1 failed or unreachable, 2 invalid input, 3 not logged in or not allowed,\n4 not found or already exists. See docs/config.md and docs/api.md."
 )]
 pub struct Cli {
+    /// Admin API to talk to: http://HOST:PORT or unix:PATH (default: the saved login, else
+    /// http://127.0.0.1:9180). The token comes from BERTH_TOKEN or `berth login`.
+    #[arg(long, global = true, env = "BERTH_REMOTE")]
+    pub remote: Option<String>,
+    /// Print answers as JSON
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -44,12 +51,94 @@ Exit status: 0 valid, 2 invalid (each problem is printed as file:line:column: fi
 An invalid file is refused with its errors and the running configuration keeps serving.
 Exit status: 0 reloaded, 2 refused, 1 could not reach the server.")]
     Reload(ReloadArgs),
+    /// Save a token for the CLI (read from a file or stdin, checked against the server)
+    #[command(after_help = "Examples:
+  berth login --token-file /var/lib/berth/admin.token
+  berth tokens create --label laptop | berth login --remote http://10.0.0.5:9180
+
+The token and remote are saved with mode 0600 in $XDG_CONFIG_HOME/berth/credentials.json
+(or $BERTH_CREDENTIALS). Tokens are never taken from the command line.")]
+    Login {
+        /// File holding the token (default: read it from stdin)
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Forget the saved token
+    Logout,
+    /// Show who the saved token belongs to
+    Whoami,
+    /// Manage users and their roles (admin only)
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage API tokens
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Read and check the tamper-evident audit log
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     #[command(after_help = "Examples:
   berth completions bash > /etc/bash_completion.d/berth
   berth completions zsh > \"${fpath[1]}/_berth\"
   berth completions fish > ~/.config/fish/completions/berth.fish")]
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+pub enum UsersCommand {
+    /// Add a user with roles per environment
+    #[command(after_help = "Examples:
+  berth users add alice --grant deployer@staging --grant viewer@production
+  berth users add ops --grant admin            # admin on every environment")]
+    Add {
+        name: String,
+        /// ROLE@ENVIRONMENT (roles: admin, deployer, viewer; no @ means every environment)
+        #[arg(long = "grant", required = true)]
+        grants: Vec<String>,
+    },
+    /// Remove a user and revoke all its tokens at once (offboarding)
+    #[command(after_help = "Examples:\n  berth users remove alice")]
+    Remove { name: String },
+    /// List users and their grants
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum TokensCommand {
+    /// Create a token (printed once on stdout; only its hash is stored)
+    #[command(after_help = "Examples:
+  berth tokens create --label ci
+  berth tokens create --user alice --label laptop   # admin only")]
+    Create {
+        /// Whose token (default: yours)
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+    /// Revoke a token by id
+    #[command(after_help = "Examples:\n  berth tokens revoke 7")]
+    Revoke { id: i64 },
+    /// List tokens (yours, or a user's / everyone's for admins)
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Show audit entries, newest first
+    #[command(after_help = "Examples:
+  berth audit list --since 24h
+  berth audit list --actor alice --action users.")]
+    List(#[command(flatten)] crate::commands::audit::Filter),
+    /// Export entries as JSON lines, oldest first
+    #[command(after_help = "Examples:\n  berth audit export --since 7d > audit.jsonl")]
+    Export(#[command(flatten)] crate::commands::audit::Filter),
+    /// Check the hash chain; names the first edited, deleted, inserted or reordered entry
+    #[command(after_help = "Exit status: 0 intact, 1 broken or unreachable.")]
+    Verify,
 }
 
 #[derive(Args)]

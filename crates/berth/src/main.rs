@@ -2,14 +2,19 @@
 
 mod admin;
 mod cli;
+mod client;
+mod commands;
 mod reload;
 mod serve;
+mod state;
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command};
+use cli::{AuditCommand, Cli, Command, TokensCommand, UsersCommand};
+use client::{Client, block_on};
+use commands::{access, audit, login};
 
 // The proxy allocates a little per request; glibc malloc spent about a fifth of the request
 // path's instructions in a profile (bench/RESULTS.md), mimalloc much less.
@@ -18,17 +23,56 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.json;
+    let remote = cli.remote.as_deref();
+    let api = || Client::new(remote);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Check(args) => check(&args.config),
-        Command::Reload(args) => reload::run(args),
+        Command::Reload(args) => reload::run(args, remote),
         Command::Completions { shell } => completions(shell),
+        Command::Login { token_file } => {
+            let remote = api().remote().to_owned();
+            block_on(login::login(&remote, token_file, json))
+        }
+        Command::Logout => login::logout().map(|_| ExitCode::SUCCESS),
+        Command::Whoami => block_on(async { login::whoami(&api(), json).await }),
+        Command::Users(cmd) => block_on(async {
+            let c = api();
+            match cmd {
+                UsersCommand::Add { name, grants } => {
+                    access::users_add(&c, &name, &grants, json).await
+                }
+                UsersCommand::Remove { name } => access::users_remove(&c, &name, json).await,
+                UsersCommand::List => access::users_list(&c, json).await,
+            }
+        }),
+        Command::Tokens(cmd) => block_on(async {
+            let c = api();
+            match cmd {
+                TokensCommand::Create { user, label } => {
+                    access::tokens_create(&c, user.as_deref(), &label, json).await
+                }
+                TokensCommand::Revoke { id } => access::tokens_revoke(&c, id, json).await,
+                TokensCommand::List { user } => {
+                    access::tokens_list(&c, user.as_deref(), json).await
+                }
+            }
+        }),
+        Command::Audit(cmd) => block_on(async {
+            let c = api();
+            match cmd {
+                AuditCommand::List(f) => audit::list_entries(&c, &f, json).await,
+                AuditCommand::Export(f) => audit::export(&c, &f).await,
+                AuditCommand::Verify => audit::verify(&c, json).await,
+            }
+        }),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth: {e:#}");
-            ExitCode::FAILURE
+            client::exit_code(&e)
         }
     }
 }

@@ -1,68 +1,54 @@
 //! `berth reload`: asks a running server to re-read its file and prints what it said.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::Method;
 
 use crate::cli::ReloadArgs;
+use crate::client::{Client, block_on, exit, fail};
 
-pub fn run(args: ReloadArgs) -> anyhow::Result<ExitCode> {
-    let admin = match args.admin {
-        Some(a) => a,
-        None => match berth_config::load(&args.config) {
-            Ok(cfg) => cfg.server.admin_listen,
+/// The server is found by `--admin`, else the admin listener named in `--config` (when that
+/// file exists), else the global remote.
+pub fn run(args: ReloadArgs, remote: Option<&str>) -> anyhow::Result<ExitCode> {
+    let remote = match (args.admin, remote) {
+        (Some(a), _) => Some(format!("http://{a}")),
+        (None, Some(r)) => Some(r.to_owned()),
+        (None, None) if args.config.exists() => match berth_config::load(&args.config) {
+            Ok(cfg) => Some(format!("http://{}", cfg.server.admin_listen)),
             Err(e) => {
                 eprintln!("{e}");
-                eprintln!(
-                    "berth: not reloading: fix the file first (the running server keeps its configuration)"
-                );
-                return Ok(ExitCode::from(crate::EXIT_BAD_INPUT));
+                return Err(fail(
+                    exit::BAD_INPUT,
+                    "not reloading: fix the file first (the running server keeps its configuration)",
+                ));
             }
         },
+        (None, None) => None,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (status, body) = runtime.block_on(post_reload(admin))?;
-    let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    match status {
-        StatusCode::OK => {
-            println!("reloaded");
-            for w in parsed["warnings"].as_array().into_iter().flatten() {
-                println!("warning: {}", w.as_str().unwrap_or_default());
+    let client = Client::new(remote.as_deref());
+    block_on(async move {
+        match client.call(Method::POST, "/api/v1/reload", None).await {
+            Ok(v) => {
+                println!("reloaded");
+                for w in v["warnings"].as_array().into_iter().flatten() {
+                    println!("warning: {}", w.as_str().unwrap_or_default());
+                }
+                Ok(())
             }
-            Ok(ExitCode::SUCCESS)
+            Err(e) => {
+                let refused = e
+                    .downcast_ref::<crate::client::CliError>()
+                    .is_some_and(|c| c.code == exit::BAD_INPUT);
+                if refused {
+                    eprintln!("{e}");
+                    Err(fail(
+                        exit::BAD_INPUT,
+                        "reload refused; the running configuration keeps serving",
+                    ))
+                } else {
+                    Err(e)
+                }
+            }
         }
-        StatusCode::UNPROCESSABLE_ENTITY => {
-            eprintln!("{}", parsed["errors"].as_str().unwrap_or_default());
-            eprintln!("berth: reload refused; the running configuration keeps serving");
-            Ok(ExitCode::from(crate::EXIT_BAD_INPUT))
-        }
-        other => anyhow::bail!(
-            "unexpected answer {other} from {admin}: {}",
-            String::from_utf8_lossy(&body)
-        ),
-    }
-}
-
-async fn post_reload(admin: SocketAddr) -> anyhow::Result<(StatusCode, Bytes)> {
-    let stream = tokio::net::TcpStream::connect(admin)
-        .await
-        .with_context(|| {
-            format!("cannot reach berth's admin listener at {admin}; is `berth serve` running?")
-        })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = Request::post("/-/reload")
-        .header(hyper::header::HOST, admin.to_string())
-        .body(Empty::<Bytes>::new())?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, body))
+    })
 }

@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 
 use crate::admin;
 use crate::cli::{LogFormat, ServeArgs};
+use crate::state;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
@@ -132,6 +133,14 @@ impl Server {
 }
 
 async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
+    // State first: a store that cannot be opened must stop berth before it takes traffic.
+    let state = match state::open(&config.server).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let mut registry = Registry::default();
     let reloads = Family::<ResultLabels, Counter>::default();
     registry.register(
@@ -139,6 +148,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         "Configuration reloads, by result (applied, refused)",
         reloads.clone(),
     );
+    let api_metrics = berth_api::register_metrics(&mut registry);
     let mut edge = Edge::new(
         &config.edge,
         &mut registry,
@@ -160,9 +170,16 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
             )
         })?;
     let shutdown_timeout = config.server.shutdown_timeout;
+    let admin_socket = config.server.admin_socket.clone();
+    let policy = berth_api::AccessPolicy {
+        restricted_networks: config.server.admin_networks.clone(),
+        ..Default::default()
+    };
     tracing::info!(
         listen = ?bound,
         admin = %config.server.admin_listen,
+        data_dir = %config.server.data_dir.display(),
+        store = state.store.dialect(),
         routes = config.edge.routes.len(),
         "berth is serving"
     );
@@ -173,7 +190,34 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         current: Mutex::new(config),
         reloads,
     });
-    tokio::spawn(admin::serve(admin_listener, server.clone()));
+    let api = berth_api::router(berth_api::ApiState {
+        store: state.store,
+        policy,
+        checkpoint_key: state.checkpoint_key,
+        control: Arc::new(admin::Control(server.clone())),
+        metrics: api_metrics,
+    });
+    let app = admin::router(api);
+    let (admin_stop, _) = tokio::sync::watch::channel(false);
+    let stopped = |rx: tokio::sync::watch::Receiver<bool>| async move {
+        let mut rx = rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let tcp = tokio::spawn(berth_api::serve_tcp(
+        admin_listener,
+        app.clone(),
+        stopped(admin_stop.subscribe()),
+    ));
+    if let Some(sock) = admin_socket {
+        let rx = admin_stop.subscribe();
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = berth_api::serve_unix(&sock, app, stopped(rx)).await {
+                tracing::error!(socket = %sock.display(), error = %e, "admin socket failed");
+            }
+        });
+    }
+    drop(tcp);
 
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -193,6 +237,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         timeout_s = shutdown_timeout.as_secs_f64(),
         "shutting down: draining in-flight requests"
     );
+    let _ = admin_stop.send(true);
     if server.edge.shutdown(shutdown_timeout).await {
         tracing::info!("drained; exiting");
     } else {

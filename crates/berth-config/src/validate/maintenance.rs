@@ -75,7 +75,7 @@ pub(super) fn check(
 }
 
 /// A CIDR, or a bare address meaning just that host.
-fn network(text: &str) -> Option<IpNet> {
+pub(super) fn network(text: &str) -> Option<IpNet> {
     if text.contains('/') {
         // Host bits are dropped so `10.1.2.3/8` means the network it is written in.
         text.parse::<IpNet>().ok().map(|net| net.trunc())

@@ -3,13 +3,17 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 
 use berth_edge::spec::{ClientLimits, defaults};
 
 use super::Checker;
+use super::maintenance::network;
 use crate::file::{ClientFile, ServerFile};
 use crate::path::{index, key};
-use crate::{AccessLog, DEFAULT_ADMIN_LISTEN, ServerSpec};
+use crate::{
+    ADMIN_SOCKET_FILE, AccessLog, DATABASE_FILE, DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR, ServerSpec,
+};
 
 /// Below this a request line plus a handful of ordinary headers no longer fits.
 const MIN_HEADER_BYTES: u64 = 1024;
@@ -36,11 +40,16 @@ pub(super) fn check(
     );
     let access_log = check_access_log(c, server);
     let client = check_client(c, server.client.as_ref());
+    let data_dir = check_data_dir(c, server);
     let spec = ServerSpec {
         admin_listen,
         workers,
         shutdown_timeout,
         access_log,
+        database_url: check_database_url(c, server, &data_dir),
+        admin_socket: check_admin_socket(c, server, &data_dir),
+        admin_networks: check_admin_networks(c, server),
+        data_dir,
     };
     (spec, listeners, client)
 }
@@ -139,6 +148,74 @@ fn check_access_log(c: &mut Checker<'_>, server: &ServerFile) -> AccessLog {
         }
         path => AccessLog::File(c.dir().join(path)),
     }
+}
+
+fn check_data_dir(c: &mut Checker<'_>, server: &ServerFile) -> PathBuf {
+    match &server.data_dir {
+        None => PathBuf::from(DEFAULT_DATA_DIR),
+        Some(t) if t.get_ref().is_empty() => {
+            c.error(t.span(), "server.data_dir", "empty path")
+                .hint("e.g. data_dir = \"/var/lib/berth\"");
+            PathBuf::from(DEFAULT_DATA_DIR)
+        }
+        Some(t) => c.dir().join(t.get_ref()),
+    }
+}
+
+fn check_database_url(c: &mut Checker<'_>, server: &ServerFile, data_dir: &Path) -> String {
+    let Some(t) = &server.database_url else {
+        return format!(
+            "sqlite://{}?mode=rwc",
+            data_dir.join(DATABASE_FILE).display()
+        );
+    };
+    let url = t.get_ref();
+    let known = ["sqlite:", "postgres://", "postgresql://"];
+    if !known.iter().any(|p| url.starts_with(p)) {
+        // The URL may carry a password: never echo it.
+        c.error(
+            t.span(),
+            "server.database_url",
+            "not a sqlite: or postgres:// URL",
+        )
+        .hint("e.g. \"postgres://berth@127.0.0.1/berth\"; leave it out for SQLite in data_dir");
+    }
+    url.clone()
+}
+
+fn check_admin_socket(
+    c: &mut Checker<'_>,
+    server: &ServerFile,
+    data_dir: &Path,
+) -> Option<PathBuf> {
+    match &server.admin_socket {
+        None => Some(data_dir.join(ADMIN_SOCKET_FILE)),
+        Some(t) if t.get_ref() == ACCESS_LOG_OFF => None,
+        Some(t) if t.get_ref().is_empty() => {
+            c.error(t.span(), "server.admin_socket", "empty path")
+                .hint("give a path, or \"off\" for no Unix socket");
+            None
+        }
+        Some(t) => Some(c.dir().join(t.get_ref())),
+    }
+}
+
+fn check_admin_networks(c: &mut Checker<'_>, server: &ServerFile) -> Vec<ipnet::IpNet> {
+    let mut nets = Vec::new();
+    for (i, t) in server.admin_networks.iter().flatten().enumerate() {
+        match network(t.get_ref()) {
+            Some(n) => nets.push(n),
+            None => {
+                c.error(
+                    t.span(),
+                    &index("server.admin_networks", i),
+                    format!("`{}` is not a CIDR or an IP address", t.get_ref()),
+                )
+                .hint("e.g. \"10.20.0.0/16\" or \"192.0.2.7\"");
+            }
+        }
+    }
+    nets
 }
 
 fn check_client(c: &mut Checker<'_>, client: Option<&ClientFile>) -> ClientLimits {

@@ -2,8 +2,6 @@
 //! (for tampering), and `both!` to run one test body on SQLite and on PostgreSQL.
 #![allow(dead_code)]
 
-pub mod pg;
-
 use std::path::PathBuf;
 
 use berth_store::{Actor, Store};
@@ -72,7 +70,7 @@ impl TestDb {
                 }
             }
             Backend::Postgres => {
-                let url = pg::fresh_database().await;
+                let url = berth_store::testing::TempPostgres::fresh_database().await;
                 let store = Store::open(&url).await.expect("open PostgreSQL store");
                 TestDb {
                     store,

@@ -15,6 +15,12 @@ fn run(args: &[&str]) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
         .env_remove("BERTH_CONFIG")
+        .env_remove("BERTH_TOKEN")
+        .env_remove("BERTH_REMOTE")
+        .env(
+            "BERTH_CREDENTIALS",
+            "/nonexistent/berth-test-credentials.json",
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -63,7 +69,7 @@ fn help_texts_have_examples() {
     let top = run(&["--help"]);
     assert!(top.status.success(), "{top:?}");
     assert!(text(&top.stdout).contains("serve"), "{}", text(&top.stdout));
-    for cmd in ["serve", "check", "reload"] {
+    for cmd in ["serve", "check", "reload", "login"] {
         let out = run(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd}: {out:?}");
         let help = text(&out.stdout);

@@ -16,7 +16,7 @@ pub struct Env {
 
 pub fn server_section(listen: SocketAddr, admin: SocketAddr, extra: &str) -> String {
     format!(
-        "[server]\nlisten = [\"{listen}\"]\nadmin_listen = \"{admin}\"\nworkers = 2\nshutdown_timeout = \"10s\"\n{extra}\n"
+        "[server]\nlisten = [\"{listen}\"]\nadmin_listen = \"{admin}\"\ndata_dir = \"data\"\nworkers = 2\nshutdown_timeout = \"10s\"\n{extra}\n"
     )
 }
 
@@ -76,12 +76,29 @@ impl Env {
         self.berth.write_config(toml).expect("config written");
     }
 
+    /// The first admin's token, written by berth into its data directory at bootstrap.
+    pub fn token(&self) -> String {
+        let path = self.berth.dir().join("data").join("admin.token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
+    /// An admin API request with the admin token.
+    pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        client()
+            .request(method, format!("http://{}{path}", self.admin))
+            .bearer_auth(self.token())
+    }
+
     pub async fn metrics(&self) -> String {
-        let r = client()
-            .get(format!("http://{}/metrics", self.admin))
+        let r = self
+            .api(reqwest::Method::GET, "/api/v1/metrics")
             .send()
             .await
             .expect("metrics answer");
+        assert_eq!(r.status(), 200, "metrics need a token");
         r.text().await.expect("metrics text")
     }
 

@@ -5,6 +5,7 @@ mod common;
 
 mod balancing;
 mod cli;
+mod control;
 mod health;
 mod limits;
 mod observability;

@@ -34,8 +34,24 @@ async fn invalid_file_is_refused_with_its_position_and_the_old_table_serves() {
     // Line 11 of the file: server section (6 lines + blank) then the route.
     let broken = simple(&[a.addr()], "max_concurrnt = 5", "");
     env.write_body(&broken);
+    // Without a token the server refuses to act at all.
     let out = std::process::Command::new(BIN)
         .args(["reload", "--admin", &env.admin.to_string()])
+        .env("BERTH_CREDENTIALS", env.berth.dir().join("no-login.json"))
+        .env_remove("BERTH_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("berth login"));
+
+    let out = std::process::Command::new(BIN)
+        .args(["reload", "--admin", &env.admin.to_string()])
+        .env("BERTH_TOKEN", env.token())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -60,6 +76,7 @@ async fn invalid_file_is_refused_with_its_position_and_the_old_table_serves() {
     let out = std::process::Command::new(BIN)
         .args(["reload", "--config"])
         .arg(env.berth.config_path())
+        .env("BERTH_TOKEN", env.token())
         .output()
         .unwrap();
     assert_eq!(
@@ -96,12 +113,11 @@ async fn a_hundred_reloads_under_load_fail_no_request() {
             }
         }));
     }
-    let admin = client();
     for i in 0..100 {
         let up = if i % 2 == 0 { b.addr() } else { a.addr() };
         env.write_body(&simple(&[up], "", ""));
-        let r = admin
-            .post(format!("http://{}/-/reload", env.admin))
+        let r = env
+            .api(reqwest::Method::POST, "/api/v1/reload")
             .send()
             .await
             .unwrap();

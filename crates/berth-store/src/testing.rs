@@ -1,11 +1,17 @@
-//! A throwaway PostgreSQL 15 cluster for the tests: one per test binary, started on first
-//! use, with a fresh database per test.
+//! Test support, behind the `testing` cargo feature: a throwaway PostgreSQL 15 cluster,
+//! [`TempPostgres`], so that the PostgreSQL variants of the store's tests and of the crates
+//! built on it (the admin API) share one way of getting a database.
 //!
+//! One cluster per test binary, started on first use, with a fresh database per call.
 //! It runs as the `postgres` OS user when the tests run as root (PostgreSQL refuses to run
 //! as root), listens on 127.0.0.1 on a free port with its socket in its own directory, and
 //! runs with fsync off. It is stopped when the test binary exits: an `atexit` hook sends
 //! SIGQUIT (immediate shutdown) and removes the directory, and the server also gets SIGQUIT
 //! from the kernel if the test binary dies without running exit hooks (PR_SET_PDEATHSIG).
+//!
+//! The server binaries are looked up in `/usr/lib/postgresql/15/bin` (Debian's
+//! postgresql-15 package, which scripts/test installs) or in `$BERTH_PG_BIN`. When they are
+//! missing the tests fail with a message saying so; they are never skipped.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -21,11 +27,13 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 /// Where Debian's postgresql-15 package puts the server binaries.
 const DEFAULT_BIN: &str = "/usr/lib/postgresql/15/bin";
 
-pub struct Cluster {
-    pub port: u16,
+/// The test binary's PostgreSQL cluster.
+#[derive(Debug)]
+pub struct TempPostgres {
+    port: u16,
 }
 
-static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+static CLUSTER: OnceLock<Result<TempPostgres, String>> = OnceLock::new();
 static SERVER_PID: AtomicI32 = AtomicI32::new(0);
 static CLUSTER_DIR: OnceLock<PathBuf> = OnceLock::new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
@@ -34,20 +42,32 @@ fn bin_dir() -> PathBuf {
     std::env::var_os("BERTH_PG_BIN").map_or_else(|| PathBuf::from(DEFAULT_BIN), PathBuf::from)
 }
 
-/// The cluster, started on first call. Panics (failing the test, never skipping it) when
-/// PostgreSQL is missing or does not start.
-pub fn cluster() -> &'static Cluster {
-    match CLUSTER.get_or_init(start) {
-        Ok(c) => c,
-        Err(e) => panic!("{e}"),
+impl TempPostgres {
+    /// The cluster, started on first call (blocking while it starts). Panics (failing the
+    /// test, never skipping it) when PostgreSQL is missing or does not start.
+    pub fn get() -> &'static TempPostgres {
+        match CLUSTER.get_or_init(start) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The TCP port it listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Creates an empty database on the cluster (starting it on first use) and returns its
+    /// URL, `postgres://berth@127.0.0.1:PORT/NAME`, for [`crate::Store::open`].
+    pub async fn fresh_database() -> String {
+        let port = tokio::task::spawn_blocking(|| TempPostgres::get().port)
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        create_database(port).await
     }
 }
 
-/// Creates an empty database on the cluster and returns its URL.
-pub async fn fresh_database() -> String {
-    let port = tokio::task::spawn_blocking(|| cluster().port)
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+async fn create_database(port: u16) -> String {
     let name = format!(
         "t{}_{}",
         std::process::id(),
@@ -64,13 +84,13 @@ pub async fn fresh_database() -> String {
     format!("postgres://berth@127.0.0.1:{port}/{name}")
 }
 
-fn start() -> Result<Cluster, String> {
+fn start() -> Result<TempPostgres, String> {
     let bin = bin_dir();
     for tool in ["initdb", "postgres", "pg_isready"] {
         if !bin.join(tool).exists() {
             return Err(format!(
                 "PostgreSQL 15 is not installed ({} not found): the PostgreSQL variants of the \
-                 berth-store tests need it. Run scripts/test, which installs it (Debian package \
+                 tests need it. Run scripts/test, which installs it (Debian package \
                  postgresql-15), or set BERTH_PG_BIN to a directory holding initdb, postgres and \
                  pg_isready.",
                 bin.join(tool).display()
@@ -149,7 +169,7 @@ fn launch(
     dir: &Path,
     data: &Path,
     owner: Option<(u32, u32)>,
-) -> Result<Cluster, String> {
+) -> Result<TempPostgres, String> {
     let log_path = dir.join("postgres.log");
     let mut last_error = String::new();
     // A port picked free can be taken before postgres binds it: try a few.
@@ -208,7 +228,7 @@ fn launch(
                 .is_ok_and(|s| s.success());
             if ready {
                 SERVER_PID.store(child.id() as i32, Ordering::SeqCst);
-                return Ok(Cluster { port });
+                return Ok(TempPostgres { port });
             }
             if Instant::now() > deadline {
                 let _ = child.kill();

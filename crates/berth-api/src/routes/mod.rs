@@ -1,0 +1,276 @@
+//! The endpoints: one table ([`endpoints`]) that both the router and the OpenAPI document
+//! are built from, so neither can list a route the other lacks. Handlers live in a file per
+//! resource beside this one.
+
+mod apps;
+mod audit;
+mod metrics;
+mod reload;
+mod tokens;
+mod users;
+mod whoami;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter};
+use http::{HeaderValue, Method, StatusCode, Uri, header};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::Shared;
+use crate::auth;
+use crate::error::ApiError;
+
+/// Request bodies are small JSON objects; anything bigger is a mistake or an attack.
+const MAX_BODY: usize = 64 * 1024;
+
+/// A query parameter, for the OpenAPI document.
+pub(crate) struct QueryParam {
+    pub name: &'static str,
+    /// JSON schema type: `string` or `integer`.
+    pub kind: &'static str,
+    pub description: &'static str,
+}
+
+/// Makes a JSON schema for the OpenAPI document.
+pub(crate) type Schema = fn() -> Value;
+
+/// One endpoint: how to serve it and how to document it.
+pub(crate) struct Endpoint {
+    pub method: Method,
+    /// The full path in axum's and OpenAPI's shared syntax (`/api/v1/users/{name}`).
+    pub path: &'static str,
+    pub operation_id: &'static str,
+    pub summary: &'static str,
+    /// Who may call it, as docs/api.md says it (`admin@*`, `viewer@{env}`, …).
+    pub access: &'static str,
+    /// Needs only a valid token (no 403 possible).
+    pub token_only: bool,
+    /// Changes something, so every attempt is audited.
+    pub mutating: bool,
+    pub query: &'static [QueryParam],
+    /// The JSON schema of the request body, if it takes one.
+    pub body: Option<Schema>,
+    /// The success status, what it returns, and its JSON schema (`None`: no body).
+    pub success: (StatusCode, &'static str, Option<Schema>),
+    /// Statuses beyond the ones every endpoint can answer (401, 429, 500) and the 403 that
+    /// every endpoint needing a role can answer.
+    pub errors: &'static [StatusCode],
+    /// Makes the route from the method filter of `method`, so the method served and the
+    /// method documented are one value: write it as `|m| on(m, handler_fn)`.
+    pub handler: fn(MethodFilter) -> MethodRouter<Shared>,
+}
+
+/// Every endpoint the API serves.
+pub(crate) fn endpoints() -> Vec<Endpoint> {
+    let mut all = Vec::new();
+    all.extend(whoami::endpoints());
+    all.extend(users::endpoints());
+    all.extend(tokens::endpoints());
+    all.extend(audit::endpoints());
+    all.extend(reload::endpoints());
+    all.extend(metrics::endpoints());
+    all.extend(apps::endpoints());
+    all
+}
+
+fn method_filter(method: &Method) -> MethodFilter {
+    match *method {
+        Method::GET => MethodFilter::GET,
+        Method::POST => MethodFilter::POST,
+        Method::DELETE => MethodFilter::DELETE,
+        Method::PUT => MethodFilter::PUT,
+        Method::PATCH => MethodFilter::PATCH,
+        // The table only uses the methods above; a new one must be added here.
+        _ => unreachable!("endpoint table uses an unsupported method {method}"),
+    }
+}
+
+/// Where the API lives; every path in the table starts with it.
+pub(crate) const PREFIX: &str = "/api/v1";
+
+/// The API nested under [`PREFIX`]. Nesting (rather than full paths at the root) keeps the
+/// API's own fallback, which needs a token and answers JSON, to paths under the prefix, and
+/// leaves the root router with axum's default fallback: the binary can `merge` it beside
+/// its own routes (health checks) and set its own fallback for everything else.
+pub(crate) fn router(shared: Shared) -> Router {
+    let mut api = Router::new();
+    for e in endpoints() {
+        let path = e.path.strip_prefix(PREFIX).unwrap_or(e.path);
+        api = api.route(path, (e.handler)(method_filter(&e.method)));
+    }
+    let api = api
+        .fallback(unknown_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Applied to every route and to the fallbacks: nothing answers without a token.
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            auth::authenticate,
+        ))
+        .layer(middleware::map_response(no_store))
+        .with_state(shared);
+    Router::new().nest(PREFIX, api)
+}
+
+// Inside the nested router `Uri` has the prefix stripped; put it back for messages.
+
+async fn unknown_endpoint(method: Method, uri: Uri) -> ApiError {
+    ApiError::UnknownEndpoint {
+        method: method.to_string(),
+        path: format!("{PREFIX}{}", uri.path()),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: format!("{PREFIX}{}", uri.path()),
+    }
+}
+
+/// API answers carry tokens (shown once) and private state: no cache may keep them.
+async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A JSON request body, with errors that name the field. Any content type is accepted
+/// (`curl -d` sends a form type by default); the body must be a JSON object of the right
+/// shape, unknown fields refused so that typos do not pass silently.
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &Shared) -> Result<Self, ApiError> {
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+            .await
+            .map_err(|_| ApiError::TooLarge { limit: MAX_BODY })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        // A missing or unknown field is reported at the object holding it ("."); name
+        // the field itself.
+        let field = if inner.is_syntax() || inner.is_eof() {
+            // Not JSON at all (or cut short): no field is at fault but the body.
+            "body".to_owned()
+        } else if path == "." {
+            backticked(&message).unwrap_or_else(|| "body".to_owned())
+        } else {
+            path
+        };
+        ApiError::bad_request(field, message)
+    })
+}
+
+/// The first `` `name` `` in a serde message (`missing field `label``).
+fn backticked(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once('`')?;
+    let (name, _) = rest.split_once('`')?;
+    Some(name.to_owned())
+}
+
+/// The query string as name/value pairs, refusing names outside `allowed` (so a typo such
+/// as `?actr=` is an error, not a silently unfiltered answer) and repeated names.
+pub(crate) fn query_pairs(uri: &Uri, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+    let axum::extract::Query(pairs) =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+            .map_err(|e| ApiError::bad_request("query", e.body_text()))?;
+    for (i, (name, _)) in pairs.iter().enumerate() {
+        if !allowed.contains(&name.as_str()) {
+            return Err(ApiError::bad_request(
+                name.clone(),
+                format!(
+                    "unknown query parameter (expected one of {})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        if pairs[..i].iter().any(|(n, _)| n == name) {
+            return Err(ApiError::bad_request(name.clone(), "given more than once"));
+        }
+    }
+    Ok(pairs)
+}
+
+/// A response with a JSON body and a status.
+pub(crate) fn json(status: StatusCode, value: Value) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+/// Milliseconds since the Unix epoch: the time format of every API answer (and of the
+/// store's JSON types).
+pub(crate) fn epoch_ms(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}
+
+/// 204 No Content.
+pub(crate) fn no_content() -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        grants: Vec<String>,
+    }
+
+    fn field_of(json: &str) -> String {
+        match parse_json::<Body>(json.as_bytes()) {
+            Err(ApiError::BadRequest { field, .. }) => field,
+            other => panic!("{json}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn body_errors_name_the_field() {
+        assert_eq!(field_of(r#"{"grants": []}"#), "name");
+        assert_eq!(field_of(r#"{"name": 1, "grants": []}"#), "name");
+        assert_eq!(field_of(r#"{"name": "a", "grants": [1]}"#), "grants[0]");
+        assert_eq!(field_of(r#"{"name": "a", "grants": [], "x": 1}"#), "x");
+        assert_eq!(field_of("not json"), "body");
+        assert_eq!(field_of("{not json"), "body");
+        assert_eq!(field_of(r#"{"name": "a", "grants": ["#), "body");
+        assert_eq!(field_of(""), "body");
+        assert!(parse_json::<Body>(br#"{"name": "a", "grants": []}"#).is_ok());
+    }
+
+    #[test]
+    fn every_path_is_under_the_prefix_and_unique() {
+        let all = endpoints();
+        for (i, e) in all.iter().enumerate() {
+            assert!(e.path.starts_with(&format!("{PREFIX}/")), "{}", e.path);
+            assert!(
+                !all[..i]
+                    .iter()
+                    .any(|o| o.path == e.path && o.method == e.method),
+                "{} {} twice",
+                e.method,
+                e.path
+            );
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Serving the router on a TCP listener or a Unix socket, telling it where each request came
+//! from ([`ClientSource`]).
+
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::middleware;
+use axum::serve::IncomingStream;
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::ClientSource;
+
+impl Connected<IncomingStream<'_, TcpListener>> for ClientSource {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; networks, the
+        // limiter and the audit log all want a.b.c.d.
+        ClientSource::Ip(stream.remote_addr().ip().to_canonical())
+    }
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for ClientSource {
+    fn connect_info(_: IncomingStream<'_, UnixListener>) -> Self {
+        ClientSource::Unix
+    }
+}
+
+/// Moves the connection's source into the extension the router reads.
+async fn insert_source(
+    ConnectInfo(source): ConnectInfo<ClientSource>,
+    mut req: Request,
+) -> Request {
+    req.extensions_mut().insert(source);
+    req
+}
+
+fn with_source(router: Router) -> Router {
+    router.layer(middleware::map_request(insert_source))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then waits for requests in
+/// flight to finish. Each request's [`ClientSource`] is the peer's IP address.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let service = with_source(router).into_make_service_with_connect_info::<ClientSource>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves `router` on a Unix socket at `path` until `shutdown` completes, then waits for
+/// requests in flight and removes the socket file. Requests count as [`ClientSource::Unix`]:
+/// local, inside every restricted network; the file's mode (0600, owner only) is what
+/// guards it.
+///
+/// A stale socket file at `path` (left by a process that died) is replaced; a socket that
+/// still answers (another berth running) is an `AddrInUse` error, and a file that is not a
+/// socket is an `AlreadyExists` error, never removed.
+pub async fn serve_unix(
+    path: &Path,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let listener = bind_private(path)?;
+    let inode = std::fs::metadata(path)?.ino();
+    let service = with_source(router).into_make_service_with_connect_info::<ClientSource>();
+    let served = axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    // Remove the socket only if it is still ours: a newer process may have replaced it.
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == inode) {
+        let _ = std::fs::remove_file(path);
+    }
+    served
+}
+
+/// Binds a Unix socket at `path` that only the owner can connect to.
+///
+/// A socket is created with the umask's mode, and a chmod afterwards leaves a moment in which
+/// anyone may connect. So the socket is bound under a random temporary name beside `path`,
+/// made 0600, and only then renamed into place: at `path` it is never open to others.
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    remove_stale(path)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "socket path has no file name")
+    })?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(
+        ".{:016x}.tmp",
+        RandomState::new().hash_one(std::process::id())
+    ));
+    let temp = match dir {
+        Some(d) => d.join(&temp_name),
+        None => temp_name.into(),
+    };
+    let listener = UnixListener::bind(&temp)?;
+    let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    Ok(listener)
+}
+
+fn remove_stale(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use by a running server", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
+}

@@ -1,0 +1,231 @@
+//! The CLI's client of the admin API: every command that changes or reads berth's state goes
+//! through the API (over TCP or the Unix socket), never to the database directly.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+
+/// Exit statuses the CLI documents in `berth --help`.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// berth could not be reached, or failed.
+    pub const FAILED: u8 = 1;
+    /// The input was refused (bad arguments, invalid config).
+    pub const BAD_INPUT: u8 = 2;
+    /// Not logged in, or not allowed (role, environment, network, throttled).
+    pub const DENIED: u8 = 3;
+    /// What was named does not exist, or already exists.
+    pub const NOT_FOUND_OR_CONFLICT: u8 = 4;
+}
+
+pub const DEFAULT_REMOTE: &str = "http://127.0.0.1:9180";
+
+/// An error that already knows its exit status and what to tell the user.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+pub fn fail(code: u8, message: impl Into<String>) -> anyhow::Error {
+    CliError {
+        code,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// Exit code for an error: a [`CliError`]'s own, otherwise a plain failure.
+pub fn exit_code(e: &anyhow::Error) -> ExitCode {
+    ExitCode::from(
+        e.downcast_ref::<CliError>()
+            .map_or(exit::FAILED, |c| c.code),
+    )
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    pub remote: String,
+    pub token: String,
+}
+
+/// `$BERTH_CREDENTIALS`, else `$XDG_CONFIG_HOME/berth/credentials.json`, else
+/// `~/.config/berth/credentials.json`.
+pub fn credentials_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BERTH_CREDENTIALS") {
+        return Some(PathBuf::from(p));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("berth").join("credentials.json"))
+}
+
+pub fn load_credentials() -> Option<Credentials> {
+    let path = credentials_path()?;
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+pub struct Client {
+    remote: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// Remote: the flag (or BERTH_REMOTE), else the saved login's, else the local default.
+    /// Token: BERTH_TOKEN, else the saved login's (tokens never come from the command line,
+    /// where other users could read them in the process list).
+    pub fn new(remote_flag: Option<&str>) -> Client {
+        let saved = load_credentials();
+        let remote = remote_flag
+            .map(str::to_owned)
+            .or_else(|| saved.as_ref().map(|c| c.remote.clone()))
+            .unwrap_or_else(|| DEFAULT_REMOTE.to_owned());
+        let token = std::env::var("BERTH_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| saved.map(|c| c.token));
+        Client { remote, token }
+    }
+
+    pub fn with_token(remote: &str, token: String) -> Client {
+        Client {
+            remote: remote.to_owned(),
+            token: Some(token),
+        }
+    }
+
+    pub fn remote(&self) -> &str {
+        &self.remote
+    }
+
+    /// One API call. Returns the JSON body of a 2xx answer; any other answer becomes a
+    /// [`CliError`] with the API's own message and the matching exit status.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (status, bytes) = self.send(method, path, body).await?;
+        let value: serde_json::Value = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+            })
+        };
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| value.to_string());
+        let code = match status {
+            StatusCode::UNAUTHORIZED => {
+                return Err(fail(
+                    exit::DENIED,
+                    format!(
+                        "{message}\nberth: not logged in or the token is not valid: run `berth login`"
+                    ),
+                ));
+            }
+            StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => exit::DENIED,
+            StatusCode::NOT_FOUND | StatusCode::CONFLICT => exit::NOT_FOUND_OR_CONFLICT,
+            s if s.is_client_error() => exit::BAD_INPUT,
+            _ => exit::FAILED,
+        };
+        Err(fail(code, message))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "berth")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(t) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req.body(Full::new(Bytes::from(payload)))?;
+        let unreachable = || {
+            fail(
+                exit::FAILED,
+                format!(
+                    "cannot reach berth's admin API at {}; is `berth serve` running? (use --remote URL or unix:PATH)",
+                    self.remote
+                ),
+            )
+        };
+        let resp = if let Some(path) = self.remote.strip_prefix("unix:") {
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(|_| unreachable())?;
+            exchange(stream, req).await?
+        } else {
+            let hostport = self
+                .remote
+                .strip_prefix("http://")
+                .ok_or_else(|| {
+                    fail(
+                        exit::BAD_INPUT,
+                        format!("remote `{}` must start with http:// or unix:", self.remote),
+                    )
+                })?
+                .trim_end_matches('/');
+            let stream = tokio::net::TcpStream::connect(hostport)
+                .await
+                .map_err(|_| unreachable())?;
+            exchange(stream, req).await?
+        };
+        Ok(resp)
+    }
+}
+
+async fn exchange<S>(stream: S, req: Request<Full<Bytes>>) -> anyhow::Result<(StatusCode, Bytes)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(req)
+        .await
+        .context("the admin API closed the connection")?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// Runs an async command body on a small runtime.
+pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(
+    f: F,
+) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(f)?;
+    Ok(ExitCode::from(exit::OK))
+}
