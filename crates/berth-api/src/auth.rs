@@ -123,10 +123,63 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ()> {
     Ok(Some(token))
 }
 
+/// For mutating routes: a request with a valid token that is refused for its input (400,
+/// 413: wrong types, unknown fields, bad names, huge bodies) never reaches the handler's
+/// [`Ctx::mutate`], so the attempt is recorded here, with outcome `rejected: CODE`.
+pub(crate) async fn audit_rejected_input(
+    State((shared, action)): State<(Shared, &'static str)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let caller = req.extensions().get::<Arc<Caller>>().cloned();
+    let target = req.uri().path().to_owned();
+    let audited = Audited::default();
+    let mut req = req;
+    req.extensions_mut().insert(audited.clone());
+    let response = next.run(req).await;
+    let status = response.status();
+    let rejected =
+        status == http::StatusCode::BAD_REQUEST || status == http::StatusCode::PAYLOAD_TOO_LARGE;
+    if let (true, false, Some(caller)) = (rejected, audited.get(), caller) {
+        let actor = Actor::new(
+            caller.user.name.clone(),
+            effective_role(&caller.user, &Need::Token).map_or("none", |r| r.as_str()),
+            caller.source.audit_name(),
+        );
+        let code = if status == http::StatusCode::BAD_REQUEST {
+            "bad_request"
+        } else {
+            "too_large"
+        };
+        // The rejected body is not recorded: it may hold anything, secrets included.
+        let entry = NewAuditEntry::new(&actor, action, target, json!({}))
+            .with_outcome(format!("rejected: {code}"));
+        if let Err(err) = shared.api.store.audit_record(entry).await {
+            tracing::error!(error = %err, action, "could not record a rejected admin API attempt in the audit log");
+        }
+    }
+    response
+}
+
+/// Set once the handler recorded the attempt itself, so it is never recorded twice.
+#[derive(Clone, Default)]
+pub(crate) struct Audited(Arc<std::sync::atomic::AtomicBool>);
+
+impl Audited {
+    fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// What a handler works with: the shared state and the authenticated caller.
 pub(crate) struct Ctx {
     pub shared: Shared,
     pub caller: Arc<Caller>,
+    audited: Option<Audited>,
 }
 
 impl FromRequestParts<Shared> for Ctx {
@@ -143,6 +196,7 @@ impl FromRequestParts<Shared> for Ctx {
         Ok(Ctx {
             shared: state.clone(),
             caller,
+            audited: parts.extensions.get::<Audited>().cloned(),
         })
     }
 }
@@ -219,6 +273,10 @@ impl Ctx {
             Ok(()) => action(actor.clone()).await,
             Err(e) => Err(e),
         };
+        if let Some(a) = &self.audited {
+            // Success and failure alike are on record from here on.
+            a.set();
+        }
         if let Err(e) = &result {
             self.record_failure(actor, attempt, &need, e).await;
         }

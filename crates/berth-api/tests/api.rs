@@ -725,6 +725,45 @@ async fn errors_are_json_with_stable_codes() {
     assert_eq!(garbage.status(), 400);
     let body: Value = garbage.json().await.unwrap();
     assert_eq!(body["field"], "body");
+
+    // Wrong types, unknown fields and invalid names: 400 naming the problem, nothing
+    // changed, and every attempt on record.
+    for bad in [
+        json!({ "name": 5, "grants": ["viewer"] }),
+        json!({ "name": "eve", "grants": ["viewer"], "superuser": true }),
+        json!({ "name": "../eve", "grants": ["viewer"] }),
+        json!({ "name": "eve", "grants": ["wizard@prod"] }),
+    ] {
+        let a = call(c, base, POST, "/api/v1/users", r, Some(&bad)).await;
+        assert_eq!((a.status, a.code()), (400, "bad_request"), "{bad}");
+        assert!(
+            a.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{bad}"
+        );
+    }
+    let users = h.store.list_users().await.unwrap();
+    assert!(
+        users
+            .iter()
+            .all(|u| u.name != "eve" && u.name != "x".repeat(100_000))
+    );
+    let refused: Vec<String> = h
+        .store
+        .audit_list(&AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| {
+            e.outcome.starts_with("rejected:") || e.outcome.starts_with("error: bad_request")
+        })
+        .map(|e| format!("{} {}", e.target, e.outcome))
+        .collect();
+    // 413 + malformed JSON + the four above, each recorded exactly once.
+    assert_eq!(refused.len(), 6, "{refused:?}");
+    assert!(
+        refused.iter().any(|r| r.ends_with("rejected: too_large")),
+        "{refused:?}"
+    );
     h.stop().await;
 }
 

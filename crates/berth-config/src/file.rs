@@ -40,6 +40,7 @@ pub struct ServerFile {
     pub database_url: Option<Text>,
     pub admin_socket: Option<Text>,
     pub admin_networks: Option<Vec<Text>>,
+    pub audit_retention: DurationField,
     pub client: Option<ClientFile>,
 }
 

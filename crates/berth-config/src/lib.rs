@@ -18,6 +18,9 @@ pub use diagnostic::{ConfigError, Diagnostic};
 
 use diagnostic::Source;
 
+/// How long audit entries are kept (one year, as berth_store::DEFAULT_RETENTION).
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Where berth keeps its state when the file does not say.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/berth";
 /// The SQLite database file inside the data directory.
@@ -52,6 +55,8 @@ pub struct ServerSpec {
     pub admin_socket: Option<PathBuf>,
     /// When not empty, admin and deployer actions are accepted only from these networks.
     pub admin_networks: Vec<ipnet::IpNet>,
+    /// Audit entries older than this are cut daily, behind a signed checkpoint.
+    pub audit_retention: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,6 +33,7 @@ pub enum Command {
     #[command(after_help = "Examples:
   berth serve --config /etc/berth/berth.toml
   berth serve --config examples/edge.toml --log-format json
+  BERTH_DATABASE_URL=postgres://berth@127.0.0.1/berth berth serve --config berth.toml
 
 Signals: SIGHUP re-reads the file (as `berth reload` does); SIGTERM or SIGINT stop accepting,
 let in-flight requests finish (server.shutdown_timeout) and exit 0.")]
@@ -64,8 +65,12 @@ The token and remote are saved with mode 0600 in $XDG_CONFIG_HOME/berth/credenti
         token_file: Option<PathBuf>,
     },
     /// Forget the saved token
+    #[command(after_help = "Examples:\n  berth logout")]
     Logout,
     /// Show who the saved token belongs to
+    #[command(
+        after_help = "Examples:\n  berth whoami\n  BERTH_TOKEN=$(cat ci.token) berth whoami --json"
+    )]
     Whoami,
     /// Manage users and their roles (admin only)
     #[command(subcommand)]
@@ -100,6 +105,9 @@ pub enum UsersCommand {
     #[command(after_help = "Examples:\n  berth users remove alice")]
     Remove { name: String },
     /// List users and their grants
+    #[command(
+        after_help = "Examples:\n  berth users list\n  berth users list --json | jq '.[].name'"
+    )]
     List,
 }
 
@@ -120,6 +128,7 @@ pub enum TokensCommand {
     #[command(after_help = "Examples:\n  berth tokens revoke 7")]
     Revoke { id: i64 },
     /// List tokens (yours, or a user's / everyone's for admins)
+    #[command(after_help = "Examples:\n  berth tokens list\n  berth tokens list --user alice")]
     List {
         #[arg(long)]
         user: Option<String>,
@@ -139,6 +148,15 @@ pub enum AuditCommand {
     /// Check the hash chain; names the first edited, deleted, inserted or reordered entry
     #[command(after_help = "Exit status: 0 intact, 1 broken or unreachable.")]
     Verify,
+    /// Remove entries older than N days now, behind a signed checkpoint (admin only)
+    #[command(after_help = "Examples:
+  berth audit prune --older-than-days 90
+
+berth also prunes daily by itself, after server.audit_retention (default 365 days).")]
+    Prune {
+        #[arg(long)]
+        older_than_days: u32,
+    },
 }
 
 #[derive(Args)]
@@ -152,6 +170,10 @@ pub struct ConfigArg {
 pub struct ServeArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// State store: postgres://USER[:PASSWORD]@HOST/DB or sqlite:PATH (overrides
+    /// server.database_url; default SQLite in server.data_dir)
+    #[arg(long, env = "BERTH_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Log format for berth's own logs on stderr (access logs go to server.access_log)
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -65,6 +65,9 @@ fn main() -> ExitCode {
                 AuditCommand::List(f) => audit::list_entries(&c, &f, json).await,
                 AuditCommand::Export(f) => audit::export(&c, &f).await,
                 AuditCommand::Verify => audit::verify(&c, json).await,
+                AuditCommand::Prune { older_than_days } => {
+                    audit::prune(&c, older_than_days, json).await
+                }
             }
         }),
     };

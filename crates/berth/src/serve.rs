@@ -21,13 +21,16 @@ use crate::state;
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
     let path = args.config.config;
-    let config = match berth_config::load(&path) {
+    let mut config = match berth_config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(crate::EXIT_BAD_INPUT));
         }
     };
+    if let Some(url) = args.database_url {
+        config.server.database_url = url;
+    }
     let runtime = if config.server.workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -110,7 +113,10 @@ impl Server {
         if report.listeners_changed {
             warnings.push("server.listen changed: listeners are never re-bound live; restart berth to apply it".to_owned());
         }
-        if next.server != current.server {
+        // --database-url may override the file; that is not a change in the file.
+        let mut file_server = next.server.clone();
+        file_server.database_url = current.server.database_url.clone();
+        if file_server != current.server {
             warnings.push("other [server] settings (admin_listen, workers, access_log, shutdown_timeout) apply at the next restart".to_owned());
         }
         for w in &warnings {
@@ -171,6 +177,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         })?;
     let shutdown_timeout = config.server.shutdown_timeout;
     let admin_socket = config.server.admin_socket.clone();
+    let audit_retention = config.server.audit_retention;
     let policy = berth_api::AccessPolicy {
         restricted_networks: config.server.admin_networks.clone(),
         ..Default::default()
@@ -190,6 +197,11 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         current: Mutex::new(config),
         reloads,
     });
+    tokio::spawn(state::audit_retention(
+        state.store.clone(),
+        state.checkpoint_key.clone(),
+        audit_retention,
+    ));
     let api = berth_api::router(berth_api::ApiState {
         store: state.store,
         policy,

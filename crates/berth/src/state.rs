@@ -96,3 +96,42 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+/// How often the audit retention runs; the first run is at start.
+const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Cuts audit entries older than `retention` once a day. Failures are logged loudly: a
+/// broken chain is refused by the store rather than signed over.
+pub async fn audit_retention(store: Store, key: Arc<[u8]>, retention: std::time::Duration) {
+    let mut tick = tokio::time::interval(RETENTION_INTERVAL);
+    loop {
+        tick.tick().await;
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(retention)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        match store
+            .audit_prune(&berth_store::Actor::system(), cutoff, &key)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                removed = n,
+                "audit retention: removed old entries behind a signed checkpoint"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "audit retention failed; the audit log was left as it is")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retention_defaults_agree() {
+        assert_eq!(
+            berth_config::DEFAULT_AUDIT_RETENTION,
+            berth_store::DEFAULT_RETENTION
+        );
+    }
+}

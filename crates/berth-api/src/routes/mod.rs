@@ -100,7 +100,14 @@ pub(crate) fn router(shared: Shared) -> Router {
     let mut api = Router::new();
     for e in endpoints() {
         let path = e.path.strip_prefix(PREFIX).unwrap_or(e.path);
-        api = api.route(path, (e.handler)(method_filter(&e.method)));
+        let mut route = (e.handler)(method_filter(&e.method));
+        if e.mutating {
+            route = route.layer(middleware::from_fn_with_state(
+                (shared.clone(), e.operation_id),
+                auth::audit_rejected_input,
+            ));
+        }
+        api = api.route(path, route);
     }
     let api = api
         .fallback(unknown_endpoint)

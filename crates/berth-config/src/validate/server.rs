@@ -49,6 +49,11 @@ pub(super) fn check(
         database_url: check_database_url(c, server, &data_dir),
         admin_socket: check_admin_socket(c, server, &data_dir),
         admin_networks: check_admin_networks(c, server),
+        audit_retention: c.duration(
+            &server.audit_retention,
+            "server.audit_retention",
+            crate::DEFAULT_AUDIT_RETENTION,
+        ),
         data_dir,
     };
     (spec, listeners, client)

@@ -142,6 +142,20 @@ pub async fn verify(c: &Client, json: bool) -> anyhow::Result<()> {
     }
 }
 
+pub async fn prune(c: &Client, older_than_days: u32, json: bool) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "older_than_days": older_than_days });
+    let v = c
+        .call(Method::POST, "/api/v1/audit/prune", Some(body))
+        .await?;
+    print(json, &v, |v| {
+        println!(
+            "removed {} entries older than {older_than_days} days",
+            field(v, "removed")
+        )
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,10 @@ pub async fn start(body: &str) -> Env {
 }
 
 pub async fn start_with(body: &str, server_extra: &str) -> Env {
+    start_with_args(body, server_extra, &[]).await
+}
+
+pub async fn start_with_args(body: &str, server_extra: &str, args: &[String]) -> Env {
     // A free port can be taken by a parallel test between being picked and being bound;
     // only that case is retried, with new ports.
     let mut last = String::new();
@@ -44,6 +48,7 @@ pub async fn start_with(body: &str, server_extra: &str) -> Env {
         match BerthProcess::builder(BIN)
             .config_toml(toml)
             .admin_addr(admin)
+            .args(args)
             .start()
             .await
         {

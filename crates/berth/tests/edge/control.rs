@@ -222,3 +222,79 @@ async fn audit_verify_names_an_entry_edited_in_the_database() {
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_through_the_binary() {
+    let url = berth_store::testing::TempPostgres::fresh_database().await;
+    let up = FakeUpstream::start_named("a").await;
+    let env = crate::common::start_with_args(
+        &simple(&[up.addr()], "", ""),
+        "",
+        &["--database-url".to_owned(), url.clone()],
+    )
+    .await;
+    let creds = env.berth.dir().join("creds.json");
+    let admin = env.token();
+    let out = cli(
+        &env,
+        &creds,
+        Some(&admin),
+        &["users", "add", "pat", "--grant", "viewer@production"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cli(&env, &creds, Some(&admin), &["users", "list", "--json"]);
+    assert!(text(&out.stdout).contains("pat"), "{}", text(&out.stdout));
+    let out = cli(&env, &creds, Some(&admin), &["audit", "verify"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    // Nothing went to SQLite, and the URL (which may hold a password) is not logged.
+    assert!(!data(&env).join("berth.db").exists());
+    assert!(!env.berth.stderr_text().contains(&url));
+}
+
+#[tokio::test]
+async fn admin_networks_refuse_admin_actions_from_elsewhere_but_not_on_the_socket() {
+    let up = FakeUpstream::start_named("a").await;
+    let env = crate::common::start_with(
+        &simple(&[up.addr()], "", ""),
+        "admin_networks = [\"10.0.0.0/8\"]",
+    )
+    .await;
+    let creds = env.berth.dir().join("creds.json");
+    let admin = env.token();
+    // From 127.0.0.1, outside 10.0.0.0/8: reading is fine, changing is refused.
+    let out = cli(&env, &creds, Some(&admin), &["whoami"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cli(
+        &env,
+        &creds,
+        Some(&admin),
+        &["users", "add", "x", "--grant", "viewer"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("network"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The Unix socket is local, so inside every network.
+    let sock = format!("unix:{}", data(&env).join("berth.sock").display());
+    let out = cli(
+        &env,
+        &creds,
+        Some(&admin),
+        &["--remote", &sock, "users", "add", "x", "--grant", "viewer"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The refusal is on record.
+    let out = cli(
+        &env,
+        &creds,
+        Some(&admin),
+        &["--remote", &sock, "audit", "export"],
+    );
+    assert!(
+        text(&out.stdout).contains("\"denied\""),
+        "{}",
+        text(&out.stdout)
+    );
+}
