@@ -296,3 +296,17 @@ extern "C" fn stop_at_exit() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// Everything in a SQLite database's files (the main file and its WAL) as text, for tests
+/// that scan raw storage for values that must never be stored, such as token secrets.
+pub fn sqlite_file_text(path: &std::path::Path) -> String {
+    let mut out = String::new();
+    for suffix in ["", "-wal"] {
+        let mut p = path.to_path_buf().into_os_string();
+        p.push(suffix);
+        if let Ok(bytes) = std::fs::read(&p) {
+            out.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    out
+}

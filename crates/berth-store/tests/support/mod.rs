@@ -133,13 +133,7 @@ impl TestDb {
                 .join("\n"),
         );
         if let Some(path) = &self.sqlite_path {
-            for suffix in ["", "-wal"] {
-                let mut p = path.clone().into_os_string();
-                p.push(suffix);
-                if let Ok(bytes) = std::fs::read(&p) {
-                    out.push_str(&String::from_utf8_lossy(&bytes));
-                }
-            }
+            out.push_str(&berth_store::testing::sqlite_file_text(path));
         }
         out
     }
