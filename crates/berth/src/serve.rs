@@ -197,6 +197,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         current: Mutex::new(config),
         reloads,
     });
+    let audit_store = state.store.clone();
     tokio::spawn(state::audit_retention(
         state.store.clone(),
         state.checkpoint_key.clone(),
@@ -238,7 +239,8 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: re-reading {}", server.path.display());
-                let _ = server.reload().await;
+                let outcome = server.reload().await;
+                audit_signal_reload(&audit_store, &outcome).await;
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -259,4 +261,28 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A reload by signal has no token behind it, but it still changed what runs: it is recorded
+/// as the system acting on a local signal, like reloads through the API are.
+async fn audit_signal_reload(store: &berth_store::Store, outcome: &ReloadOutcome) {
+    let actor = berth_store::Actor::new("system", "system", "signal:SIGHUP");
+    let entry = match outcome {
+        ReloadOutcome::Applied { warnings } => berth_store::NewAuditEntry::new(
+            &actor,
+            "config.reload",
+            "config",
+            serde_json::json!({ "warnings": warnings.len() }),
+        ),
+        ReloadOutcome::Refused(_) => berth_store::NewAuditEntry::new(
+            &actor,
+            "config.reload",
+            "config",
+            serde_json::json!({}),
+        )
+        .with_outcome("error: invalid_config"),
+    };
+    if let Err(e) = store.audit_record(entry).await {
+        tracing::error!(error = %e, "could not record the SIGHUP reload in the audit log");
+    }
 }

@@ -25,6 +25,25 @@ async fn sighup_applies_a_new_route_table() {
         })
         .await
     );
+    // The signal has no token behind it, but the reload is on record all the same.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let log: serde_json::Value = env
+                .api(reqwest::Method::GET, "/api/v1/audit?action=config.reload")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            log["entries"].as_array().is_some_and(|e| {
+                e.iter().any(|x| {
+                    x["actor"] == "system" && x["source"] == "signal:SIGHUP" && x["outcome"] == "ok"
+                })
+            })
+        })
+        .await
+    );
 }
 
 #[tokio::test]
