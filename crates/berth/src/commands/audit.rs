@@ -89,10 +89,18 @@ pub async fn list_entries(c: &Client, f: &Filter, json: bool) -> anyhow::Result<
         .await?;
     print(json, &v, |v| {
         for e in list(v, "entries") {
+            let time = e["time"].as_u64().map_or_else(
+                || field(e, "time"),
+                |ms| {
+                    berth_edge::access_log::format_rfc3339_millis(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                    )
+                },
+            );
             println!(
                 "{:>6} {} {:<12} {:<8} {:<16} {:<24} {:<20} {}",
                 field(e, "seq"),
-                field(e, "time"),
+                time,
                 field(e, "actor"),
                 field(e, "role"),
                 field(e, "source"),
