@@ -12,6 +12,7 @@
 # medians and the line `berth/nginx req/s ratio R, p99 ratio P`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
@@ -40,33 +41,11 @@ CPUS=$(nproc)
 PROXY_CPU=0
 LOAD_CPU=$(( CPUS > 1 ? 1 : 0 ))
 
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "bench/edge.sh: nothing listens on port $1" >&2; exit 1
-}
-
 taskset -c "$LOAD_CPU" "$BIN/berth-demo" --listen "127.0.0.1:$BACKEND_PORT" --threads 1 >"$WORK/demo.log" 2>&1 &
 PIDS+=($!)
 wait_port "$BACKEND_PORT"
 
-cat >"$WORK/berth.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$BERTH_PORT"]
-admin_listen = "127.0.0.1:$ADMIN_PORT"
-workers = 1
-access_log = "off"
-
-[[route]]
-name = "bench"
-hosts = ["*"]
-group = "bench"
-
-[group.bench]
-upstreams = ["127.0.0.1:$BACKEND_PORT"]
-TOML
+berth_config "$WORK" "$BERTH_PORT" "$ADMIN_PORT" "$BACKEND_PORT"
 taskset -c "$PROXY_CPU" "$BIN/berth" serve --config "$WORK/berth.toml" >"$WORK/berth.log" 2>&1 &
 PIDS+=($!)
 

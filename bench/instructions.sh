@@ -5,10 +5,12 @@
 #
 #   bench/instructions.sh            # 10 s of wrk -c8 through berth under callgrind
 #
-# Prints `requests N instructions I per_request P` and leaves the profile in
+# Counters are zeroed once berth listens, so start-up is not counted. Prints
+# `requests N instructions I per_request P` and leaves the profile in
 # target/callgrind.out for `callgrind_annotate --inclusive=yes target/callgrind.out`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 command -v valgrind >/dev/null || { echo "bench/instructions.sh: apt-get install valgrind" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "bench/instructions.sh: apt-get install wrk" >&2; exit 1; }
 cargo build --release -q -p berth -p berth-demo
@@ -23,28 +25,13 @@ trap cleanup EXIT
 
 target/release/berth-demo --listen "127.0.0.1:$BACKEND_PORT" --threads 1 >/dev/null 2>&1 &
 DEMO=$!
-cat >"$WORK/berth.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$BERTH_PORT"]
-admin_listen = "127.0.0.1:$ADMIN_PORT"
-workers = 1
-access_log = "off"
-
-[[route]]
-name = "bench"
-hosts = ["*"]
-group = "bench"
-
-[group.bench]
-upstreams = ["127.0.0.1:$BACKEND_PORT"]
-TOML
+berth_config "$WORK" "$BERTH_PORT" "$ADMIN_PORT" "$BACKEND_PORT"
 rm -f "$OUT"
 valgrind --tool=callgrind --callgrind-out-file="$OUT" target/release/berth serve --config "$WORK/berth.toml" >/dev/null 2>"$WORK/valgrind.log" &
 VG=$!
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$BERTH_PORT") 2>/dev/null && break
-  sleep 0.2
-done
+wait_port "$BERTH_PORT" 300  # valgrind starts slowly
+# Count the request path only: start-up (store, migrations, bootstrap) is not per request.
+callgrind_control --zero "$VG" >/dev/null
 N=$(wrk -t1 -c8 -d10s "http://127.0.0.1:$BERTH_PORT/" | awk '/requests in/ {print $1}')
 kill -TERM "$VG"
 wait "$VG" || true

@@ -35,30 +35,7 @@ pub struct AccessRecord {
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&format_rfc3339_millis(*t))
-}
-
-/// UTC `YYYY-MM-DDTHH:MM:SS.mmmZ`, by Howard Hinnant's days-to-civil algorithm.
-pub fn format_rfc3339_millis(t: SystemTime) -> String {
-    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
+    s.collect_str(&humantime::format_rfc3339_millis(*t))
 }
 
 /// Where access-log lines go. Cloning shares the writer.
@@ -121,15 +98,22 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn logged_time(t: SystemTime) -> String {
+        let mut out = Vec::new();
+        let mut ser = serde_json::Serializer::new(&mut out);
+        rfc3339(&t, &mut ser).expect("serialises");
+        serde_json::from_slice(&out).expect("a JSON string")
+    }
+
     #[test]
     fn formats_utc_timestamps() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        assert_eq!(format_rfc3339_millis(t), "2023-11-14T22:13:20.123Z");
+        assert_eq!(logged_time(t), "2023-11-14T22:13:20.123Z");
         assert_eq!(
-            format_rfc3339_millis(SystemTime::UNIX_EPOCH),
+            logged_time(SystemTime::UNIX_EPOCH),
             "1970-01-01T00:00:00.000Z"
         );
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(format_rfc3339_millis(leap), "2000-02-29T00:00:00.000Z");
+        assert_eq!(logged_time(leap), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -91,9 +91,6 @@ fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Exit status for input the user must fix (as opposed to a runtime failure).
-pub const EXIT_BAD_INPUT: u8 = 2;
-
 fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     match berth_config::load(path) {
         Ok(cfg) => {
@@ -113,7 +110,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             eprintln!("{e}");
-            Ok(ExitCode::from(EXIT_BAD_INPUT))
+            Ok(ExitCode::from(client::exit::BAD_INPUT))
         }
     }
 }

@@ -25,7 +25,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
-            return Ok(ExitCode::from(crate::EXIT_BAD_INPUT));
+            return Ok(ExitCode::from(crate::client::exit::BAD_INPUT));
         }
     };
     if let Some(url) = args.database_url {
@@ -216,21 +216,20 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         let mut rx = rx;
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let tcp = tokio::spawn(berth_api::serve_tcp(
-        admin_listener,
-        app.clone(),
-        stopped(admin_stop.subscribe()),
-    ));
+    let tcp = berth_api::serve_tcp(admin_listener, app.clone(), stopped(admin_stop.subscribe()));
+    tokio::spawn(async move {
+        if let Err(e) = tcp.await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
     if let Some(sock) = admin_socket {
         let rx = admin_stop.subscribe();
-        let app = app.clone();
         tokio::spawn(async move {
             if let Err(e) = berth_api::serve_unix(&sock, app, stopped(rx)).await {
                 tracing::error!(socket = %sock.display(), error = %e, "admin socket failed");
             }
         });
     }
-    drop(tcp);
 
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

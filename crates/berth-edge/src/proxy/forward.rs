@@ -39,6 +39,7 @@ pub(super) async fn forward(
     route: &Route,
     pick: &ReleasePick,
     req: Request<Incoming>,
+    upgrade: Option<&HeaderValue>,
     done: &mut Completion,
 ) -> Result<Sent, ProxyError> {
     let spec = &route.spec;
@@ -55,7 +56,9 @@ pub(super) async fn forward(
     } else {
         RequestBody::limited(body, spec.max_body_bytes)
     };
-    let mut pending = Some(upstream_request(parts, body, route, done)?);
+    let mut pending = Some(upstream_request(parts, body, route, upgrade, done)?);
+    // Instances that failed this request; filled only on a retry, so a request that succeeds
+    // first time allocates nothing here.
     let mut tried: Vec<Arc<crate::upstream::Upstream>> = Vec::new();
     let mut last_err = ProxyError::NoUpstream;
     let attempts = spec.retry.attempts.max(1);
@@ -91,7 +94,7 @@ pub(super) async fn forward(
         done.metrics = Some(route.metrics[choice.pool].clone());
         let upstream = choice.upstream;
         let inflight = upstream.begin();
-        tried.push(upstream.clone());
+        // Releases the previous attempt's in-flight count, if any.
         done.upstream = None;
         let mut conn = match upstream.checkout(spec.timeouts.connect).await {
             Ok(c) => c,
@@ -101,6 +104,7 @@ pub(super) async fn forward(
                 last_err = e;
                 pending = Some(req);
                 done.upstream = Some(inflight);
+                tried.push(upstream);
                 continue;
             }
         };
@@ -155,6 +159,7 @@ pub(super) async fn forward(
                     reason,
                     retry_safe: true,
                 };
+                tried.push(upstream);
             }
             Err(_) => {
                 upstream.record(Outcome::Failure, Instant::now());
@@ -176,6 +181,7 @@ fn upstream_request(
     mut parts: http::request::Parts,
     body: RequestBody,
     route: &Route,
+    upgrade: Option<&HeaderValue>,
     done: &Completion,
 ) -> Result<Request<RequestBody>, ProxyError> {
     let original_host = match parts.uri.authority() {
@@ -203,8 +209,7 @@ fn upstream_request(
     parts.uri =
         Uri::from_parts(uri).map_err(|e| ProxyError::Internal(format!("rewritten URI: {e}")))?;
     parts.version = Version::HTTP_11;
-    let upgrade = headers::upgrade_token(&parts.headers);
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade.as_ref());
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     if let Some(h) = &original_host {
         parts.headers.insert(header::HOST, h.clone());
     }

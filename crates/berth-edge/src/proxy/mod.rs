@@ -59,9 +59,9 @@ pub async fn handle(
         return Ok(rejection_response(&shared, route, rejection, done));
     }
     let pick = select::release_pick(&route.group, req.headers());
-    let client_upgrade =
-        headers::upgrade_token(req.headers()).map(|t| (t, hyper::upgrade::on(&mut req)));
-    match forward(&shared, route, &pick, req, &mut done).await {
+    let upgrade = headers::upgrade_token(req.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    match forward(&shared, route, &pick, req, upgrade.as_ref(), &mut done).await {
         Ok(sent) => Ok(respond(&shared, route, &pick, sent, client_upgrade, done)),
         Err(e) => {
             // Upstream faults were counted per attempt in `forward`.

@@ -22,7 +22,7 @@ pub(super) fn respond(
     route: &Route,
     pick: &ReleasePick,
     sent: Sent,
-    client_upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     mut done: Box<Completion>,
 ) -> Response<ResponseBody> {
     let Sent {
@@ -37,7 +37,7 @@ pub(super) fn respond(
     } else {
         None
     };
-    if let (Some(_), Some((_, client_side))) = (&upgrade, client_upgrade) {
+    if let (Some(_), Some(client_side)) = (&upgrade, client_upgrade) {
         let upstream_side = hyper::upgrade::on(&mut response);
         tunnel(shared.metrics.clone(), client_side, upstream_side);
     }

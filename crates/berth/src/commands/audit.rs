@@ -92,9 +92,10 @@ pub async fn list_entries(c: &Client, f: &Filter, json: bool) -> anyhow::Result<
             let time = e["time"].as_u64().map_or_else(
                 || field(e, "time"),
                 |ms| {
-                    berth_edge::access_log::format_rfc3339_millis(
+                    humantime::format_rfc3339_millis(
                         std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
                     )
+                    .to_string()
                 },
             );
             println!(

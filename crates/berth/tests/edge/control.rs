@@ -36,7 +36,7 @@ fn mode(p: &Path) -> u32 {
 }
 
 #[tokio::test]
-async fn bootstrap_writes_a_private_admin_token_once_and_never_logs_it() {
+async fn bootstrap_writes_a_private_admin_token_and_never_logs_it() {
     let up = FakeUpstream::start_named("a").await;
     let mut env = start(&simple(&[up.addr()], "", "")).await;
     let token = env.token();

@@ -197,3 +197,47 @@ async fn maintenance_mode_serves_503_except_to_allowed_networks() {
     assert_eq!(r.status(), 200);
     assert_eq!(up.request_count(), 1);
 }
+
+#[tokio::test]
+async fn request_bodies_stream_to_the_upstream_without_buffering() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A raw upstream socket, so the test sees bytes as they arrive rather than whole requests.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let env = start(&simple(&[upstream.local_addr().unwrap()], "", "")).await;
+    let mut client = tokio::net::TcpStream::connect(env.listen).await.unwrap();
+    client
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        .await
+        .unwrap();
+    let (mut up, _) = tokio::time::timeout(Duration::from_secs(5), upstream.accept())
+        .await
+        .expect("berth connects upstream before the body is complete")
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("first") {
+        let n = tokio::time::timeout(Duration::from_secs(5), up.read(&mut buf))
+            .await
+            .expect("the first chunk arrives while the client is still sending")
+            .unwrap();
+        assert!(n > 0, "upstream connection closed early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // Only now does the client finish its body.
+    client.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await.unwrap();
+    while !String::from_utf8_lossy(&seen).contains("0\r\n\r\n") {
+        let n = up.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).contains("second"));
+    up.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 201"));
+}
