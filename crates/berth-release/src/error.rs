@@ -47,6 +47,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The release's build step failed; the release was removed again.
+    #[error("build of release {id} failed: {reason}")]
+    Build { id: String, reason: String },
     /// A string is not a release id (`r-` and 12 lower-case hex digits).
     #[error("invalid release id {0:?}")]
     InvalidId(String),

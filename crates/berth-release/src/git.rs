@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The commit `HEAD` points at in `src/.git`, if it can be read.
-pub(crate) fn head_commit(src: &Path) -> Option<String> {
+pub fn head_commit(src: &Path) -> Option<String> {
     let git_dir = git_dir(src)?;
     let head = fs::read_to_string(git_dir.join("HEAD")).ok()?;
     let head = head.trim();

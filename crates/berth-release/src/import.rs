@@ -113,8 +113,11 @@ pub fn import_dir_with(src: &Path, releases_dir: &Path, limits: Limits) -> Resul
     }
     let tmp = TempTree::create(releases_dir)?;
     let symlinks = copy_tree(&src, &tmp.path, limits)?;
-    let source = src.to_string_lossy().into_owned();
-    finish(tmp, releases_dir, source, git::head_commit(&src), &symlinks)
+    let origin = Origin {
+        source: src.to_string_lossy().into_owned(),
+        git_commit: git::head_commit(&src),
+    };
+    finish(tmp, releases_dir, origin, &symlinks, None)
 }
 
 /// Imports the `.tar.gz` at `path` with default [`Limits`].
@@ -128,11 +131,47 @@ pub fn import_tarball(path: &Path, releases_dir: &Path) -> Result<Release> {
 /// release, hard links, device and fifo entries, and duplicate entries.
 pub fn import_tarball_with(path: &Path, releases_dir: &Path, limits: Limits) -> Result<Release> {
     let path = fs::canonicalize(path).map_err(Error::io(path))?;
+    let source = path.to_string_lossy().into_owned();
+    import_tarball_built(
+        &path,
+        releases_dir,
+        limits,
+        Origin {
+            source,
+            git_commit: None,
+        },
+        None,
+    )
+}
+
+/// Where a release came from, for its metadata, when the caller knows better than the path
+/// it imports from (an uploaded archive stands for the client's directory and commit).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub source: String,
+    pub git_commit: Option<String>,
+}
+
+/// A build step run inside a new release before it is frozen (`npm ci`, a virtualenv). It
+/// runs at the release's final path, because builds bake absolute paths into what they make
+/// (virtualenv scripts' `#!` lines). `Err` carries the reason shown to the deployer.
+pub type BuildStep<'a> = &'a mut dyn FnMut(&Path) -> std::result::Result<(), String>;
+
+/// Imports the tarball at `path` like [`import_tarball_with`], records `origin`, and runs
+/// `build` in the new release before freezing it. When a release with the same content
+/// already exists, it is returned as is and `build` does not run (deploys are idempotent).
+/// If `build` fails, the release is removed again and nothing in `releases_dir` changes.
+pub fn import_tarball_built(
+    path: &Path,
+    releases_dir: &Path,
+    limits: Limits,
+    origin: Origin,
+    build: Option<BuildStep<'_>>,
+) -> Result<Release> {
     fs::create_dir_all(releases_dir).map_err(Error::io(releases_dir))?;
     let tmp = TempTree::create(releases_dir)?;
-    let symlinks = crate::tarball::extract(&path, &tmp.path, limits)?;
-    let source = path.to_string_lossy().into_owned();
-    finish(tmp, releases_dir, source, None, &symlinks)
+    let symlinks = crate::tarball::extract(path, &tmp.path, limits)?;
+    finish(tmp, releases_dir, origin, &symlinks, build)
 }
 
 /// Copies `src` into `dst` (which exists), returning the relative paths of the symlinks.
@@ -190,10 +229,11 @@ fn copy_tree(src: &Path, dst: &Path, limits: Limits) -> Result<Vec<PathBuf>> {
 fn finish(
     tmp: TempTree,
     releases_dir: &Path,
-    source: String,
-    git_commit: Option<String>,
+    origin: Origin,
     symlinks: &[PathBuf],
+    build: Option<BuildStep<'_>>,
 ) -> Result<Release> {
+    let Origin { source, git_commit } = origin;
     // Symlinks are checked only once the whole tree exists, since a link's meaning depends on
     // the links it passes through, which may come later in the source.
     for link in symlinks {
@@ -206,6 +246,13 @@ fn finish(
     }
     let summary = hash_tree(&tmp.path)?;
     let target = releases_dir.join(summary.id.as_str());
+    if build.is_some() {
+        // A built tree without metadata is a build that a crash interrupted: its content is no
+        // longer the source's, so it cannot be adopted the way an unbuilt one is.
+        if read_release(releases_dir, &summary.id)?.is_none() {
+            fsutil::remove_tree(&target)?;
+        }
+    }
     if let Some(existing) = existing_release(releases_dir, &summary, &source, &git_commit)? {
         return Ok(existing);
     }
@@ -220,6 +267,15 @@ fn finish(
         return Err(Error::io(&target)(e));
     }
     tmp.disarm();
+    if let Some(build) = build {
+        if let Err(reason) = build(&target) {
+            let _ = fsutil::remove_tree(&target);
+            return Err(Error::Build {
+                id: summary.id.to_string(),
+                reason,
+            });
+        }
+    }
     let release = Release {
         id: summary.id,
         path: target.clone(),

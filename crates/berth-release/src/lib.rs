@@ -13,13 +13,12 @@
 //! - [`meta`]: [`Release`], the metadata written atomically as `<releases_dir>/<id>.json`.
 //! - [`retain`]: which old releases to prune (pure), and [`prune`] to apply it.
 //!
-//! Not built here: running an app's build command inside a release, recording releases in
-//! the store, the `berth deploy` command itself and the spec hash in the metadata (it belongs
-//! to whoever knows the app's spec). All of those come with the rest of issue 4.
+//! The build command itself (what to run, its timeout and log) belongs to the deployer, which
+//! hands it to [`import_tarball_built`] as a [`BuildStep`].
 
 mod error;
 mod fsutil;
-mod git;
+pub mod git;
 pub mod id;
 pub mod import;
 pub mod meta;
@@ -28,6 +27,9 @@ mod tarball;
 
 pub use error::{Error, Result};
 pub use id::{ReleaseId, TreeSummary, hash_tree};
-pub use import::{Limits, import_dir, import_dir_with, import_tarball, import_tarball_with};
+pub use import::{
+    BuildStep, Limits, Origin, import_dir, import_dir_with, import_tarball, import_tarball_built,
+    import_tarball_with,
+};
 pub use meta::{Release, list_releases, read_release, write_release};
 pub use retain::{DEFAULT_KEEP, plan_prune, prune};

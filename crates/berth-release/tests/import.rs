@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use berth_release::{
-    Error, Limits, ReleaseId, hash_tree, import_dir, import_dir_with, import_tarball,
-    import_tarball_with, list_releases, prune, read_release,
+    Error, Limits, Origin, ReleaseId, hash_tree, import_dir, import_dir_with, import_tarball,
+    import_tarball_built, import_tarball_with, list_releases, prune, read_release,
 };
 use flate2::{Compression, write::GzEncoder};
 use tar::{EntryType, Header};
@@ -175,6 +175,83 @@ fn import_tarball_extracts_and_freezes() {
     assert_eq!(mode(&r.path.join("static/css/site.css")), 0o444);
     assert_eq!(mode(&r.path.join("static/css")), 0o555);
     assert_eq!(list_releases(&releases).unwrap(), [r]);
+}
+
+#[test]
+fn build_runs_at_the_final_path_before_freezing_and_only_once() {
+    let data = tempfile::tempdir().unwrap();
+    let releases = data.path().join("releases");
+    let archive = tarball(data.path(), &app_entries());
+    let origin = Origin {
+        source: "upload:/home/dev/app".into(),
+        git_commit: Some(COMMIT.into()),
+    };
+    let mut runs = Vec::new();
+    let mut build = |dir: &Path| -> Result<(), String> {
+        runs.push(dir.to_owned());
+        fs::write(dir.join("built.txt"), dir.to_string_lossy().as_bytes())
+            .map_err(|e| e.to_string())
+    };
+    let r = import_tarball_built(
+        &archive,
+        &releases,
+        Limits::default(),
+        origin.clone(),
+        Some(&mut build),
+    )
+    .unwrap();
+    assert_eq!(runs, [r.path.clone()]);
+    assert_eq!(r.source, "upload:/home/dev/app");
+    assert_eq!(r.git_commit.as_deref(), Some(COMMIT));
+    // What the build wrote names the release's own path, and is frozen with the rest.
+    assert_eq!(
+        fs::read_to_string(r.path.join("built.txt")).unwrap(),
+        r.path.to_string_lossy()
+    );
+    assert_eq!(mode(&r.path.join("built.txt")), 0o444);
+    // The id is the source's: the same content is the same release, and is not rebuilt.
+    let mut rebuilt = false;
+    let mut again = |_: &Path| -> Result<(), String> {
+        rebuilt = true;
+        Ok(())
+    };
+    let r2 = import_tarball_built(
+        &archive,
+        &releases,
+        Limits::default(),
+        origin,
+        Some(&mut again),
+    )
+    .unwrap();
+    assert!(!rebuilt);
+    assert_eq!(r2.id, r.id);
+    assert_eq!(list_releases(&releases).unwrap(), [r]);
+}
+
+#[test]
+fn failed_build_leaves_nothing_behind() {
+    let data = tempfile::tempdir().unwrap();
+    let releases = data.path().join("releases");
+    let first = import_tarball(&tarball(data.path(), &app_entries()[..3]), &releases).unwrap();
+    let before = listing(&releases);
+    let mut build = |dir: &Path| -> Result<(), String> {
+        fs::write(dir.join("half-built"), "x").unwrap();
+        Err("npm ci exited with status 1".into())
+    };
+    let err = import_tarball_built(
+        &tarball(data.path(), &app_entries()),
+        &releases,
+        Limits::default(),
+        Origin::default(),
+        Some(&mut build),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::Build { reason, .. } if reason == "npm ci exited with status 1"),
+        "{err}"
+    );
+    assert_eq!(listing(&releases), before);
+    assert_eq!(list_releases(&releases).unwrap(), [first]);
 }
 
 /// Imports a tarball made of `extra` added to the app, expects an error mentioning `entry`,
