@@ -267,14 +267,12 @@ fn finish(
         return Err(Error::io(&target)(e));
     }
     tmp.disarm();
-    if let Some(build) = build {
-        if let Err(reason) = build(&target) {
-            let _ = fsutil::remove_tree(&target);
-            return Err(Error::Build {
-                id: summary.id.to_string(),
-                reason,
-            });
-        }
+    if let Some(Err(reason)) = build.map(|build| build(&target)) {
+        let _ = fsutil::remove_tree(&target);
+        return Err(Error::Build {
+            id: summary.id.to_string(),
+            reason,
+        });
     }
     let release = Release {
         id: summary.id,
