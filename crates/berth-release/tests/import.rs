@@ -200,7 +200,7 @@ fn build_runs_at_the_final_path_before_freezing_and_only_once() {
         Some(&mut build),
     )
     .unwrap();
-    assert_eq!(runs, [r.path.clone()]);
+    assert_eq!(runs, std::slice::from_ref(&r.path));
     assert_eq!(r.source, "upload:/home/dev/app");
     assert_eq!(r.git_commit.as_deref(), Some(COMMIT));
     // What the build wrote names the release's own path, and is frozen with the rest.
