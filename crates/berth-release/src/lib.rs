@@ -22,6 +22,7 @@ pub mod git;
 pub mod id;
 pub mod import;
 pub mod meta;
+pub mod pack;
 pub mod retain;
 mod tarball;
 
@@ -32,4 +33,5 @@ pub use import::{
     import_tarball_with,
 };
 pub use meta::{Release, list_releases, read_release, write_release};
+pub use pack::{IGNORE_FILE, PackSummary, pack_dir};
 pub use retain::{DEFAULT_KEEP, plan_prune, prune};

@@ -456,3 +456,56 @@ fn prune_on_disk_keeps_newest_and_active() {
         []
     );
 }
+
+#[test]
+fn packed_directory_imports_as_the_same_release_minus_what_is_ignored() {
+    let app = app_dir();
+    let root = app.path();
+    fs::write(root.join(".gitignore"), "dist/\n*.log\n").unwrap();
+    fs::write(root.join(".berthignore"), "!dist/\nlocal-only\n").unwrap();
+    fs::create_dir_all(root.join("dist")).unwrap();
+    fs::write(root.join("dist/app.js"), "built").unwrap();
+    fs::write(root.join("debug.log"), "noise").unwrap();
+    fs::write(root.join("local-only"), "secret-ish").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let archive = data.path().join("up.tar.gz");
+    let summary = berth_release::pack_dir(root, fs::File::create(&archive).unwrap()).unwrap();
+    let r = import_tarball(&archive, &data.path().join("releases")).unwrap();
+    assert!(
+        r.path.join("dist/app.js").is_file(),
+        "re-included by .berthignore"
+    );
+    assert!(!r.path.join("debug.log").exists(), "ignored by .gitignore");
+    assert!(
+        !r.path.join("local-only").exists(),
+        "ignored by .berthignore"
+    );
+    assert!(!r.path.join(".git").exists());
+    assert_eq!(
+        fs::read_link(r.path.join("bin/index")).unwrap(),
+        Path::new("../static/index.html")
+    );
+    assert_eq!(mode(&r.path.join("bin/app")), 0o555);
+    // 3 app files, 2 ignore files, dist/app.js.
+    assert_eq!(summary.files, 6);
+    assert_eq!(r.files, 6);
+    // Packing is deterministic: the same tree gives the same archive bytes.
+    let again = data.path().join("again.tar.gz");
+    berth_release::pack_dir(root, fs::File::create(&again).unwrap()).unwrap();
+    assert_eq!(fs::read(&archive).unwrap(), fs::read(&again).unwrap());
+}
+
+#[test]
+fn packing_refuses_an_absolute_symlink_with_a_hint() {
+    let app = app_dir();
+    fs::create_dir_all(app.path().join(".venv/bin")).unwrap();
+    symlink("/usr/bin/python3", app.path().join(".venv/bin/python3")).unwrap();
+    let err = berth_release::pack_dir(app.path(), std::io::sink()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(".venv/bin/python3") && msg.contains(".berthignore"),
+        "{msg}"
+    );
+    fs::write(app.path().join(".berthignore"), ".venv/\n").unwrap();
+    berth_release::pack_dir(app.path(), std::io::sink()).unwrap();
+}
