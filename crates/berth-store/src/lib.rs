@@ -11,8 +11,10 @@ mod actor;
 mod apps;
 mod audit;
 mod db;
+mod deployments;
 mod error;
 mod names;
+mod releases;
 mod roles;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -29,7 +31,9 @@ pub use audit::{
     AuditEntry, AuditFilter, BadEntry, DEFAULT_RETENTION, Defect, GENESIS_HASH, NewAuditEntry,
     OUTCOME_OK, VerifyReport,
 };
+pub use deployments::{DeployStep, Deployment, NewInstance};
 pub use error::StoreError;
+pub use releases::{NewRelease, ReleaseRecord};
 pub use roles::{ALL_ENVIRONMENTS, Grant, GrantParseError, Role, UnknownRole};
 pub use time::{serde_ms, serde_ms_opt};
 pub use tokens::TokenInfo;

@@ -1,0 +1,383 @@
+//! Deployments (moving an app to a release) with the log of every step and decision, and
+//! the instances they start.
+//!
+//! Steps and instance rows are written outside the deploy's audit entries: they are the
+//! deployer's own bookkeeping, many per deploy, and their meaning is carried by the audited
+//! `deploy.start` and `deploy.finish`.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::Store;
+use crate::actor::Actor;
+use crate::audit::NewAuditEntry;
+use crate::db::{with_pool, with_tx};
+use crate::error::StoreError;
+use crate::releases::ReleaseRecord;
+use crate::time::{from_ms, now_ms};
+use crate::tx::Tx;
+
+/// A deployment and its decision log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: i64,
+    pub environment: String,
+    pub app: String,
+    pub release: String,
+    pub previous_release: Option<String>,
+    pub strategy: String,
+    pub state: String,
+    pub requested_by: String,
+    #[serde(with = "crate::time::serde_ms")]
+    pub started: SystemTime,
+    #[serde(with = "crate::time::serde_ms_opt")]
+    pub finished: Option<SystemTime>,
+    pub detail: Option<String>,
+    pub steps: Vec<DeployStep>,
+}
+
+/// One step or decision of a deployment, with the numbers behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployStep {
+    pub seq: i64,
+    #[serde(with = "crate::time::serde_ms")]
+    pub time: SystemTime,
+    pub step: String,
+    pub decision: String,
+    pub reason: String,
+    pub measurements: serde_json::Value,
+}
+
+type DeploymentRow = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+);
+
+/// The deployment query with `$tail` appended, as one literal.
+macro_rules! select_deployments {
+    ($tail:literal) => {
+        concat!(
+            "SELECT d.id, e.name, a.name, r.version, p.version, d.strategy, \
+     d.state, d.requested_by, d.started_ms, d.finished_ms, d.detail \
+     FROM deployments d JOIN apps a ON a.id = d.app_id \
+     JOIN environments e ON e.id = a.environment_id \
+     JOIN releases r ON r.id = d.release_id \
+     LEFT JOIN releases p ON p.id = d.previous_release_id ",
+            $tail
+        )
+    };
+}
+
+fn target(environment: &str, app: &str) -> String {
+    format!("{app}/{environment}")
+}
+
+impl Tx {
+    /// Starts a deployment of `release`, recording what was active before (the rollback
+    /// target). Audited as `deploy.start`.
+    pub async fn start_deployment(
+        &mut self,
+        actor: &Actor,
+        release: &ReleaseRecord,
+        previous: Option<&ReleaseRecord>,
+        strategy: &str,
+    ) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let id: i64 = with_tx!(&mut self.conn, c => {
+            sqlx::query_scalar(
+                "INSERT INTO deployments (app_id, release_id, previous_release_id, strategy, \
+                 state, requested_by, started_ms, updated_ms) \
+                 VALUES ($1, $2, $3, $4, 'running', $5, $6, $6) RETURNING id",
+            )
+            .bind(release.app_id)
+            .bind(release.id)
+            .bind(previous.map(|p| p.id))
+            .bind(strategy)
+            .bind(&actor.name)
+            .bind(now)
+            .fetch_one(&mut *c)
+            .await
+        })?;
+        self.audit(NewAuditEntry::new(
+            actor,
+            "deploy.start",
+            target(&release.environment, &release.app),
+            json!({
+                "deployment": id,
+                "release": release.version,
+                "previous": previous.map(|p| &p.version),
+                "strategy": strategy,
+            }),
+        ))
+        .await?;
+        Ok(id)
+    }
+
+    /// Ends a deployment in `state` (`succeeded`, `failed`, …). Audited as `deploy.finish`,
+    /// with the outcome `ok` only for `succeeded`.
+    pub async fn finish_deployment(
+        &mut self,
+        actor: &Actor,
+        id: i64,
+        state: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let row: Option<(String, String)> = with_tx!(&mut self.conn, c => {
+            sqlx::query_as(
+                "SELECT e.name, a.name FROM deployments d JOIN apps a ON a.id = d.app_id \
+                 JOIN environments e ON e.id = a.environment_id WHERE d.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *c)
+            .await
+        })?;
+        let Some((environment, app)) = row else {
+            return Err(StoreError::not_found("deployment", id.to_string()));
+        };
+        with_tx!(&mut self.conn, c => {
+            sqlx::query(
+                "UPDATE deployments SET state = $1, detail = $2, updated_ms = $3, \
+                 finished_ms = $3 WHERE id = $4",
+            )
+            .bind(state)
+            .bind(detail)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *c)
+            .await
+            .map(|_| ())
+        })?;
+        let params = json!({ "deployment": id, "state": state, "detail": detail });
+        let entry = if state == "succeeded" {
+            NewAuditEntry::new(actor, "deploy.finish", target(&environment, &app), params)
+        } else {
+            NewAuditEntry::new(actor, "deploy.finish", target(&environment, &app), params)
+                .with_outcome(format!("error: {state}"))
+        };
+        self.audit(entry).await.map(|_| ())
+    }
+}
+
+impl Store {
+    /// Appends a step to a deployment's decision log.
+    pub async fn record_step(
+        &self,
+        deployment: i64,
+        step: &str,
+        decision: &str,
+        reason: &str,
+        measurements: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let measurements = measurements.to_string();
+        // One deployment has one writer (the deployer's task), so max+1 cannot race.
+        with_pool!(&self.pool, p => {
+            sqlx::query(
+                "INSERT INTO deployment_decisions \
+                 (deployment_id, seq, time_ms, step, decision, reason, measurements) \
+                 VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deployment_decisions \
+                 WHERE deployment_id = $1), $2, $3, $4, $5, $6)",
+            )
+            .bind(deployment)
+            .bind(now)
+            .bind(step)
+            .bind(decision)
+            .bind(reason)
+            .bind(&measurements)
+            .execute(p)
+            .await
+            .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// The app's deployments in `environment`, newest first, at most `limit`, with steps.
+    pub async fn list_deployments(
+        &self,
+        environment: &str,
+        app: &str,
+        limit: u32,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let sql = select_deployments!(
+            "WHERE e.name = $1 AND a.name = $2 AND a.removed_ms IS NULL ORDER BY d.id DESC LIMIT $3"
+        );
+        let rows: Vec<DeploymentRow> = with_pool!(&self.pool, p => {
+            sqlx::query_as(sql).bind(environment).bind(app).bind(i64::from(limit)).fetch_all(p).await
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(self.deployment_from_row(row).await?);
+        }
+        Ok(out)
+    }
+
+    /// One deployment by id.
+    pub async fn get_deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
+        let sql = select_deployments!("WHERE d.id = $1");
+        let row: Option<DeploymentRow> = with_pool!(&self.pool, p => {
+            sqlx::query_as(sql).bind(id).fetch_optional(p).await
+        })?;
+        match row {
+            Some(row) => Ok(Some(self.deployment_from_row(row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn deployment_from_row(&self, r: DeploymentRow) -> Result<Deployment, StoreError> {
+        let steps: Vec<(i64, i64, String, String, String, String)> = with_pool!(&self.pool, p => {
+            sqlx::query_as(
+                "SELECT seq, time_ms, step, decision, reason, measurements \
+                 FROM deployment_decisions WHERE deployment_id = $1 ORDER BY seq",
+            )
+            .bind(r.0)
+            .fetch_all(p)
+            .await
+        })?;
+        let steps = steps
+            .into_iter()
+            .map(|s| {
+                Ok(DeployStep {
+                    seq: s.0,
+                    time: from_ms(s.1),
+                    step: s.2,
+                    decision: s.3,
+                    reason: s.4,
+                    measurements: serde_json::from_str(&s.5).map_err(|e| StoreError::Corrupt {
+                        what: "deployment_decisions.measurements",
+                        reason: e.to_string(),
+                    })?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Deployment {
+            id: r.0,
+            environment: r.1,
+            app: r.2,
+            release: r.3,
+            previous_release: r.4,
+            strategy: r.5,
+            state: r.6,
+            requested_by: r.7,
+            started: from_ms(r.8),
+            finished: r.9.map(from_ms),
+            detail: r.10,
+            steps,
+        })
+    }
+
+    /// Marks deployments that were in flight when berth stopped as `interrupted` (the
+    /// release that was active before them is still the active one, since activation is the
+    /// last step of a deploy). Returns how many.
+    pub async fn interrupt_unfinished_deployments(&self) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let n = with_pool!(&self.pool, p => {
+            sqlx::query(
+                "UPDATE deployments SET state = 'interrupted', \
+                 detail = 'berth stopped while the deployment ran', updated_ms = $1, \
+                 finished_ms = $1 WHERE finished_ms IS NULL",
+            )
+            .bind(now)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(n)
+    }
+
+    /// Records a started instance; returns its row id.
+    pub async fn insert_instance(&self, new: &NewInstance<'_>) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let id: i64 = with_pool!(&self.pool, p => {
+            sqlx::query_scalar(
+                "INSERT INTO instances (app_id, release_id, deployment_id, process, name, address, \
+                 pid, state, started_ms, updated_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+            )
+            .bind(new.release.app_id)
+            .bind(new.release.id)
+            .bind(new.deployment)
+            .bind(new.process)
+            .bind(new.name)
+            .bind(new.address)
+            .bind(new.pid)
+            .bind(new.state)
+            .bind(now)
+            .fetch_one(p)
+            .await
+        })?;
+        Ok(id)
+    }
+
+    /// Updates an instance's state (and pid); `stopped` also records the end and exit status.
+    pub async fn update_instance(
+        &self,
+        id: i64,
+        state: &str,
+        pid: Option<i32>,
+        stopped: Option<Option<i32>>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let (stopped_ms, exit_status) = match stopped {
+            Some(status) => (Some(now), status),
+            None => (None, None),
+        };
+        with_pool!(&self.pool, p => {
+            sqlx::query(
+                "UPDATE instances SET state = $1, pid = COALESCE($2, pid), updated_ms = $3, \
+                 stopped_ms = COALESCE($4, stopped_ms), exit_status = COALESCE($5, exit_status) \
+                 WHERE id = $6",
+            )
+            .bind(state)
+            .bind(pid)
+            .bind(now)
+            .bind(stopped_ms)
+            .bind(exit_status)
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// At start: instances a previous berth left marked running are gone (their processes
+    /// died with it or were swept); mark them `lost`. Returns how many.
+    pub async fn mark_lost_instances(&self) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let n = with_pool!(&self.pool, p => {
+            sqlx::query(
+                "UPDATE instances SET state = 'lost', updated_ms = $1, stopped_ms = $1 \
+                 WHERE stopped_ms IS NULL",
+            )
+            .bind(now)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(n)
+    }
+}
+
+/// What [`Store::insert_instance`] records.
+#[derive(Debug, Clone)]
+pub struct NewInstance<'a> {
+    pub release: &'a ReleaseRecord,
+    pub deployment: Option<i64>,
+    pub process: &'a str,
+    pub name: &'a str,
+    pub address: &'a str,
+    pub pid: Option<i32>,
+    pub state: &'a str,
+}
