@@ -140,6 +140,12 @@ impl Edge {
         }
     }
 
+    /// Requests in flight to `release`'s instances in `group`, including those a new table
+    /// dropped: a deploy waits for this to reach zero before it stops the old processes.
+    pub fn in_flight(&self, group: &str, release: &str) -> usize {
+        self.carry.in_flight(group, release)
+    }
+
     pub fn open_connections(&self) -> usize {
         self.conns.live()
     }

@@ -197,6 +197,19 @@ impl Group {
 }
 
 impl Carry {
+    /// Requests in flight to `release`'s instances in `group`, counting instances that the
+    /// current table no longer has but that requests still hold.
+    pub fn in_flight(&self, group: &str, release: &str) -> usize {
+        let Ok(map) = self.instances.lock() else {
+            return 0;
+        };
+        map.iter()
+            .filter(|((g, r, _), _)| g == group && r == release)
+            .filter_map(|(_, w)| w.upgrade())
+            .map(|u| u.in_flight())
+            .sum()
+    }
+
     fn instance(
         &self,
         group: &str,
