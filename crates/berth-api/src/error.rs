@@ -63,6 +63,19 @@ pub(crate) enum ApiError {
     )]
     Throttled { retry_after: Duration },
 
+    /// The server does not offer this (e.g. it runs no apps).
+    #[error("{0}")]
+    Unavailable(String),
+
+    /// A deploy was refused or failed: `code` says how (`invalid_release`, `build_failed`,
+    /// `unhealthy`); the message is what the person deploying reads.
+    #[error("{message}")]
+    Deploy {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+
     /// Anything the client cannot fix. The detail goes to the log, not to the client.
     #[error("internal error; the server log has the details")]
     Internal(String),
@@ -93,6 +106,8 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Deploy { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,6 +127,8 @@ impl ApiError {
             ApiError::Conflict { code, .. } => code,
             ApiError::InvalidConfig(_) => "invalid_config",
             ApiError::Throttled { .. } => "throttled",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Deploy { code, .. } => code,
             ApiError::Internal(_) => "internal",
         }
     }

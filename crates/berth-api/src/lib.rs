@@ -44,6 +44,9 @@ pub struct ApiState {
     pub checkpoint_key: Arc<[u8]>,
     pub control: Arc<dyn Control>,
     pub metrics: ApiMetrics,
+    /// Runs apps (deploy, ps, logs); `None` on a server that only proxies, where those
+    /// endpoints answer 503.
+    pub deployer: Option<Arc<berth_deploy::Deployer>>,
 }
 
 /// Who may do what from where, beyond roles.

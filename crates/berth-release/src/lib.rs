@@ -33,5 +33,5 @@ pub use import::{
     import_tarball_with,
 };
 pub use meta::{Release, list_releases, read_release, write_release};
-pub use pack::{IGNORE_FILE, PackSummary, pack_dir};
+pub use pack::{IGNORE_FILE, PackSummary, pack_dir, read_root_file};
 pub use retain::{DEFAULT_KEEP, plan_prune, prune};

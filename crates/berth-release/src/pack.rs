@@ -110,3 +110,27 @@ pub fn pack_dir(src: &Path, out: impl Write) -> Result<PackSummary> {
     gz.finish().map_err(Error::io(&src))?;
     Ok(summary)
 }
+
+/// The contents of the regular file `name` at the root of the `.tar.gz` at `archive`
+/// (`./name` matches too), read up to `max` bytes; `Ok(None)` when there is no such entry.
+/// Lets the CLI read an archive's `berth.toml` before uploading it.
+pub fn read_root_file(archive: &Path, name: &str, max: u64) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let bad = |source: std::io::Error| Error::Archive {
+        path: archive.to_owned(),
+        source,
+    };
+    let file = fs::File::open(archive).map_err(Error::io(archive))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
+    for entry in tar.entries().map_err(bad)? {
+        let entry = entry.map_err(bad)?;
+        let path = entry.path_bytes().into_owned();
+        let path = path.strip_prefix(b"./").unwrap_or(&path);
+        if path == name.as_bytes() && entry.header().entry_type() == EntryType::Regular {
+            let mut out = Vec::new();
+            entry.take(max).read_to_end(&mut out).map_err(bad)?;
+            return Ok(Some(out));
+        }
+    }
+    Ok(None)
+}

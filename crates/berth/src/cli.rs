@@ -81,6 +81,41 @@ The token and remote are saved with mode 0600 in $XDG_CONFIG_HOME/berth/credenti
     /// Read and check the tamper-evident audit log
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Deploy an app: upload its source, build it, start it, switch traffic when healthy
+    #[command(after_help = "Examples:
+  berth deploy                          # the app in the current directory, to production
+  berth deploy ./shop --env staging
+  berth deploy shop-1.4.2.tar.gz
+
+The directory needs a berth.toml at its root (docs/app-spec.md); it is checked here first.
+Files matched by .gitignore or .berthignore are not uploaded; .git never is. The server
+imports the upload as an immutable release, runs [build] command inside it, starts every
+process, waits until each is healthy (deploy timeout), switches the app's hosts to it, lets
+requests to the old release finish, then stops the old release. If anything fails before
+the switch, the old release keeps serving and the error says why.
+
+Exit status: 0 deployed, 2 invalid app or upload, 3 not allowed, 4 another deploy of the app
+is in progress or a host is taken, 1 build failed or instances never became healthy.")]
+    Deploy(crate::commands::apps::DeployArgs),
+    /// Show an app's instances: release, state, pid, port, restarts, uptime
+    #[command(after_help = "Examples:
+  berth ps shop
+  berth ps shop --env staging --json")]
+    Ps(crate::commands::apps::AppArgs),
+    /// Print an app's output (stdout and stderr of every instance, with timestamps)
+    #[command(after_help = "Examples:
+  berth logs shop --since 10m
+  berth logs shop --follow --process web
+  berth logs shop --release r-3f2a9c0b1d4e --tail 50
+
+Lines read: TIME RELEASE INSTANCE STREAM TEXT.")]
+    Logs(crate::commands::apps::LogsArgs),
+    /// List an app's releases (* marks the one serving)
+    #[command(after_help = "Examples:\n  berth releases shop --env staging")]
+    Releases(crate::commands::apps::AppArgs),
+    /// List an app's deployments with every step and the reason for it
+    #[command(after_help = "Examples:\n  berth deploys shop")]
+    Deploys(crate::commands::apps::AppArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     #[command(after_help = "Examples:
   berth completions bash > /etc/bash_completion.d/berth

@@ -122,54 +122,65 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<serde_json::Value> {
-        let (status, bytes) = self.send(method, path, body).await?;
-        let value: serde_json::Value = if bytes.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
-            })
-        };
-        if status.is_success() {
-            return Ok(value);
+        let payload = Bytes::from(body.map(|b| b.to_string()).unwrap_or_default());
+        let resp = self.send(method, path, "application/json", &[], payload).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        answer(status, &bytes)
+    }
+
+    /// A call whose body is not JSON (a release archive), with extra headers.
+    pub async fn upload(
+        &self,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> anyhow::Result<serde_json::Value> {
+        let resp = self.send(Method::POST, path, content_type, headers, body).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        answer(status, &bytes)
+    }
+
+    /// A GET whose answer is streamed: `each` gets the body's chunks as they arrive (logs
+    /// followed for as long as the caller keeps reading).
+    pub async fn stream(&self, path: &str, mut each: impl FnMut(&[u8])) -> anyhow::Result<()> {
+        let resp = self.send(Method::GET, path, "application/json", &[], Bytes::new()).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            return answer(status, &bytes).map(|_| ());
         }
-        let message = value["message"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| value.to_string());
-        let code = match status {
-            StatusCode::UNAUTHORIZED => {
-                return Err(fail(
-                    exit::DENIED,
-                    format!(
-                        "{message}\nberth: not logged in or the token is not valid: run `berth login`"
-                    ),
-                ));
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                each(&data);
             }
-            StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => exit::DENIED,
-            StatusCode::NOT_FOUND | StatusCode::CONFLICT => exit::NOT_FOUND_OR_CONFLICT,
-            s if s.is_client_error() => exit::BAD_INPUT,
-            _ => exit::FAILED,
-        };
-        Err(fail(code, message))
+        }
+        Ok(())
     }
 
     async fn send(
         &self,
         method: Method,
         path: &str,
-        body: Option<serde_json::Value>,
-    ) -> anyhow::Result<(StatusCode, Bytes)> {
-        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        content_type: &str,
+        headers: &[(&str, String)],
+        payload: Bytes,
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header(header::HOST, "berth")
-            .header(header::CONTENT_TYPE, "application/json");
+            .header(header::CONTENT_TYPE, content_type);
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let req = req.body(Full::new(Bytes::from(payload)))?;
+        let req = req.body(Full::new(payload))?;
         let unreachable = || {
             fail(
                 exit::FAILED,
@@ -204,19 +215,59 @@ impl Client {
     }
 }
 
-async fn exchange<S>(stream: S, req: Request<Full<Bytes>>) -> anyhow::Result<(StatusCode, Bytes)>
+/// The JSON body of a 2xx answer, or a [`CliError`] with the API's message and the exit
+/// status that matches the HTTP status.
+fn answer(status: StatusCode, bytes: &[u8]) -> anyhow::Result<serde_json::Value> {
+    let value: serde_json::Value = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())
+        })
+    };
+    if status.is_success() {
+        return Ok(value);
+    }
+    let message = value["message"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| value.to_string());
+    let code = match status {
+        StatusCode::UNAUTHORIZED => {
+            return Err(fail(
+                exit::DENIED,
+                format!(
+                    "{message}\nberth: not logged in or the token is not valid: run `berth login`"
+                ),
+            ));
+        }
+        StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => exit::DENIED,
+        StatusCode::NOT_FOUND | StatusCode::CONFLICT => exit::NOT_FOUND_OR_CONFLICT,
+        // The request was fine; what it started failed (a build, instances never healthy).
+        StatusCode::UNPROCESSABLE_ENTITY
+            if matches!(value["code"].as_str(), Some("build_failed" | "unhealthy")) =>
+        {
+            exit::FAILED
+        }
+        s if s.is_client_error() => exit::BAD_INPUT,
+        _ => exit::FAILED,
+    };
+    Err(fail(code, message))
+}
+
+async fn exchange<S>(
+    stream: S,
+    req: Request<Full<Bytes>>,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let resp = sender
+    sender
         .send_request(req)
         .await
-        .context("the admin API closed the connection")?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, body))
+        .context("the admin API closed the connection")
 }
 
 /// Runs an async command body on a small runtime.

@@ -1,6 +1,7 @@
 //! The `berth` binary: parses the command line and wires the crates together.
 
 mod admin;
+mod apps_edge;
 mod cli;
 mod client;
 mod commands;
@@ -14,7 +15,7 @@ use clap::{CommandFactory, Parser};
 
 use cli::{AuditCommand, Cli, Command, TokensCommand, UsersCommand};
 use client::{Client, block_on};
-use commands::{access, audit, login};
+use commands::{access, apps, audit, login};
 
 // The proxy allocates a little per request; glibc malloc spent about a fifth of the request
 // path's instructions in a profile (bench/RESULTS.md), mimalloc much less.
@@ -59,6 +60,11 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Command::Deploy(args) => block_on(async { apps::deploy(&api(), &args, json).await }),
+        Command::Ps(args) => block_on(async { apps::ps(&api(), &args, json).await }),
+        Command::Logs(args) => block_on(async { apps::logs(&api(), &args).await }),
+        Command::Releases(args) => block_on(async { apps::releases(&api(), &args, json).await }),
+        Command::Deploys(args) => block_on(async { apps::deploys(&api(), &args, json).await }),
         Command::Audit(cmd) => block_on(async {
             let c = api();
             match cmd {

@@ -84,6 +84,8 @@ pub struct Server {
     pub registry: Registry,
     /// The configuration in force; reloads are serialised on this lock.
     pub current: Mutex<Config>,
+    /// The routing table's two halves: the file's and the apps'.
+    pub routes: crate::apps_edge::Routes,
     reloads: Family<ResultLabels, Counter>,
 }
 
@@ -108,8 +110,8 @@ impl Server {
             }
             Err(e) => return ReloadOutcome::Refused(format!("reload task failed: {e}")),
         };
-        let report = self.edge.apply(&next.edge);
-        let mut warnings = Vec::new();
+        let mut warnings = self.routes.set_file(next.edge.clone());
+        let report = self.edge.apply(&self.routes.composed());
         if report.listeners_changed {
             warnings.push("server.listen changed: listeners are never re-bound live; restart berth to apply it".to_owned());
         }
@@ -190,13 +192,31 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         routes = config.edge.routes.len(),
         "berth is serving"
     );
+    let data_dir = config.server.data_dir.clone();
     let server = Arc::new(Server {
         path,
         edge,
         registry,
+        routes: crate::apps_edge::Routes::new(config.edge.clone()),
         current: Mutex::new(config),
         reloads,
     });
+    let deployer = berth_deploy::Deployer::new(
+        state.store.clone(),
+        berth_deploy::Layout { data_dir },
+        Arc::new(crate::apps_edge::EdgePublisher(server.clone())),
+    );
+    // Apps come back before the admin API answers, so a deploy cannot race the restore.
+    match deployer.restore().await {
+        Ok(r) => tracing::info!(
+            apps = r.apps.len(),
+            killed_stale = r.killed.len(),
+            lost_instances = r.lost_instances,
+            interrupted_deployments = r.interrupted_deployments,
+            "apps restored"
+        ),
+        Err(e) => tracing::error!(error = %e, "could not restore apps; they start with the next deploy"),
+    }
     let audit_store = state.store.clone();
     tokio::spawn(state::audit_retention(
         state.store.clone(),
@@ -209,6 +229,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         checkpoint_key: state.checkpoint_key,
         control: Arc::new(admin::Control(server.clone())),
         metrics: api_metrics,
+        deployer: Some(deployer.clone()),
     });
     let app = admin::router(api);
     let (admin_stop, _) = tokio::sync::watch::channel(false);
@@ -252,13 +273,16 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
     );
     let _ = admin_stop.send(true);
     if server.edge.shutdown(shutdown_timeout).await {
-        tracing::info!("drained; exiting");
+        tracing::info!("drained; stopping apps");
     } else {
         tracing::warn!(
             open_connections = server.edge.open_connections(),
             "shutdown timeout reached; closing remaining connections"
         );
     }
+    // After the edge: no request can reach an instance any more.
+    deployer.shutdown().await;
+    tracing::info!("apps stopped; exiting");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,6 +4,7 @@
 
 mod apps;
 mod audit;
+mod deploys;
 mod metrics;
 mod reload;
 mod tokens;
@@ -74,6 +75,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
     all.extend(reload::endpoints());
     all.extend(metrics::endpoints());
     all.extend(apps::endpoints());
+    all.extend(deploys::endpoints());
     all
 }
 

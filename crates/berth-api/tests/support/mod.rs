@@ -135,6 +135,7 @@ impl Harness {
             policy: policy(networks, max_auth_failures),
             checkpoint_key: Arc::from(KEY),
             control: control.clone(),
+            deployer: None,
             metrics: metrics.clone(),
         };
         let inside = Server::start(state(&["127.0.0.0/8"])).await;
@@ -162,6 +163,7 @@ impl Harness {
             policy,
             checkpoint_key: Arc::from(KEY),
             control: self.control.clone(),
+            deployer: None,
             metrics: self.metrics.clone(),
         }
     }

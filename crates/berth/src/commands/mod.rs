@@ -1,6 +1,7 @@
 //! Control-plane commands: each one is a call to the admin API.
 
 pub mod access;
+pub mod apps;
 pub mod audit;
 pub mod login;
 

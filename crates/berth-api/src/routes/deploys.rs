@@ -1,0 +1,352 @@
+//! Deploying and watching an app: upload a release (`berth deploy`), see its instances
+//! (`berth ps`), read their output (`berth logs`), list releases and deployments.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
+use axum::response::Response;
+use axum::routing::on;
+use berth_deploy::{AppKey, DeployError, DeployRequest, Deployer, LogQuery};
+use berth_store::Role;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use super::{Endpoint, QueryParam, epoch_ms, json, query_pairs};
+use crate::auth::{Attempt, Ctx};
+use crate::error::ApiError;
+use crate::policy::Need;
+
+/// The largest upload accepted: a compressed release bigger than this is a mistake.
+pub const MAX_UPLOAD_BYTES: u64 = 1 << 30;
+/// Header naming where the client packed the release from (recorded, never trusted).
+pub const SOURCE_HEADER: &str = "x-berth-source";
+/// Header carrying the commit the client's directory was at.
+pub const COMMIT_HEADER: &str = "x-berth-git-commit";
+
+const LOG_QUERY: &[QueryParam] = &[
+    QueryParam { name: "process", kind: "string", description: "only this process type (`web`)" },
+    QueryParam { name: "release", kind: "string", description: "only this release id" },
+    QueryParam { name: "since", kind: "string", description: "a duration back from now (`10m`) or an RFC 3339 time" },
+    QueryParam { name: "tail", kind: "integer", description: "at most this many of the newest lines (default 200)" },
+    QueryParam { name: "follow", kind: "string", description: "`true`: keep the response open and stream new lines" },
+];
+
+pub(super) fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/envs/{env}/apps/{name}/deploys",
+            operation_id: "deploy",
+            summary: "Deploy a release: the body is a .tar.gz of the app's source with berth.toml at its root",
+            access: "deployer@{env}",
+            token_only: false,
+            mutating: true,
+            query: &[],
+            body: Some(|| json!({ "type": "string", "format": "binary", "description": "application/gzip tarball" })),
+            success: (StatusCode::CREATED, "what the deploy did", Some(report_schema)),
+            errors: &[StatusCode::BAD_REQUEST, StatusCode::CONFLICT, StatusCode::PAYLOAD_TOO_LARGE, StatusCode::UNPROCESSABLE_ENTITY, StatusCode::SERVICE_UNAVAILABLE],
+            handler: |m| on(m, deploy),
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/envs/{env}/apps/{name}/deploys",
+            operation_id: "listDeploys",
+            summary: "The app's deployments, newest first, with every step and decision",
+            access: "viewer@{env}",
+            token_only: false,
+            mutating: false,
+            query: &[QueryParam { name: "limit", kind: "integer", description: "at most this many (default 20)" }],
+            body: None,
+            success: (StatusCode::OK, "the deployments", Some(object_schema)),
+            errors: &[StatusCode::BAD_REQUEST],
+            handler: |m| on(m, list_deploys),
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/envs/{env}/apps/{name}/ps",
+            operation_id: "ps",
+            summary: "The app's instances: release, process, pid, port, phase, restarts, uptime",
+            access: "viewer@{env}",
+            token_only: false,
+            mutating: false,
+            query: &[],
+            body: None,
+            success: (StatusCode::OK, "the instances", Some(object_schema)),
+            errors: &[StatusCode::BAD_REQUEST, StatusCode::NOT_FOUND, StatusCode::SERVICE_UNAVAILABLE],
+            handler: |m| on(m, ps),
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/envs/{env}/apps/{name}/releases",
+            operation_id: "listReleases",
+            summary: "The app's releases, newest first; `active` marks the one serving",
+            access: "viewer@{env}",
+            token_only: false,
+            mutating: false,
+            query: &[],
+            body: None,
+            success: (StatusCode::OK, "the releases", Some(object_schema)),
+            errors: &[StatusCode::BAD_REQUEST],
+            handler: |m| on(m, list_releases),
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/envs/{env}/apps/{name}/logs",
+            operation_id: "logs",
+            summary: "The instances' output as text lines `<time> <release> <instance> <stream> <text>`",
+            access: "viewer@{env}",
+            token_only: false,
+            mutating: false,
+            query: LOG_QUERY,
+            body: None,
+            success: (StatusCode::OK, "text/plain lines", None),
+            errors: &[StatusCode::BAD_REQUEST, StatusCode::SERVICE_UNAVAILABLE],
+            handler: |m| on(m, logs),
+        },
+    ]
+}
+
+fn object_schema() -> Value {
+    json!({ "type": "object" })
+}
+
+fn report_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["app", "environment", "release", "unchanged", "steps", "instances"],
+        "properties": {
+            "release": { "type": "string" },
+            "previous": { "type": ["string", "null"] },
+            "unchanged": { "type": "boolean" },
+            "deployment": { "type": ["integer", "null"] },
+            "steps": { "type": "array", "items": { "type": "string" } },
+            "instances": { "type": "array", "items": { "type": "object" } },
+            "pruned": { "type": "array", "items": { "type": "string" } },
+        },
+    })
+}
+
+fn app_path(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<AppKey, ApiError> {
+    let Path((env, name)) = path.map_err(|e| ApiError::bad_request("path", e.body_text()))?;
+    if env == berth_store::ALL_ENVIRONMENTS {
+        return Err(ApiError::bad_request("env", "name one environment; `*` is only for grants"));
+    }
+    Ok(AppKey::new(env, name))
+}
+
+fn deployer(ctx: &Ctx) -> Result<Arc<Deployer>, ApiError> {
+    ctx.shared
+        .api
+        .deployer
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("this server does not run apps".into()))
+}
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> Self {
+        match e {
+            DeployError::BadInput(m) => ApiError::Deploy { status: StatusCode::BAD_REQUEST, code: "invalid_release", message: m },
+            DeployError::NotFound(m) => ApiError::NotFound(m),
+            DeployError::Conflict(m) => ApiError::Conflict { code: "conflict", message: m },
+            DeployError::Build(m) => ApiError::Deploy { status: StatusCode::UNPROCESSABLE_ENTITY, code: "build_failed", message: m },
+            DeployError::Unhealthy(m) => ApiError::Deploy { status: StatusCode::UNPROCESSABLE_ENTITY, code: "unhealthy", message: m },
+            DeployError::Store(s) => s.into(),
+            DeployError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+/// Receives the body into a private file under the uploads directory, refusing more than
+/// [`MAX_UPLOAD_BYTES`]. The file is removed when the returned guard drops.
+async fn receive(dir: PathBuf, body: Body) -> Result<tempfile::TempPath, ApiError> {
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| ApiError::Internal(format!("creating {}: {e}", dir.display())))?;
+    let file = tempfile::Builder::new()
+        .prefix("upload-")
+        .suffix(".tar.gz")
+        .tempfile_in(&dir)
+        .map_err(|e| ApiError::Internal(format!("creating an upload file in {}: {e}", dir.display())))?;
+    let (std_file, path) = file.into_parts();
+    let mut out = tokio::fs::File::from_std(std_file);
+    let mut stream = body.into_data_stream();
+    let mut total: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("body", format!("upload interrupted: {e}")))?;
+        total += chunk.len() as u64;
+        if total > MAX_UPLOAD_BYTES {
+            return Err(ApiError::TooLarge { limit: MAX_UPLOAD_BYTES as usize });
+        }
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))?;
+    }
+    out.flush().await.map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))?;
+    if total == 0 {
+        return Err(ApiError::bad_request("body", "empty upload: send the release as a .tar.gz body (berth deploy DIR does this)"));
+    }
+    Ok(path)
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(1024).collect())
+}
+
+async fn deploy(
+    ctx: Ctx,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = app_path(path)?;
+    let attempt = Attempt::new("deploy.request", key.to_string(), json!({}));
+    let env = key.env.clone();
+    ctx.mutate(attempt, Need::on(Role::Deployer, &env), async |actor| {
+        let deployer = deployer(&ctx)?;
+        let upload = receive(deployer.layout().uploads_dir(), body).await?;
+        let source = header_text(&headers, SOURCE_HEADER).unwrap_or_else(|| "upload".into());
+        let git_commit = header_text(&headers, COMMIT_HEADER)
+            .filter(|c| c.len() == 40 && c.chars().all(|ch| ch.is_ascii_hexdigit()));
+        let report = deployer
+            .deploy(DeployRequest {
+                key,
+                archive: upload.to_path_buf(),
+                origin: berth_release::Origin { source: format!("upload:{source}"), git_commit },
+                actor,
+            })
+            .await?;
+        drop(upload);
+        let value = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(json(StatusCode::CREATED, value))
+    })
+    .await
+}
+
+async fn ps(ctx: Ctx, path: Result<Path<(String, String)>, PathRejection>) -> Result<Response, ApiError> {
+    let key = app_path(path)?;
+    ctx.allow(&Need::on(Role::Viewer, &key.env))?;
+    let status = deployer(&ctx)?.ps(&key).await?;
+    let value = serde_json::to_value(&status).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(json(StatusCode::OK, value))
+}
+
+async fn list_releases(ctx: Ctx, path: Result<Path<(String, String)>, PathRejection>) -> Result<Response, ApiError> {
+    let key = app_path(path)?;
+    ctx.allow(&Need::on(Role::Viewer, &key.env))?;
+    let list = ctx.store().list_releases(&key.env, &key.app).await?;
+    let releases: Vec<Value> = list
+        .iter()
+        .map(|r| {
+            json!({
+                "release": r.version,
+                "active": r.active,
+                "created": epoch_ms(r.created),
+                "created_by": r.created_by,
+                "source": r.meta.get("source"),
+                "git_commit": r.meta.get("git_commit"),
+                "size_bytes": r.meta.get("size_bytes"),
+                "build_s": r.meta.get("build_s"),
+                "path": r.artifact,
+            })
+        })
+        .collect();
+    Ok(json(StatusCode::OK, json!({ "releases": releases })))
+}
+
+async fn list_deploys(ctx: Ctx, path: Result<Path<(String, String)>, PathRejection>, uri: Uri) -> Result<Response, ApiError> {
+    let key = app_path(path)?;
+    ctx.allow(&Need::on(Role::Viewer, &key.env))?;
+    let mut limit = 20u32;
+    for (name, value) in query_pairs(&uri, &["limit"])? {
+        if name == "limit" {
+            limit = value
+                .parse()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| ApiError::bad_request("limit", "expected a whole number from 1 to 1000"))?;
+        }
+    }
+    let list = ctx.store().list_deployments(&key.env, &key.app, limit).await?;
+    let value = serde_json::to_value(&list).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(json(StatusCode::OK, json!({ "deployments": value })))
+}
+
+/// `10m`, `2h`, `1d` back from now, or an RFC 3339 time.
+fn parse_since(value: &str) -> Result<SystemTime, ApiError> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(value) {
+        return Ok(t);
+    }
+    let d: Duration = humantime::parse_duration(value).map_err(|_| {
+        ApiError::bad_request("since", "expected a duration such as 10m or 2h, or an RFC 3339 time")
+    })?;
+    Ok(SystemTime::now().checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH))
+}
+
+async fn logs(ctx: Ctx, path: Result<Path<(String, String)>, PathRejection>, uri: Uri) -> Result<Response, ApiError> {
+    let key = app_path(path)?;
+    ctx.allow(&Need::on(Role::Viewer, &key.env))?;
+    let deployer = deployer(&ctx)?;
+    let mut q = LogQuery::default();
+    let mut follow = false;
+    for (name, value) in query_pairs(&uri, &["process", "release", "since", "tail", "follow"])? {
+        match name.as_str() {
+            "process" => q.process = Some(value),
+            "release" => q.release = Some(value),
+            "since" => q.since = Some(parse_since(&value)?),
+            "tail" => {
+                q.tail = Some(value.parse().map_err(|_| ApiError::bad_request("tail", "expected a whole number"))?)
+            }
+            "follow" => {
+                follow = match value.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(ApiError::bad_request("follow", "expected true or false")),
+                }
+            }
+            _ => {}
+        }
+    }
+    let dir = deployer.log_dir(&key);
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);
+    if follow {
+        tokio::spawn(berth_deploy::logs::follow(dir, q, tx));
+    } else {
+        let lines = tokio::task::spawn_blocking(move || berth_deploy::logs::read_logs(&dir, &q))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        tokio::spawn(async move {
+            for l in lines {
+                if tx.send(l).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let stream = tokio_stream_from(rx).map(|mut line| {
+        line.push('\n');
+        Ok::<_, std::convert::Infallible>(line)
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    Ok(response)
+}
+
+/// An mpsc receiver as a stream (what `tokio-stream`'s wrapper does, in four lines).
+fn tokio_stream_from(
+    rx: tokio::sync::mpsc::Receiver<String>,
+) -> impl futures_util::Stream<Item = String> {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|l| (l, rx)) })
+}

@@ -1,0 +1,42 @@
+//! The deployer's error: what kind of failure it was decides the API's status code and the
+//! CLI's exit code, and the message is what the person deploying reads.
+
+/// Why a deploy (or a query) failed. Every message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The upload, the app spec or the request is wrong; nothing changed.
+    #[error("{0}")]
+    BadInput(String),
+    /// The app or release does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Another deploy of the same app holds the lock, or a host is taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// The build command failed; nothing changed.
+    #[error("{0}")]
+    Build(String),
+    /// The new release's instances did not become healthy; the old release keeps serving.
+    #[error("{0}")]
+    Unhealthy(String),
+    #[error("store: {0}")]
+    Store(#[from] berth_store::StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<berth_release::Error> for DeployError {
+    fn from(e: berth_release::Error) -> Self {
+        use berth_release::Error as E;
+        match e {
+            E::Build { .. } => DeployError::Build(e.to_string()),
+            E::BadEntry { .. }
+            | E::TooLarge { .. }
+            | E::TooManyEntries { .. }
+            | E::BadSource { .. }
+            | E::Archive { .. }
+            | E::InvalidId(_) => DeployError::BadInput(format!("the upload is not a valid release: {e}")),
+            E::Collision { .. } | E::Io { .. } | E::Meta { .. } => DeployError::Internal(e.to_string()),
+        }
+    }
+}

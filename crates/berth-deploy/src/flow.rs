@@ -1,0 +1,415 @@
+//! The deploy itself, in the order the crate docs give. Each step is recorded in the
+//! deployment's log with the numbers behind it, so `berth deploys show` can explain it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_config::app::{APP_SPEC_FILE, AppSpec};
+use berth_edge::spec::PoolSpec;
+use berth_release::{Limits, Origin, import_tarball_built};
+use berth_store::{Actor, NewRelease, ReleaseRecord};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::build::run_build;
+use crate::error::DeployError;
+use crate::layout::Layout;
+use crate::routes::{AppRoute, edge_health};
+use crate::run::{InstanceView, ReleaseRun};
+use crate::{AppKey, Deployer, Slot};
+
+/// How often the drain checks for requests still in flight to the old instances.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// A deploy as the API hands it over: the uploaded archive and who sent it.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub key: AppKey,
+    pub archive: PathBuf,
+    pub origin: Origin,
+    pub actor: Actor,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployReport {
+    pub app: String,
+    pub environment: String,
+    pub release: String,
+    pub previous: Option<String>,
+    /// The release was already the one running: nothing was restarted.
+    pub unchanged: bool,
+    pub deployment: Option<i64>,
+    /// Seconds the build command took (absent when there was none, or the release existed).
+    pub build_s: Option<f64>,
+    /// One line per step, in order.
+    pub steps: Vec<String>,
+    pub instances: Vec<InstanceView>,
+    /// Releases removed by retention.
+    pub pruned: Vec<String>,
+}
+
+/// Names used in paths: lower-case letters, digits and `-`/`_`, starting with a letter or
+/// digit, at most 63 characters. `.` and `..` can never pass.
+pub(crate) fn check_path_name(what: &str, name: &str) -> Result<(), DeployError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(DeployError::BadInput(format!(
+            "invalid {what} {name:?}: use 1-63 lower-case letters, digits, '-' or '_', starting \
+             with a letter or digit"
+        )))
+    }
+}
+
+/// Reads and validates the release's `berth.toml`; errors name the file as the app's
+/// author knows it.
+pub(crate) fn load_spec(release_dir: &Path, app: &str) -> Result<AppSpec, DeployError> {
+    let path = release_dir.join(APP_SPEC_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        DeployError::BadInput(format!(
+            "the release has no readable {APP_SPEC_FILE} at its root ({e}); berth needs the \
+             app spec there (see docs/app-spec.md)"
+        ))
+    })?;
+    let spec = berth_config::app::parse(&text, Path::new(APP_SPEC_FILE))
+        .map_err(|e| DeployError::BadInput(format!("invalid app spec:\n{e}")))?;
+    if spec.name != app {
+        return Err(DeployError::BadInput(format!(
+            "{APP_SPEC_FILE} names the app {:?} but this deploy is for {app:?}; deploy with \
+             --app {} or fix the name",
+            spec.name, spec.name
+        )));
+    }
+    Ok(spec)
+}
+
+/// The edge route for a running release, when the app serves HTTP on some host.
+pub(crate) fn app_route(spec: &AppSpec, run: &ReleaseRun) -> Option<AppRoute> {
+    let (_, web) = spec.http_process()?;
+    if spec.hosts.is_empty() {
+        return None;
+    }
+    Some(AppRoute {
+        hosts: spec.hosts.clone(),
+        health: web.health.as_ref().map(edge_health),
+        pools: vec![PoolSpec {
+            release: run.release.version.clone(),
+            weight: berth_edge::spec::defaults::POOL_WEIGHT,
+            upstreams: run.web_addrs(),
+        }],
+    })
+}
+
+fn release_meta(r: &berth_release::Release, build_s: Option<f64>) -> serde_json::Value {
+    json!({
+        "source": r.source,
+        "git_commit": r.git_commit,
+        "digest": r.digest,
+        "size_bytes": r.size_bytes,
+        "files": r.files,
+        "build_log": Layout::build_log(&r.path).to_string_lossy(),
+        "build_s": build_s,
+    })
+}
+
+/// Imports and builds the archive (blocking). Spec errors and build failures are told apart
+/// although both abort the import from inside the build step.
+fn import_and_build(
+    archive: &Path,
+    releases_dir: &Path,
+    origin: Origin,
+    app: &str,
+) -> Result<(berth_release::Release, AppSpec, Option<f64>), DeployError> {
+    let mut spec_error: Option<DeployError> = None;
+    let mut parsed: Option<AppSpec> = None;
+    let mut build_s: Option<f64> = None;
+    let mut step = |dir: &Path| -> Result<(), String> {
+        let spec = match load_spec(dir, app) {
+            Ok(s) => s,
+            Err(e) => {
+                let text = e.to_string();
+                spec_error = Some(e);
+                return Err(text);
+            }
+        };
+        if let Some(b) = &spec.build {
+            let mut env = spec.env.clone();
+            env.insert("BERTH_APP".into(), app.to_owned());
+            let took = run_build(dir, &b.command, &env, b.timeout, &Layout::build_log(dir))?;
+            build_s = Some(took.as_secs_f64());
+        }
+        parsed = Some(spec);
+        Ok(())
+    };
+    let imported = import_tarball_built(archive, releases_dir, Limits::default(), origin, Some(&mut step));
+    let release = match imported {
+        Ok(r) => r,
+        Err(e) => return Err(spec_error.unwrap_or_else(|| e.into())),
+    };
+    let spec = match parsed {
+        Some(s) => s,
+        // The same content was imported before: its spec is read from the stored tree.
+        None => load_spec(&release.path, app)?,
+    };
+    Ok((release, spec, build_s))
+}
+
+impl Deployer {
+    /// Deploys the uploaded archive (see the crate docs).
+    pub async fn deploy(self: &Arc<Self>, req: DeployRequest) -> Result<DeployReport, DeployError> {
+        let key = req.key.clone();
+        check_path_name("app name", &key.app)?;
+        check_path_name("environment", &key.env)?;
+        let slot = self.slot(&key);
+        let Ok(_guard) = slot.lock.try_lock() else {
+            return Err(DeployError::Conflict(format!(
+                "a deploy of {key} is already in progress; wait for it to finish \
+                 (berth ps {} --env {} shows it)",
+                key.app, key.env
+            )));
+        };
+        let mut steps = Vec::new();
+        let releases_dir = self.layout.releases_dir(&key.app);
+        let (archive, origin, app) = (req.archive.clone(), req.origin.clone(), key.app.clone());
+        let started = Instant::now();
+        let (release, spec, build_s) = tokio::task::spawn_blocking(move || {
+            import_and_build(&archive, &releases_dir, origin, &app)
+        })
+        .await
+        .map_err(|e| DeployError::Internal(format!("import task failed: {e}")))??;
+        steps.push(match build_s {
+            Some(s) => format!("release {} imported and built in {s:.1}s", release.id),
+            None => format!("release {} imported", release.id),
+        });
+
+        let active = slot.active.lock().ok().and_then(|g| g.clone());
+        if let Some(run) = &active
+            && run.release.version == release.id.as_str()
+        {
+            steps.push("already running this release: nothing to do".into());
+            return Ok(DeployReport {
+                app: key.app.clone(),
+                environment: key.env.clone(),
+                release: release.id.to_string(),
+                previous: Some(run.release.version.clone()),
+                unchanged: true,
+                deployment: None,
+                build_s,
+                steps,
+                instances: run.views(),
+                pruned: Vec::new(),
+            });
+        }
+
+        // Hosts are checked before anything is recorded or started.
+        if !spec.hosts.is_empty() {
+            let probe = AppRoute {
+                hosts: spec.hosts.clone(),
+                health: None,
+                pools: Vec::new(),
+            };
+            if let Some(why) = self.publisher.check(&key, &probe) {
+                return Err(DeployError::Conflict(why));
+            }
+        }
+
+        let spec_json = serde_json::to_value(&spec)
+            .map_err(|e| DeployError::Internal(format!("app spec to JSON: {e}")))?;
+        let mut tx = self.store.transaction().await?;
+        let app_row = tx.ensure_app(&req.actor, &key.env, &key.app, &spec_json).await?;
+        let record = tx
+            .record_release(
+                &req.actor,
+                &app_row,
+                &NewRelease {
+                    version: release.id.to_string(),
+                    artifact: release.path.to_string_lossy().into_owned(),
+                    spec: spec_json,
+                    meta: release_meta(&release, build_s),
+                },
+            )
+            .await?;
+        let previous: Option<ReleaseRecord> = active.as_ref().map(|r| r.release.clone());
+        let deployment = tx
+            .start_deployment(&req.actor, &record, previous.as_ref(), "rolling")
+            .await?;
+        tx.commit().await?;
+
+        let result = self
+            .roll(&slot, &key, &req.actor, record, spec, deployment, active, &mut steps)
+            .await;
+        let elapsed = started.elapsed().as_secs_f64();
+        match result {
+            Ok(pruned) => {
+                let detail = format!("done in {elapsed:.1}s");
+                self.finish(&req.actor, deployment, "succeeded", &detail).await;
+                let instances = slot
+                    .active
+                    .lock()
+                    .ok()
+                    .and_then(|g| g.clone())
+                    .map(|r| r.views())
+                    .unwrap_or_default();
+                Ok(DeployReport {
+                    app: key.app.clone(),
+                    environment: key.env.clone(),
+                    release: release.id.to_string(),
+                    previous: previous.map(|p| p.version),
+                    unchanged: false,
+                    deployment: Some(deployment),
+                    build_s,
+                    steps,
+                    instances,
+                    pruned,
+                })
+            }
+            Err(e) => {
+                self.finish(&req.actor, deployment, "failed", &e.to_string()).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn finish(&self, actor: &Actor, deployment: i64, state: &str, detail: &str) {
+        let done = async {
+            let mut tx = self.store.transaction().await?;
+            tx.finish_deployment(actor, deployment, state, detail).await?;
+            tx.commit().await
+        };
+        if let Err(e) = done.await {
+            tracing::error!(error = %e, deployment, "could not record the end of the deployment");
+        }
+    }
+
+    async fn step(&self, deployment: i64, steps: &mut Vec<String>, step: &str, decision: &str, reason: String, m: serde_json::Value) {
+        if let Err(e) = self.store.record_step(deployment, step, decision, &reason, m).await {
+            tracing::warn!(error = %e, deployment, step, "could not record a deployment step");
+        }
+        steps.push(reason);
+    }
+
+    /// Start, gate, switch, drain, stop, prune. Returns the pruned releases.
+    #[allow(clippy::too_many_arguments)]
+    async fn roll(
+        &self,
+        slot: &Slot,
+        key: &AppKey,
+        actor: &Actor,
+        record: ReleaseRecord,
+        spec: AppSpec,
+        deployment: i64,
+        old: Option<Arc<ReleaseRun>>,
+        steps: &mut Vec<String>,
+    ) -> Result<Vec<String>, DeployError> {
+        let version = record.version.clone();
+        let timeout = spec.deploy_timeout;
+        let run = ReleaseRun::start(&self.store, &self.layout, key, record.clone(), spec.clone(), Some(deployment)).await?;
+        if let Ok(mut s) = slot.starting.lock() {
+            *s = Some(run.clone());
+        }
+        let shape = run.shape();
+        self.step(deployment, steps, "start_instances", "proceed",
+            format!("started {} instance(s) of {version}: {shape:?}", shape.values().sum::<usize>()),
+            json!({ "instances": shape })).await;
+
+        let gate_started = Instant::now();
+        if let Err(why) = run.wait_ready(timeout).await {
+            self.step(deployment, steps, "health_gate", "abort", why.clone(),
+                json!({ "waited_s": gate_started.elapsed().as_secs_f64() })).await;
+            run.stop().await;
+            if let Ok(mut s) = slot.starting.lock() {
+                *s = None;
+            }
+            let serving = old.as_ref().map_or("nothing was serving before".to_owned(), |o| {
+                format!("release {} keeps serving", o.release.version)
+            });
+            return Err(DeployError::Unhealthy(format!(
+                "release {version} did not become ready: {why}\n{serving}; its output: berth logs {} --env {} --release {version}",
+                key.app, key.env
+            )));
+        }
+        self.step(deployment, steps, "health_gate", "proceed",
+            format!("all instances ready in {:.1}s", gate_started.elapsed().as_secs_f64()),
+            json!({ "waited_s": gate_started.elapsed().as_secs_f64() })).await;
+
+        self.publisher.publish(key, app_route(&spec, &run));
+        let mut tx = self.store.transaction().await?;
+        tx.activate_release(actor, &record).await?;
+        tx.commit().await?;
+        if let Ok(mut a) = slot.active.lock() {
+            *a = Some(run.clone());
+        }
+        if let Ok(mut s) = slot.starting.lock() {
+            *s = None;
+        }
+        self.step(deployment, steps, "switch", "proceed",
+            format!("traffic switched to {version}"),
+            json!({ "upstreams": run.web_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>() })).await;
+
+        if let Some(old) = old {
+            let drain_started = Instant::now();
+            let deadline = drain_started + spec.drain_timeout;
+            let mut left = self.publisher.in_flight(key, &old.release.version);
+            while left > 0 && Instant::now() < deadline {
+                tokio::time::sleep(DRAIN_POLL).await;
+                left = self.publisher.in_flight(key, &old.release.version);
+            }
+            let drained = format!(
+                "drained {} in {:.1}s ({left} request(s) still in flight)",
+                old.release.version,
+                drain_started.elapsed().as_secs_f64()
+            );
+            self.step(deployment, steps, "drain", "proceed", drained, json!({ "in_flight": left })).await;
+            old.stop().await;
+            self.step(deployment, steps, "stop_old", "proceed",
+                format!("stopped the instances of {}", old.release.version), json!({})).await;
+        }
+
+        let pruned = self.prune(key, &version, spec.keep_releases).await;
+        if !pruned.is_empty() {
+            self.step(deployment, steps, "prune", "proceed",
+                format!("pruned {} old release(s): {}", pruned.len(), pruned.join(", ")),
+                json!({ "pruned": pruned })).await;
+        }
+        Ok(pruned)
+    }
+
+    /// Keeps the newest `keep` releases of the app and every release active in any
+    /// environment; a failure is logged, never fatal to the deploy that succeeded.
+    async fn prune(&self, key: &AppKey, current: &str, keep: usize) -> Vec<String> {
+        let mut active: Vec<berth_release::ReleaseId> = Vec::new();
+        match self.store.active_releases().await {
+            Ok(list) => {
+                for r in list.iter().filter(|r| r.app == key.app) {
+                    if let Ok(id) = berth_release::ReleaseId::parse(&r.version) {
+                        active.push(id);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "not pruning: cannot read the active releases");
+                return Vec::new();
+            }
+        }
+        if let Ok(id) = berth_release::ReleaseId::parse(current) {
+            active.push(id);
+        }
+        let dir = self.layout.releases_dir(&key.app);
+        match tokio::task::spawn_blocking(move || berth_release::prune(&dir, keep, &active)).await {
+            Ok(Ok(ids)) => ids.into_iter().map(|i| i.to_string()).collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "pruning old releases failed");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}

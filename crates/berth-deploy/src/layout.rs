@@ -1,0 +1,51 @@
+//! Where an app's files live under the data directory:
+//!
+//! ```text
+//! <data>/apps/<app>/releases/<id>/           the release tree (read-only), shared by environments
+//! <data>/apps/<app>/releases/<id>.json       its metadata
+//! <data>/apps/<app>/releases/<id>.build.log  its build's output
+//! <data>/apps/<app>/<env>/logs/<id>/<instance>.log   each instance's output, rotated
+//! <data>/uploads/                            archives being received
+//! ```
+//!
+//! Releases are shared by environments because they are content-addressed: the release that
+//! staging verified is, byte for byte, the one production gets.
+
+use std::path::{Path, PathBuf};
+
+use crate::AppKey;
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub data_dir: PathBuf,
+}
+
+impl Layout {
+    pub fn releases_dir(&self, app: &str) -> PathBuf {
+        self.data_dir.join("apps").join(app).join("releases")
+    }
+
+    pub fn build_log(release_dir: &Path) -> PathBuf {
+        let mut name = release_dir.as_os_str().to_owned();
+        name.push(".build.log");
+        PathBuf::from(name)
+    }
+
+    pub fn logs_dir(&self, key: &AppKey) -> PathBuf {
+        self.data_dir
+            .join("apps")
+            .join(&key.app)
+            .join(&key.env)
+            .join("logs")
+    }
+
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.join("uploads")
+    }
+
+    /// The environment entry every instance carries, so a berth starting over this data
+    /// directory can find and kill instances a killed predecessor left behind.
+    pub fn marker(&self) -> String {
+        format!("BERTH_DATA_DIR={}", self.data_dir.display())
+    }
+}

@@ -1,0 +1,185 @@
+//! The deployer: from an uploaded source to healthy instances behind the edge, and back
+//! after a restart.
+//!
+//! - [`Deployer::deploy`]: import the archive as a release (berth-release), validate its
+//!   `berth.toml`, run its build command, record it (berth-store), start its instances
+//!   (berth-supervisor), wait until every one is ready, switch the app's edge route to them,
+//!   wait for requests to the old instances to finish, stop the old ones, prune old releases.
+//!   Any failure before the switch stops what it started and leaves the old release serving.
+//! - [`Deployer::restore`]: at start, kill what a killed predecessor left running, mark its
+//!   instances lost and its unfinished deployments interrupted, and bring every app's active
+//!   release back up.
+//! - [`Deployer::ps`], [`Deployer::log_dir`]: what runs, and where its output is.
+//!
+//! The edge is reached through [`Publisher`], which the binary implements by composing the
+//! config file's routes with the apps' ([`routes::compose`]) and applying the result.
+
+mod build;
+mod error;
+mod flow;
+mod layout;
+pub mod logs;
+mod restore;
+pub mod routes;
+mod run;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use berth_store::Store;
+use serde::Serialize;
+
+pub use error::DeployError;
+pub use flow::{DeployReport, DeployRequest};
+pub use layout::Layout;
+pub use logs::LogQuery;
+pub use routes::AppRoute;
+pub use run::InstanceView;
+
+use run::ReleaseRun;
+
+/// An app in one environment.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct AppKey {
+    pub env: String,
+    pub app: String,
+}
+
+impl AppKey {
+    pub fn new(env: impl Into<String>, app: impl Into<String>) -> Self {
+        AppKey {
+            env: env.into(),
+            app: app.into(),
+        }
+    }
+}
+
+impl fmt::Display for AppKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.app, self.env)
+    }
+}
+
+/// The deployer's way to the edge.
+pub trait Publisher: Send + Sync + 'static {
+    /// Why `route` cannot be served (a host another route has), without changing anything.
+    fn check(&self, key: &AppKey, route: &AppRoute) -> Option<String>;
+    /// Serves `route` for the app from now on (`None`: the app has no route).
+    fn publish(&self, key: &AppKey, route: Option<AppRoute>);
+    /// Requests in flight to `release`'s instances of the app.
+    fn in_flight(&self, key: &AppKey, release: &str) -> usize;
+}
+
+/// What `berth ps` shows for an app.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppStatus {
+    pub app: String,
+    pub environment: String,
+    /// The release serving traffic.
+    pub release: Option<String>,
+    /// A deploy is in progress (its new instances are listed too).
+    pub deploying: bool,
+    pub instances: Vec<InstanceView>,
+}
+
+/// One app's running releases and its deploy lock.
+#[derive(Default)]
+struct Slot {
+    /// Held for the whole of a deploy or a restore: one at a time per app.
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// The release serving traffic, and one being started by a deploy.
+    active: Mutex<Option<Arc<ReleaseRun>>>,
+    starting: Mutex<Option<Arc<ReleaseRun>>>,
+}
+
+/// The deployer. Cheap to share (`Arc`).
+pub struct Deployer {
+    store: Store,
+    layout: Layout,
+    publisher: Arc<dyn Publisher>,
+    slots: Mutex<BTreeMap<AppKey, Arc<Slot>>>,
+}
+
+impl Deployer {
+    pub fn new(store: Store, layout: Layout, publisher: Arc<dyn Publisher>) -> Arc<Deployer> {
+        Arc::new(Deployer {
+            store,
+            layout,
+            publisher,
+            slots: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn slot(&self, key: &AppKey) -> Arc<Slot> {
+        match self.slots.lock() {
+            Ok(mut slots) => slots.entry(key.clone()).or_default().clone(),
+            // A panic elsewhere poisoned the map; a fresh slot still works for this call.
+            Err(_) => Arc::new(Slot::default()),
+        }
+    }
+
+    fn existing_slot(&self, key: &AppKey) -> Option<Arc<Slot>> {
+        self.slots.lock().ok()?.get(key).cloned()
+    }
+
+    /// What runs for the app now.
+    pub async fn ps(&self, key: &AppKey) -> Result<AppStatus, DeployError> {
+        let known = self.store.list_apps(&key.env).await?.iter().any(|a| a.name == key.app);
+        let slot = self.existing_slot(key);
+        if !known && slot.is_none() {
+            return Err(DeployError::NotFound(format!(
+                "no app {} in environment {} (deploy it first: berth deploy DIR --env {})",
+                key.app, key.env, key.env
+            )));
+        }
+        let (active, starting, deploying) = match &slot {
+            Some(s) => (
+                s.active.lock().ok().and_then(|g| g.clone()),
+                s.starting.lock().ok().and_then(|g| g.clone()),
+                s.lock.try_lock().is_err(),
+            ),
+            None => (None, None, false),
+        };
+        let mut instances = Vec::new();
+        for run in active.iter().chain(starting.iter()) {
+            instances.extend(run.views());
+        }
+        Ok(AppStatus {
+            app: key.app.clone(),
+            environment: key.env.clone(),
+            release: active.map(|r| r.release.version.clone()),
+            deploying,
+            instances,
+        })
+    }
+
+    /// The app's log directory (see [`logs`]).
+    pub fn log_dir(&self, key: &AppKey) -> std::path::PathBuf {
+        self.layout.logs_dir(key)
+    }
+
+    /// Stops every instance of every app (berth is shutting down). The edge should have
+    /// drained first.
+    pub async fn shutdown(&self) {
+        let slots: Vec<Arc<Slot>> = match self.slots.lock() {
+            Ok(s) => s.values().cloned().collect(),
+            Err(_) => return,
+        };
+        let mut stops = Vec::new();
+        for slot in slots {
+            for cell in [&slot.active, &slot.starting] {
+                if let Some(run) = cell.lock().ok().and_then(|mut g| g.take()) {
+                    stops.push(tokio::spawn(async move { run.stop().await }));
+                }
+            }
+        }
+        for s in stops {
+            let _ = s.await;
+        }
+    }
+}

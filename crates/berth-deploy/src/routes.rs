@@ -1,0 +1,193 @@
+//! How an app's running instances become edge routes: pure functions from the app's hosts,
+//! health check and release pools to the edge's spec types, and the composition of the
+//! file's routes with every app's.
+
+use std::collections::BTreeMap;
+
+use berth_edge::spec::{
+    ActiveHealthSpec, EdgeSpec, ForceSpec, GroupSpec, HostPattern, PassiveHealthSpec, PoolSpec,
+    RetryPolicy, RouteSpec, SecurityHeaders, StatusMatch, UpstreamTimeouts, defaults,
+};
+
+use crate::AppKey;
+
+/// What the edge needs to serve one app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppRoute {
+    /// Validated host names (`app.example.com`, `*.example.com`).
+    pub hosts: Vec<String>,
+    pub health: Option<ActiveHealthSpec>,
+    /// One pool per release that takes traffic.
+    pub pools: Vec<PoolSpec>,
+}
+
+/// The edge group (and route) name of an app: `app:<name>:<env>`. The colon cannot appear
+/// in a name from the config file, so app routes never collide with file routes by name.
+pub fn group_name(key: &AppKey) -> String {
+    format!("app:{}:{}", key.app, key.env)
+}
+
+pub fn host_pattern(host: &str) -> HostPattern {
+    match host {
+        "*" => HostPattern::Any,
+        h => match h.strip_prefix("*.") {
+            Some(suffix) => HostPattern::Wildcard(format!(".{suffix}")),
+            None => HostPattern::Exact(h.to_ascii_lowercase()),
+        },
+    }
+}
+
+/// The app's health check as the edge runs it.
+pub fn edge_health(h: &berth_config::app::HealthSpec) -> ActiveHealthSpec {
+    ActiveHealthSpec {
+        path: h.path.clone(),
+        interval: h.interval,
+        timeout: h.timeout,
+        healthy_threshold: h.healthy_threshold.max(1),
+        unhealthy_threshold: h.unhealthy_threshold.max(1),
+        expect: StatusMatch::Success,
+    }
+}
+
+/// The route and group serving `route` for `key`.
+pub fn edge_parts(key: &AppKey, route: &AppRoute) -> (RouteSpec, GroupSpec) {
+    let name = group_name(key);
+    let spec = RouteSpec {
+        name: name.clone(),
+        hosts: route.hosts.iter().map(|h| host_pattern(h)).collect(),
+        path_prefix: "/".to_owned(),
+        strip_prefix: false,
+        group: name.clone(),
+        max_body_bytes: defaults::MAX_BODY_BYTES,
+        max_concurrent: defaults::MAX_CONCURRENT,
+        timeouts: UpstreamTimeouts::default(),
+        retry: RetryPolicy::default(),
+        security: SecurityHeaders::recommended(),
+        request_headers: Default::default(),
+        response_headers: Default::default(),
+        maintenance: None,
+    };
+    let group = GroupSpec {
+        name,
+        balance: Default::default(),
+        sticky: None,
+        force: ForceSpec::default(),
+        health: route.health.clone(),
+        passive: PassiveHealthSpec::default(),
+        upstream_idle_timeout: defaults::UPSTREAM_IDLE_TIMEOUT,
+        pools: route.pools.clone(),
+    };
+    (spec, group)
+}
+
+/// The file's spec with every app's route and group added.
+pub fn compose(file: &EdgeSpec, apps: &BTreeMap<AppKey, AppRoute>) -> EdgeSpec {
+    let mut spec = file.clone();
+    for (key, route) in apps {
+        let (r, g) = edge_parts(key, route);
+        spec.routes.push(r);
+        spec.groups.push(g);
+    }
+    spec
+}
+
+/// Why `route` cannot be served next to the file's routes and the other apps' (a host that
+/// is already served at `/`), or `None` when it can.
+pub fn host_conflict(
+    file: &EdgeSpec,
+    apps: &BTreeMap<AppKey, AppRoute>,
+    key: &AppKey,
+    route: &AppRoute,
+) -> Option<String> {
+    for host in &route.hosts {
+        let wanted = host_pattern(host);
+        for r in &file.routes {
+            if r.path_prefix == "/" && r.hosts.contains(&wanted) {
+                return Some(format!(
+                    "host {host} is already served by route {:?} in the server's config file; \
+                     remove it there or give the app another host",
+                    r.name
+                ));
+            }
+        }
+        for (other, r) in apps {
+            if other != key && r.hosts.iter().any(|h| host_pattern(h) == wanted) {
+                return Some(format!(
+                    "host {host} is already served by app {other}; give this app another host"
+                ));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    /// A file spec with one route, `site`, serving `taken.localhost` (or none).
+    fn file_spec(with_route: bool) -> EdgeSpec {
+        let text = if with_route {
+            "[[route]]\nname = \"site\"\nhosts = [\"taken.localhost\"]\ngroup = \"g\"\n\
+             [group.g]\nupstreams = [\"127.0.0.1:9\"]\n"
+        } else {
+            ""
+        };
+        berth_config::parse(text, std::path::Path::new("berth.toml"))
+            .expect("test config parses")
+            .edge
+    }
+
+    fn key(app: &str) -> AppKey {
+        AppKey::new("production", app)
+    }
+
+    fn route(hosts: &[&str], release: &str, port: u16) -> AppRoute {
+        AppRoute {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            health: None,
+            pools: vec![PoolSpec {
+                release: release.into(),
+                weight: 100,
+                upstreams: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            }],
+        }
+    }
+
+    #[test]
+    fn hosts_become_patterns() {
+        assert_eq!(host_pattern("*"), HostPattern::Any);
+        assert_eq!(host_pattern("*.example.com"), HostPattern::Wildcard(".example.com".into()));
+        assert_eq!(host_pattern("Shop.Example.com"), HostPattern::Exact("shop.example.com".into()));
+    }
+
+    #[test]
+    fn compose_adds_one_route_and_group_per_app_after_the_files() {
+        let file = file_spec(false);
+        let mut apps = BTreeMap::new();
+        apps.insert(key("shop"), route(&["shop.localhost"], "r-000000000001", 4001));
+        apps.insert(key("blog"), route(&["*.blog.localhost"], "r-000000000002", 4002));
+        let spec = compose(&file, &apps);
+        let names: Vec<&str> = spec.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["app:blog:production", "app:shop:production"]);
+        assert_eq!(spec.routes[1].group, spec.groups[1].name);
+        assert_eq!(spec.groups[1].pools[0].release, "r-000000000001");
+        assert_eq!(spec.routes[0].hosts, [HostPattern::Wildcard(".blog.localhost".into())]);
+    }
+
+    #[test]
+    fn a_host_served_elsewhere_is_a_conflict() {
+        let file = file_spec(true);
+        let mut apps = BTreeMap::new();
+        apps.insert(key("blog"), route(&["blog.localhost"], "r-1", 4002));
+        let shop = key("shop");
+        let msg = host_conflict(&file, &apps, &shop, &route(&["taken.localhost"], "r", 1)).unwrap();
+        assert!(msg.contains("route \"site\""), "{msg}");
+        let msg = host_conflict(&file, &apps, &shop, &route(&["blog.localhost"], "r", 1)).unwrap();
+        assert!(msg.contains("app blog/production"), "{msg}");
+        assert_eq!(host_conflict(&file, &apps, &shop, &route(&["shop.localhost"], "r", 1)), None);
+        // An app redeploying keeps its own hosts.
+        assert_eq!(host_conflict(&file, &apps, &key("blog"), &route(&["blog.localhost"], "r", 1)), None);
+    }
+}

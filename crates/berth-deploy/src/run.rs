@@ -1,0 +1,369 @@
+//! One release of one app, running: every instance of every process type under the
+//! supervisor, each row kept current in the store.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use berth_config::app::{AppSpec, ProcessSpec, StopSignal};
+use berth_store::{NewInstance, ReleaseRecord, Store};
+use berth_supervisor::{
+    CommandSpec, LogConfig, Phase, ProbeSpec, ResourceLimits, RestartPolicy, RunSpec, Signal,
+    Status, Supervised,
+};
+use serde::Serialize;
+
+use crate::error::DeployError;
+use crate::layout::Layout;
+use crate::AppKey;
+
+/// An instance's log is rotated at this size.
+pub const LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// Rotated log files kept per instance.
+pub const LOG_KEEP: usize = 3;
+
+/// One instance as `berth ps` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceView {
+    pub release: String,
+    pub process: String,
+    pub instance: String,
+    pub phase: Phase,
+    pub pid: Option<i32>,
+    pub port: Option<u16>,
+    pub restarts: u32,
+    /// Seconds since the current process started.
+    pub uptime_s: Option<u64>,
+    pub last_exit: Option<String>,
+    pub error: Option<String>,
+    pub limits_note: Option<String>,
+}
+
+struct Proc {
+    process: String,
+    instance: String,
+    port: Option<u16>,
+    sup: Mutex<Option<Supervised>>,
+    row: Option<i64>,
+}
+
+/// A release's instances. Shared (`Arc`) between the deployer and `berth ps`; stopping takes
+/// each instance out, so a stopped run shows nothing.
+pub struct ReleaseRun {
+    pub key: AppKey,
+    pub release: ReleaseRecord,
+    pub spec: AppSpec,
+    procs: Vec<Proc>,
+}
+
+fn signal(s: StopSignal) -> Signal {
+    match s {
+        StopSignal::Term => Signal::Term,
+        StopSignal::Int => Signal::Int,
+        StopSignal::Quit => Signal::Quit,
+        StopSignal::Hup => Signal::Hup,
+        StopSignal::Usr1 => Signal::Usr1,
+        StopSignal::Usr2 => Signal::Usr2,
+        StopSignal::Winch => Signal::Winch,
+    }
+}
+
+fn run_spec(
+    layout: &Layout,
+    key: &AppKey,
+    release: &ReleaseRecord,
+    spec: &AppSpec,
+    process: &str,
+    p: &ProcessSpec,
+    instance: &str,
+    port: Option<u16>,
+) -> RunSpec {
+    let root = Path::new(&release.artifact);
+    let mut command = CommandSpec::new("/bin/sh", root.join(&p.workdir))
+        .arg("-c")
+        .arg(&p.command);
+    for (k, v) in p.environment(spec) {
+        command = command.env(k, v);
+    }
+    let (marker_key, marker_value) = layout
+        .marker()
+        .split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .unwrap_or_default();
+    command = command
+        .env(marker_key, marker_value)
+        .env("BERTH_APP", &key.app)
+        .env("BERTH_ENV", &key.env)
+        .env("BERTH_RELEASE_ID", &release.version)
+        .env("BERTH_PROCESS", process);
+    if let Some(port) = port {
+        command = command.port(port);
+    }
+    let health = p.health.as_ref().filter(|_| port.is_some()).map(|h| ProbeSpec {
+        path: h.path.clone(),
+        interval: h.interval,
+        timeout: h.timeout,
+        start_timeout: h.start_timeout,
+        healthy_threshold: h.healthy_threshold,
+        unhealthy_threshold: h.unhealthy_threshold,
+    });
+    RunSpec {
+        instance: instance.to_owned(),
+        command,
+        health,
+        stop_signal: signal(p.stop_signal),
+        stop_timeout: p.stop_timeout,
+        restart: RestartPolicy {
+            base: p.restart.backoff_base,
+            cap: p.restart.backoff_cap,
+            loop_exits: p.restart.crash_loop_exits,
+            loop_window: p.restart.crash_loop_window,
+            ..RestartPolicy::default()
+        },
+        limits: ResourceLimits {
+            memory_bytes: p.limits.memory_bytes,
+            cpu: p.limits.cpu,
+            open_files: p.limits.open_files,
+            processes: p.limits.processes,
+        },
+        log: LogConfig {
+            dir: layout.logs_dir(key).join(&release.version),
+            max_bytes: LOG_MAX_BYTES,
+            keep: LOG_KEEP,
+        },
+    }
+}
+
+fn row_state(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Starting | Phase::Backoff => "starting",
+        Phase::Healthy | Phase::Running => "healthy",
+        Phase::Unhealthy => "unhealthy",
+        Phase::Failing => "failed",
+        Phase::Stopping => "draining",
+        Phase::Stopped => "stopped",
+    }
+}
+
+impl ReleaseRun {
+    /// Starts every instance of every process type. Fails (stopping what it started) only
+    /// when berth itself cannot: no free port, no log directory, the store.
+    pub async fn start(
+        store: &Store,
+        layout: &Layout,
+        key: &AppKey,
+        release: ReleaseRecord,
+        spec: AppSpec,
+        deployment: Option<i64>,
+    ) -> Result<Arc<ReleaseRun>, DeployError> {
+        let logs = layout.logs_dir(key).join(&release.version);
+        std::fs::create_dir_all(&logs).map_err(|e| {
+            DeployError::Internal(format!("cannot create log directory {}: {e}", logs.display()))
+        })?;
+        let mut procs = Vec::new();
+        for (process, p) in &spec.processes {
+            for n in 1..=p.instances {
+                let instance = format!("{process}-{n}");
+                let port = if p.http {
+                    Some(berth_supervisor::allocate_port().map_err(|e| {
+                        DeployError::Internal(format!("cannot allocate a port for {instance}: {e}"))
+                    })?)
+                } else {
+                    None
+                };
+                let rs = run_spec(layout, key, &release, &spec, process, p, &instance, port);
+                let sup = Supervised::start(rs);
+                let address = port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_default();
+                let row = store
+                    .insert_instance(&NewInstance {
+                        release: &release,
+                        deployment,
+                        process,
+                        name: &instance,
+                        address: &address,
+                        pid: sup.status().pid,
+                        state: "starting",
+                    })
+                    .await;
+                let row = match row {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        // The instance runs either way; only its history row is missing.
+                        tracing::error!(error = %e, %instance, "could not record the instance");
+                        None
+                    }
+                };
+                if let Some(id) = row {
+                    tokio::spawn(track(store.clone(), id, sup.watch()));
+                }
+                procs.push(Proc {
+                    process: process.clone(),
+                    instance,
+                    port,
+                    sup: Mutex::new(Some(sup)),
+                    row,
+                });
+            }
+        }
+        Ok(Arc::new(ReleaseRun {
+            key: key.clone(),
+            release,
+            spec,
+            procs,
+        }))
+    }
+
+    /// Waits until every instance is ready (healthy, or running when it has no probe).
+    /// `Err` says which instance is not, and why, with its last output.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for p in &self.procs {
+            let waiting = {
+                let Ok(guard) = p.sup.lock() else {
+                    return Err(format!("{}: supervisor state poisoned", p.instance));
+                };
+                guard.as_ref().map(|s| s.watch())
+            };
+            let Some(mut rx) = waiting else {
+                return Err(format!("{} was stopped", p.instance));
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let ready = tokio::time::timeout(left, async {
+                loop {
+                    let st = rx.borrow_and_update().clone();
+                    match st.phase {
+                        Phase::Healthy | Phase::Running => return Ok(()),
+                        Phase::Failing | Phase::Stopped => return Err(st),
+                        _ => {}
+                    }
+                    if rx.changed().await.is_err() {
+                        return Err(rx.borrow().clone());
+                    }
+                }
+            })
+            .await;
+            match ready {
+                Ok(Ok(())) => {}
+                Ok(Err(st)) => return Err(describe(&p.instance, &st, "failed")),
+                Err(_) => {
+                    let st = rx.borrow().clone();
+                    return Err(describe(
+                        &p.instance,
+                        &st,
+                        &format!("not ready within {}", humantime::format_duration(timeout)),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Addresses of the instances the edge sends traffic to.
+    pub fn web_addrs(&self) -> Vec<SocketAddr> {
+        self.procs
+            .iter()
+            .filter_map(|p| p.port)
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .collect()
+    }
+
+    /// Stops every instance at once (each: stop signal, its stop timeout, SIGKILL), and
+    /// waits for all of them.
+    pub async fn stop(&self) {
+        let mut stops = Vec::new();
+        for p in &self.procs {
+            let sup = p.sup.lock().ok().and_then(|mut g| g.take());
+            if let Some(sup) = sup {
+                let row = p.row;
+                stops.push(tokio::spawn(async move { (row, sup.stop().await) }));
+            }
+        }
+        for s in stops {
+            if let Ok((_, status)) = s.await {
+                tracing::info!(
+                    instance = %status.instance,
+                    last_exit = status.last_exit.as_deref().unwrap_or("-"),
+                    "instance stopped"
+                );
+            }
+        }
+    }
+
+    pub fn views(&self) -> Vec<InstanceView> {
+        let now = SystemTime::now();
+        self.procs
+            .iter()
+            .filter_map(|p| {
+                let st = p.sup.lock().ok()?.as_ref()?.status();
+                Some(InstanceView {
+                    release: self.release.version.clone(),
+                    process: p.process.clone(),
+                    instance: p.instance.clone(),
+                    phase: st.phase,
+                    pid: st.pid,
+                    port: p.port,
+                    restarts: st.restarts,
+                    uptime_s: st
+                        .started
+                        .and_then(|s| now.duration_since(s).ok())
+                        .map(|d| d.as_secs()),
+                    last_exit: st.last_exit,
+                    error: st.error,
+                    limits_note: st.limits_note,
+                })
+            })
+            .collect()
+    }
+
+    /// Process types and instance counts, for messages.
+    pub fn shape(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for p in &self.procs {
+            *out.entry(p.process.clone()).or_default() += 1;
+        }
+        out
+    }
+}
+
+fn describe(instance: &str, st: &Status, what: &str) -> String {
+    let mut msg = format!("instance {instance} {what}");
+    if let Some(e) = &st.error {
+        msg.push_str(": ");
+        msg.push_str(e);
+    } else if let Some(x) = &st.last_exit {
+        msg.push_str(": ");
+        msg.push_str(x);
+    }
+    msg
+}
+
+/// Mirrors an instance's phase and pid into its store row until it stops.
+async fn track(store: Store, row: i64, mut rx: tokio::sync::watch::Receiver<Status>) {
+    let mut last: Option<(&'static str, Option<i32>)> = None;
+    loop {
+        let st = rx.borrow_and_update().clone();
+        let now = (row_state(st.phase), st.pid);
+        if last != Some(now) {
+            let stopped = (st.phase == Phase::Stopped).then(|| exit_code(st.last_exit.as_deref()));
+            if let Err(e) = store.update_instance(row, now.0, st.pid, stopped).await {
+                tracing::warn!(error = %e, row, "could not update the instance row");
+            }
+            last = Some(now);
+        }
+        if st.phase == Phase::Stopped || rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The exit status in "exited with status N", if that is what it says.
+fn exit_code(last_exit: Option<&str>) -> Option<i32> {
+    last_exit?
+        .strip_prefix("exited with status ")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

@@ -1,0 +1,288 @@
+//! `berth deploy`, `berth ps`, `berth logs`, `berth releases`, `berth deploys`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use berth_config::app::APP_SPEC_FILE;
+use bytes::Bytes;
+use hyper::Method;
+
+use super::{field, list, print};
+use crate::client::{Client, exit, fail};
+
+/// The environment commands act on when `--env` is not given.
+pub const DEFAULT_ENV: &str = "production";
+/// The CLI refuses to upload more than the server accepts.
+const MAX_UPLOAD_BYTES: u64 = 1 << 30;
+/// A `berth.toml` larger than this is not an app spec.
+const MAX_SPEC_BYTES: u64 = 1 << 20;
+
+#[derive(clap::Args, Debug)]
+pub struct DeployArgs {
+    /// The app's directory (with berth.toml at its root) or a .tar.gz of it
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Environment to deploy to
+    #[arg(long, default_value = DEFAULT_ENV)]
+    pub env: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AppArgs {
+    /// The app's name (as in its berth.toml)
+    pub app: String,
+    #[arg(long, default_value = DEFAULT_ENV)]
+    pub env: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// Keep printing new lines as they are written
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only this process type (web, worker, …)
+    #[arg(long)]
+    pub process: Option<String>,
+    /// Only this release
+    #[arg(long)]
+    pub release: Option<String>,
+    /// Only lines newer than this long ago (30s, 10m, 2h) or than an RFC 3339 time
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many lines before following (default 200)
+    #[arg(long)]
+    pub tail: Option<usize>,
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn app_path(a: &AppArgs, tail: &str) -> String {
+    format!("/api/v1/envs/{}/apps/{}/{tail}", encode(&a.env), encode(&a.app))
+}
+
+/// The spec's app name, checked locally so a broken spec never leaves the machine.
+fn local_spec_name(text: &str, shown_as: &Path) -> anyhow::Result<String> {
+    match berth_config::app::parse(text, shown_as) {
+        Ok(spec) => Ok(spec.name),
+        Err(e) => Err(fail(exit::BAD_INPUT, format!("{e}\nnothing was deployed"))),
+    }
+}
+
+/// Packs (or reads) the release, returning the app name, the archive bytes and the commit.
+fn prepare(path: &Path) -> anyhow::Result<(String, Vec<u8>, Option<String>)> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        fail(exit::BAD_INPUT, format!("{}: {e}", path.display()))
+    })?;
+    if meta.is_dir() {
+        let spec_path = path.join(APP_SPEC_FILE);
+        let text = std::fs::read_to_string(&spec_path).map_err(|e| {
+            fail(
+                exit::BAD_INPUT,
+                format!(
+                    "{}: {e}; an app needs a {APP_SPEC_FILE} at its root (see docs/app-spec.md)",
+                    spec_path.display()
+                ),
+            )
+        })?;
+        let name = local_spec_name(&text, &spec_path)?;
+        let mut archive = Vec::new();
+        berth_release::pack_dir(path, &mut archive)
+            .map_err(|e| fail(exit::BAD_INPUT, format!("cannot pack {}: {e}", path.display())))?;
+        let commit = berth_release::git::head_commit(path);
+        return Ok((name, archive, commit));
+    }
+    if !path.to_string_lossy().ends_with(".tar.gz") && !path.to_string_lossy().ends_with(".tgz") {
+        return Err(fail(
+            exit::BAD_INPUT,
+            format!("{}: expected a directory or a .tar.gz", path.display()),
+        ));
+    }
+    if meta.len() > MAX_UPLOAD_BYTES {
+        return Err(fail(
+            exit::BAD_INPUT,
+            format!("{}: larger than the {MAX_UPLOAD_BYTES}-byte upload limit", path.display()),
+        ));
+    }
+    let text = berth_release::read_root_file(path, APP_SPEC_FILE, MAX_SPEC_BYTES)
+        .map_err(|e| fail(exit::BAD_INPUT, e.to_string()))?
+        .ok_or_else(|| {
+            fail(
+                exit::BAD_INPUT,
+                format!("{}: no {APP_SPEC_FILE} at the archive's root", path.display()),
+            )
+        })?;
+    let text = String::from_utf8(text)
+        .map_err(|_| fail(exit::BAD_INPUT, format!("{APP_SPEC_FILE} in the archive is not UTF-8")))?;
+    let shown = PathBuf::from(format!("{}:{APP_SPEC_FILE}", path.display()));
+    let name = local_spec_name(&text, &shown)?;
+    let archive = std::fs::read(path).map_err(|e| fail(exit::FAILED, format!("{}: {e}", path.display())))?;
+    Ok((name, archive, None))
+}
+
+pub async fn deploy(c: &Client, args: &DeployArgs, json: bool) -> anyhow::Result<()> {
+    let (app, archive, commit) = prepare(&args.path)?;
+    if !json {
+        eprintln!(
+            "deploying {app} to {} from {} ({} KiB)…",
+            args.env,
+            args.path.display(),
+            archive.len().div_ceil(1024)
+        );
+    }
+    let source = std::fs::canonicalize(&args.path)
+        .unwrap_or_else(|_| args.path.clone())
+        .to_string_lossy()
+        .into_owned();
+    let mut headers = vec![("x-berth-source", source)];
+    if let Some(c) = commit {
+        headers.push(("x-berth-git-commit", c));
+    }
+    let target = AppArgs { app: app.clone(), env: args.env.clone() };
+    let report = c
+        .upload(&app_path(&target, "deploys"), "application/gzip", &headers, Bytes::from(archive))
+        .await?;
+    print(json, &report, |r| {
+        for s in list(r, "steps") {
+            println!("  {}", s.as_str().unwrap_or_default());
+        }
+        if r["unchanged"].as_bool() == Some(true) {
+            println!("{app} is already running release {} in {}", field(r, "release"), args.env);
+        } else {
+            println!("deployed {app} release {} to {}", field(r, "release"), args.env);
+        }
+        print_instances(list(r, "instances"));
+    });
+    Ok(())
+}
+
+fn print_instances(instances: Vec<&serde_json::Value>) {
+    if instances.is_empty() {
+        println!("no instances");
+        return;
+    }
+    println!(
+        "{:<14} {:<12} {:<10} {:>7} {:>6} {:>8} {:>8}  {}",
+        "INSTANCE", "RELEASE", "STATE", "PID", "PORT", "RESTARTS", "UPTIME", "NOTE"
+    );
+    for i in instances {
+        let uptime = i["uptime_s"]
+            .as_u64()
+            .map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string())
+            .unwrap_or_else(|| "-".into());
+        let note = [&i["error"], &i["last_exit"], &i["limits_note"]]
+            .iter()
+            .find_map(|v| v.as_str())
+            .unwrap_or("")
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        println!(
+            "{:<14} {:<12} {:<10} {:>7} {:>6} {:>8} {:>8}  {}",
+            field(i, "instance"),
+            field(i, "release"),
+            field(i, "phase"),
+            field(i, "pid"),
+            field(i, "port"),
+            field(i, "restarts"),
+            uptime,
+            note
+        );
+    }
+}
+
+pub async fn ps(c: &Client, a: &AppArgs, json: bool) -> anyhow::Result<()> {
+    let v = c.call(Method::GET, &app_path(a, "ps"), None).await?;
+    print(json, &v, |v| {
+        let deploying = if v["deploying"].as_bool() == Some(true) { " (deploy in progress)" } else { "" };
+        println!("{} in {}: release {}{deploying}", a.app, a.env, field(v, "release"));
+        print_instances(list(v, "instances"));
+    });
+    Ok(())
+}
+
+pub async fn releases(c: &Client, a: &AppArgs, json: bool) -> anyhow::Result<()> {
+    let v = c.call(Method::GET, &app_path(a, "releases"), None).await?;
+    print(json, &v, |v| {
+        println!("{:<2}{:<16} {:<24} {:<10} {}", "", "RELEASE", "CREATED", "BY", "SOURCE");
+        for r in list(v, "releases") {
+            let created = r["created"]
+                .as_u64()
+                .map(|ms| {
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                    )
+                    .to_string()
+                })
+                .unwrap_or_default();
+            let mark = if r["active"].as_bool() == Some(true) { "* " } else { "  " };
+            println!("{mark}{:<16} {:<24} {:<10} {}", field(r, "release"), created, field(r, "created_by"), field(r, "source"));
+        }
+    });
+    Ok(())
+}
+
+pub async fn deploys(c: &Client, a: &AppArgs, json: bool) -> anyhow::Result<()> {
+    let v = c.call(Method::GET, &app_path(a, "deploys"), None).await?;
+    print(json, &v, |v| {
+        for d in list(v, "deployments") {
+            println!(
+                "#{} {} → {} ({}) {} by {}: {}",
+                field(d, "id"),
+                field(d, "previous_release"),
+                field(d, "release"),
+                field(d, "strategy"),
+                field(d, "state"),
+                field(d, "requested_by"),
+                field(d, "detail"),
+            );
+            for s in list(d, "steps") {
+                println!("    {:<16} {:<8} {}", field(s, "step"), field(s, "decision"), field(s, "reason"));
+            }
+        }
+    });
+    Ok(())
+}
+
+pub async fn logs(c: &Client, l: &LogsArgs) -> anyhow::Result<()> {
+    let mut q = Vec::new();
+    if let Some(p) = &l.process {
+        q.push(format!("process={}", encode(p)));
+    }
+    if let Some(r) = &l.release {
+        q.push(format!("release={}", encode(r)));
+    }
+    if let Some(s) = &l.since {
+        q.push(format!("since={}", encode(s)));
+    }
+    if let Some(t) = l.tail {
+        q.push(format!("tail={t}"));
+    }
+    if l.follow {
+        q.push("follow=true".into());
+    }
+    let mut path = app_path(&l.app, "logs");
+    if !q.is_empty() {
+        path = format!("{path}?{}", q.join("&"));
+    }
+    let mut out = std::io::stdout().lock();
+    c.stream(&path, |chunk| {
+        // A closed pipe (`berth logs | head`) ends the command quietly.
+        if out.write_all(chunk).and_then(|()| out.flush()).is_err() {
+            std::process::exit(0);
+        }
+    })
+    .await
+}

@@ -1,0 +1,11 @@
+//! Integration tests of apps: the real `berth` binary and CLI deploying real processes
+//! (Python's http.server, shell scripts, gunicorn serving examples/python-app), requests
+//! through the edge by host. One module per concern.
+
+mod support;
+
+mod bad_input;
+mod deploy;
+mod python;
+mod restart;
+mod supervise;

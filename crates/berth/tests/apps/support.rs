@@ -1,0 +1,266 @@
+//! What the app tests share: a berth that runs apps, the CLI against it, app directories
+//! written on the fly, and requests through the edge by host.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_testkit::{BerthProcess, free_addr};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_berth");
+
+pub struct Berth {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub data_dir: PathBuf,
+    pub process: BerthProcess,
+}
+
+fn config(listen: SocketAddr, admin: SocketAddr, data_dir: &Path) -> String {
+    format!(
+        "[server]\nlisten = [\"{listen}\"]\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\n\
+         workers = 2\nshutdown_timeout = \"10s\"\naccess_log = \"off\"\n",
+        data_dir.display()
+    )
+}
+
+/// A berth with no routes of its own, keeping its state in `data_dir`.
+pub async fn start_in(data_dir: &Path) -> Berth {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let (listen, admin) = (free_addr(), free_addr());
+        match BerthProcess::builder(BIN)
+            .config_toml(config(listen, admin, data_dir))
+            .admin_addr(admin)
+            .ready_timeout(Duration::from_secs(60))
+            .start()
+            .await
+        {
+            Ok(process) => {
+                return Berth {
+                    listen,
+                    admin,
+                    data_dir: data_dir.to_owned(),
+                    process,
+                };
+            }
+            Err(e) => {
+                last = format!("{e:?}");
+                if !last.contains("cannot listen on") {
+                    break;
+                }
+            }
+        }
+    }
+    panic!("berth did not start: {last}");
+}
+
+/// A berth with a fresh data directory (inside `keep`, which the caller holds).
+pub async fn start(keep: &tempfile::TempDir) -> Berth {
+    start_in(&keep.path().join("data")).await
+}
+
+/// What a CLI run printed.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl Berth {
+    pub fn token(&self) -> String {
+        let path = self.data_dir.join("admin.token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
+    /// Runs the CLI against this berth as its first admin (or with `token`).
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> Ran {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("BERTH_REMOTE", format!("http://{}", self.admin))
+            .env("BERTH_TOKEN", token)
+            .env("BERTH_CREDENTIALS", "/nonexistent/berth-test-credentials.json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berth CLI spawns");
+        // Deploys build and wait for health: generous, but a hang still fails.
+        let end = Instant::now() + Duration::from_secs(180);
+        while child.try_wait().expect("try_wait").is_none() {
+            if Instant::now() >= end {
+                let _ = child.kill();
+                panic!("berth {args:?} still running after 180 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out: Output = child.wait_with_output().expect("output");
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Ran {
+        self.cli_as(&self.token(), args)
+    }
+
+    pub fn deploy(&self, dir: &Path) -> Ran {
+        self.cli(&["deploy", &dir.to_string_lossy()])
+    }
+
+    pub fn ps(&self, app: &str) -> Value {
+        self.cli(&["ps", app, "--json"]).ok().json()
+    }
+
+    /// A GET through the edge with this Host header: (status, body).
+    pub async fn get(&self, host: &str, path: &str) -> (u16, String) {
+        let r = client()
+            .get(format!("http://{}{path}", self.listen))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {host}{path}: {e}"));
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+/// An app directory with these files (paths relative to it).
+pub fn app_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_files(dir.path(), files);
+    dir
+}
+
+pub fn write_files(root: &Path, files: &[(&str, &str)]) {
+    for (rel, text) in files {
+        let p = root.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("dirs");
+        }
+        std::fs::write(&p, text).expect("file written");
+    }
+}
+
+/// A web server in one line of Python (stdlib only): serves the app directory's files, so
+/// a file named `health` makes `/health` answer 200 and `version` says which release this is.
+pub const PY_WEB: &str = "exec python3 -m http.server $PORT --bind 127.0.0.1";
+
+/// A `berth.toml` for app `name` on host `<name>.test` with these extra lines.
+pub fn spec(name: &str, processes: &str) -> String {
+    format!(
+        "name = \"{name}\"\nhosts = [\"{name}.test\"]\n\n[deploy]\ntimeout = \"30s\"\ndrain_timeout = \"5s\"\n\n{processes}\n"
+    )
+}
+
+/// A static web app: `instances` web processes answering `/version` with `version`.
+pub fn web_app(name: &str, version: &str, instances: u32) -> tempfile::TempDir {
+    app_dir(&[
+        (
+            "berth.toml",
+            &spec(
+                name,
+                &format!(
+                    "[processes.web]\ncommand = \"{PY_WEB}\"\ninstances = {instances}\n\
+                     stop_timeout = \"5s\"\n[processes.web.health]\ninterval = \"200ms\"\n\
+                     start_timeout = \"20s\"\n"
+                ),
+            ),
+        ),
+        ("health", "ok\n"),
+        ("version", version),
+    ])
+}
+
+/// Polls `check` until it holds or the timeout passes; returns whether it held.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+    state != Some("Z")
+}
+
+/// The pids of an app's instances as `berth ps` reports them.
+pub fn pids(ps: &Value) -> Vec<i64> {
+    ps["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["pid"].as_i64())
+        .collect()
+}
+
+/// Every descendant of `pid` (children, grandchildren, …), from /proc.
+pub fn descendants(pid: i64) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            break;
+        };
+        for e in entries.flatten() {
+            let Ok(child) = e.file_name().to_string_lossy().parse::<i64>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().nth(1))
+                .and_then(|s| s.parse::<i64>().ok());
+            if ppid == Some(p) {
+                out.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    out
+}
