@@ -6,7 +6,8 @@
 //!   environment, killed by the kernel if berth dies (`PR_SET_PDEATHSIG`), and stopping it as
 //!   a group (signal, timeout, SIGKILL).
 //! - [`output`]: the instance's stdout/stderr as timestamped lines in a size-rotated
-//!   `<dir>/<instance>.log`, read continuously so the app never blocks on a full pipe.
+//!   `<dir>/<instance>.log`, read continuously so the app never blocks on a full pipe, with
+//!   the last few lines kept in memory to explain a crash.
 //!
 //! Not built yet (issue 4 continues): releases (unpacking an artifact into a release
 //! directory, the process types it declares), the run loop that combines these pieces per
@@ -22,5 +23,5 @@ pub mod process;
 
 pub use backoff::{Decision, RestartPolicy, RestartState};
 pub use error::{Error, Result};
-pub use output::{Capture, LogConfig, RotatingLog, Stream, capture};
+pub use output::{Capture, LogConfig, RotatingLog, Stream, Tail, capture};
 pub use process::{CommandSpec, Ending, Instance, Signal};
