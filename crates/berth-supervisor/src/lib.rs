@@ -8,6 +8,8 @@
 //! - [`output`]: the instance's stdout/stderr as timestamped lines in a size-rotated
 //!   `<dir>/<instance>.log`, read continuously so the app never blocks on a full pipe, with
 //!   the last few lines kept in memory to explain a crash.
+//! - [`sweep_stale`]: at start-up, kills instances a `kill -9`ed berth left behind.
+//! - [`allocate_port`], [`port_is_free`]: loopback ports for instances.
 //!
 //! Not built yet (issue 4 continues): releases (unpacking an artifact into a release
 //! directory, the process types it declares), the run loop that combines these pieces per
@@ -19,9 +21,13 @@
 pub mod backoff;
 mod error;
 pub mod output;
+mod port;
 pub mod process;
+mod sweep;
 
 pub use backoff::{Decision, RestartPolicy, RestartState};
 pub use error::{Error, Result};
 pub use output::{Capture, LogConfig, RotatingLog, Stream, Tail, capture};
+pub use port::{allocate_port, port_is_free};
 pub use process::{CommandSpec, Ending, Instance, Signal};
+pub use sweep::{INSTANCE_ENV, sweep_stale};
