@@ -1,26 +1,50 @@
 //! berth's process supervisor: the parts that run one app instance.
 //!
+//! - [`Supervised`] (`run.rs`, `runner.rs`): the run loop for one instance. Spawns it,
+//!   captures its output, probes it over HTTP until healthy (and keeps probing), restarts it
+//!   with backoff when it exits or never becomes healthy, marks it failing on a crash loop,
+//!   and stops it gracefully or, when its handle is dropped, at once. Its [`Status`] says
+//!   what it is doing and, when it fails, why, with its last output lines.
 //! - [`backoff`]: pure restart decisions: exponential backoff with a cap, reset after a stable
 //!   run, and crash-loop detection that marks a process type failing until an explicit reset.
 //! - [`process`]: spawning an instance in its own process group with `PORT` and its
 //!   environment, killed by the kernel if berth dies (`PR_SET_PDEATHSIG`), and stopping it as
 //!   a group (signal, timeout, SIGKILL).
 //! - [`output`]: the instance's stdout/stderr as timestamped lines in a size-rotated
-//!   `<dir>/<instance>.log`, read continuously so the app never blocks on a full pipe.
+//!   `<dir>/<instance>.log`, read continuously so the app never blocks on a full pipe, with
+//!   the last few lines kept in memory to explain a crash.
+//! - `probe.rs`: the HTTP health probe and its pure success/failure bookkeeping.
+//! - [`ResourceLimits`] (`limits.rs`, `cgroup.rs`): a cgroup v2 per instance (memory, CPU,
+//!   processes, and killing every process in it) where berth may create cgroups, `setrlimit`
+//!   otherwise; what cannot be enforced is reported in the status.
+//! - [`sweep_stale`]: at start-up, kills instances a `kill -9`ed berth left behind.
+//! - [`allocate_port`], [`port_is_free`]: loopback ports for instances.
 //!
 //! Not built yet (issue 4 continues): releases (unpacking an artifact into a release
-//! directory, the process types it declares), the run loop that combines these pieces per
-//! process type (spawn, capture, wait, back off, restart, mark failing), health-gated
-//! registration of instances with the edge through `Edge::apply`, and cgroups (resource
-//! limits, and reaping grandchildren that left the process group — `PR_SET_PDEATHSIG` only
-//! covers the direct child).
+//! directory, the process types it declares) and health-gated registration of instances
+//! with the edge through `Edge::apply`.
 
 pub mod backoff;
+mod cgroup;
 mod error;
+mod limits;
 pub mod output;
+mod port;
+mod probe;
 pub mod process;
+mod run;
+mod runner;
+mod status;
+mod sweep;
 
 pub use backoff::{Decision, RestartPolicy, RestartState};
+pub use cgroup::cgroup_v2_available;
 pub use error::{Error, Result};
-pub use output::{Capture, LogConfig, RotatingLog, Stream, capture};
+pub use limits::ResourceLimits;
+pub use output::{Capture, LogConfig, RotatingLog, Stream, Tail, capture};
+pub use port::{allocate_port, port_is_free};
+pub use probe::ProbeSpec;
 pub use process::{CommandSpec, Ending, Instance, Signal};
+pub use run::{RunSpec, Supervised};
+pub use status::{Phase, Status};
+pub use sweep::{INSTANCE_ENV, sweep_stale};

@@ -6,11 +6,12 @@
 //! disk falls behind, lines are dropped and counted rather than ever letting the child block on
 //! a full pipe (the same trade the edge's access log makes).
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::SystemTime;
 
@@ -23,6 +24,10 @@ use crate::error::{Error, Result};
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Lines waiting for the writer thread before new ones are dropped.
 pub const CHANNEL_LINES: usize = 4096;
+/// Last lines kept in memory by [`Tail`], so a crash can be explained without reading logs.
+pub const TAIL_LINES: usize = 5;
+/// Each remembered line is cut to this, so a tail stays small enough to show in a status.
+pub const TAIL_LINE_BYTES: usize = 300;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -140,6 +145,38 @@ fn open_append(path: &Path) -> Result<File> {
         })
 }
 
+/// The last [`TAIL_LINES`] lines an instance printed on either stream, in the order they
+/// were read (across the two streams that order is approximate). Cloning shares the buffer,
+/// so it can still be read after [`Capture::finish`] consumed the capture.
+#[derive(Debug, Clone, Default)]
+pub struct Tail(Arc<Mutex<VecDeque<(Stream, String)>>>);
+
+impl Tail {
+    /// Oldest first.
+    pub fn lines(&self) -> Vec<(Stream, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn push(&self, stream: Stream, text: &[u8]) {
+        let mut end = text.len().min(TAIL_LINE_BYTES);
+        // Cut on a character boundary when the text is UTF-8; anything else is shown lossily.
+        while end > 0 && end < text.len() && (text[end] & 0xC0) == 0x80 {
+            end -= 1;
+        }
+        let line = String::from_utf8_lossy(&text[..end]).into_owned();
+        let mut lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if lines.len() == TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back((stream, line));
+    }
+}
+
 /// A running capture; [`Capture::finish`] waits until both pipes reached EOF and every line
 /// is on disk.
 #[derive(Debug)]
@@ -147,12 +184,18 @@ pub struct Capture {
     readers: [tokio::task::JoinHandle<()>; 2],
     writer: thread::JoinHandle<Result<()>>,
     dropped: Arc<AtomicU64>,
+    tail: Tail,
 }
 
 impl Capture {
     /// Lines dropped so far because the writer fell behind.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The last lines read so far (also those the writer had to drop).
+    pub fn tail(&self) -> Tail {
+        self.tail.clone()
     }
 
     pub async fn finish(self) -> Result<()> {
@@ -203,19 +246,28 @@ pub fn capture(
             source,
         })?;
 
+    let tail = Tail::default();
     let readers = [
         tokio::spawn(read_lines(
             stdout,
             Stream::Stdout,
             tx.clone(),
             Arc::clone(&dropped),
+            tail.clone(),
         )),
-        tokio::spawn(read_lines(stderr, Stream::Stderr, tx, Arc::clone(&dropped))),
+        tokio::spawn(read_lines(
+            stderr,
+            Stream::Stderr,
+            tx,
+            Arc::clone(&dropped),
+            tail.clone(),
+        )),
     ];
     Ok(Capture {
         readers,
         writer,
         dropped,
+        tail,
     })
 }
 
@@ -224,6 +276,7 @@ async fn read_lines(
     stream: Stream,
     tx: mpsc::Sender<Vec<u8>>,
     dropped: Arc<AtomicU64>,
+    tail: Tail,
 ) {
     let mut reader = BufReader::new(pipe);
     let mut pending: Vec<u8> = Vec::new();
@@ -252,12 +305,14 @@ async fn read_lines(
                 pending.pop();
             }
             just_split = pending.len() >= MAX_LINE_BYTES;
+            tail.push(stream, &pending);
             send(&tx, stream, &pending, &dropped);
             pending.clear();
         }
     }
     // A last line without a newline.
     if !pending.is_empty() {
+        tail.push(stream, &pending);
         send(&tx, stream, &pending, &dropped);
     }
 }
@@ -339,6 +394,24 @@ mod tests {
             .and_then(|mut l| l.write_line(b"two\n"))
             .expect("second");
         assert_eq!(read(&dir.path().join("a.log")), "one\ntwo\n");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines_cut_on_a_character_boundary() {
+        let tail = Tail::default();
+        for i in 0..TAIL_LINES + 2 {
+            tail.push(Stream::Stdout, format!("line {i}").as_bytes());
+        }
+        // 'é' is two bytes; the cut falls in the middle of the last one.
+        let long = format!("{}é", "x".repeat(TAIL_LINE_BYTES - 1));
+        tail.push(Stream::Stderr, long.as_bytes());
+        let lines = tail.lines();
+        assert_eq!(lines.len(), TAIL_LINES);
+        assert_eq!(lines[0], (Stream::Stdout, "line 3".to_owned()));
+        assert_eq!(
+            lines[TAIL_LINES - 1],
+            (Stream::Stderr, "x".repeat(TAIL_LINE_BYTES - 1))
+        );
     }
 
     #[tokio::test]

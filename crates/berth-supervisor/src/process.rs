@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 use crate::error::{Error, Result};
+use crate::limits::ChildSetup;
 
 /// What to run for one instance.
 #[derive(Debug, Clone)]
@@ -124,6 +125,13 @@ impl Instance {
     /// not `spawn_blocking`): the kernel delivers `PR_SET_PDEATHSIG` when the *thread* that
     /// forked the child exits, not only when berth does.
     pub fn spawn(spec: &CommandSpec) -> Result<Instance> {
+        Self::spawn_with(spec, None)
+    }
+
+    /// [`Instance::spawn`], additionally applying resource limits (cgroup membership,
+    /// rlimits) in the child before it execs, so not even its first instruction runs
+    /// unconfined.
+    pub(crate) fn spawn_with(spec: &CommandSpec, setup: Option<ChildSetup>) -> Result<Instance> {
         let program = spec.program.to_string_lossy().into_owned();
         if !spec.cwd.is_dir() {
             return Err(Error::MissingWorkingDir {
@@ -146,7 +154,8 @@ impl Instance {
         }
 
         // SAFETY: `getpid` before the fork is a plain syscall; in the child, the closure only
-        // makes async-signal-safe calls (prctl, getppid) and allocates nothing.
+        // makes async-signal-safe calls (prctl, getppid, and in `ChildSetup::apply` open,
+        // write, close, setrlimit) and allocates nothing.
         let parent = unsafe { libc::getpid() };
         unsafe {
             cmd.pre_exec(move || {
@@ -156,6 +165,9 @@ impl Instance {
                 // berth may have died between fork and prctl; then the signal will never come.
                 if libc::getppid() != parent {
                     return Err(io::Error::other("berth exited while starting the instance"));
+                }
+                if let Some(setup) = &setup {
+                    setup.apply()?;
                 }
                 Ok(())
             });

@@ -8,32 +8,13 @@ use berth_supervisor::{
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+mod common;
+use common::{eventually_gone, is_gone};
+
 fn sh(script: &str) -> CommandSpec {
     CommandSpec::new("sh", std::env::temp_dir())
         .arg("-c")
         .arg(script)
-}
-
-/// Gone, or a zombie waiting for whoever reaps orphans here (not our business).
-fn is_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
-}
-
-async fn eventually_gone(pid: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if is_gone(pid) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 /// Reads stdout lines until one is found; returns them all. Used to wait until a script has
