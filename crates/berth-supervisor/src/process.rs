@@ -64,6 +64,9 @@ pub enum Signal {
     Int,
     Quit,
     Hup,
+    Usr1,
+    Usr2,
+    Winch,
     Kill,
 }
 
@@ -74,6 +77,9 @@ impl Signal {
             Signal::Int => libc::SIGINT,
             Signal::Quit => libc::SIGQUIT,
             Signal::Hup => libc::SIGHUP,
+            Signal::Usr1 => libc::SIGUSR1,
+            Signal::Usr2 => libc::SIGUSR2,
+            Signal::Winch => libc::SIGWINCH,
             Signal::Kill => libc::SIGKILL,
         }
     }
