@@ -337,22 +337,26 @@ impl<'a> Reader<'a> {
         self.c.duration_or_zero(&value, &t.at(name), default)
     }
 
-    /// A size in bytes, at least 1, or `None` when absent or wrong (reported).
+    /// A size in bytes, or `None` when absent or wrong (reported).
     pub(super) fn size(&mut self, t: &Table<'_, '_>, name: &str) -> Option<Spanned<u64>> {
         let value: SizeField = self.scalar(t, name);
-        let span = value.as_ref()?.span();
-        if let Some(Scalar::Text(text, _)) = value.as_ref().map(Spanned::get_ref)
-            && let Some(hint) = ambiguous_size_unit(text)
-            && let Err(message) = parse_size(text)
-        {
-            self.error(span, &t.at(name), message).hint(hint);
-            return None;
-        }
-        // Every good value is at least 1, so the default 0 means a problem was reported.
-        match self.c.size(&value, &t.at(name), 0, 1) {
-            0 => None,
-            bytes => Some(Spanned::new(span, bytes)),
-        }
+        let scalar = value.as_ref()?;
+        let span = scalar.span();
+        let field = t.at(name);
+        // `Checker::size` reports a problem and returns the default in exactly these cases.
+        let valid = match scalar.get_ref() {
+            Scalar::Text(text, _) => match (parse_size(text), ambiguous_size_unit(text)) {
+                (Ok(_), _) => true,
+                (Err(message), Some(hint)) => {
+                    self.error(span, &field, message).hint(hint);
+                    return None;
+                }
+                (Err(_), None) => false,
+            },
+            Scalar::Integer(n) => *n >= 0,
+        };
+        let bytes = self.c.size(&value, &field, 0, 0);
+        valid.then(|| Spanned::new(span, bytes))
     }
 }
 

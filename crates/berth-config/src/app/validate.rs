@@ -107,7 +107,7 @@ pub(super) fn validate(source: &Source<'_>) -> Result<AppSpec, ConfigError> {
 
     r.c.finish(AppSpec {
         name,
-        hosts: hosts.into_iter().map(|(host, _)| host).collect(),
+        hosts,
         build,
         keep_releases,
         deploy_timeout,
@@ -125,9 +125,23 @@ fn name_problem(name: &str) -> Option<String> {
     if name.chars().count() > MAX_NAME_LEN {
         return Some(format!("is longer than {MAX_NAME_LEN} characters"));
     }
-    let bad = |c: &char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-');
-    if let Some(c) = name.chars().find(bad) {
-        return Some(format!("contains `{c}`, which is not allowed"));
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    let mut bad: Vec<String> = Vec::new();
+    for c in name.chars().filter(|&c| !allowed(c)) {
+        let quoted = format!("`{c}`");
+        if !bad.contains(&quoted) {
+            bad.push(quoted);
+        }
+    }
+    if let Some((last, rest)) = bad.split_last() {
+        return Some(if rest.is_empty() {
+            format!("contains {last}, which is not allowed")
+        } else {
+            format!(
+                "contains {} and {last}, which are not allowed",
+                rest.join(", ")
+            )
+        });
     }
     if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
         return Some("must start with a letter".to_owned());
@@ -152,8 +166,8 @@ fn check_name(r: &mut Reader<'_>, name: &str, span: Range<usize>, field: &str, w
         .hint(hint);
 }
 
-/// The hosts, lower-cased, each with its span.
-fn check_hosts(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Vec<(String, Range<usize>)> {
+/// The hosts, lower-cased.
+fn check_hosts(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Vec<String> {
     let Some(value) = t.get("hosts") else {
         return Vec::new();
     };
@@ -166,7 +180,7 @@ fn check_hosts(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Vec<(String, Range<usiz
         }
         return Vec::new();
     };
-    let mut hosts: Vec<(String, Range<usize>)> = Vec::new();
+    let mut hosts: Vec<String> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let field = index("hosts", i);
         let DeValue::String(text) = item.get_ref() else {
@@ -182,14 +196,20 @@ fn check_hosts(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Vec<(String, Range<usiz
                 continue;
             }
             Err(err) => {
+                // The edge's hint for a port speaks of its own config file.
+                let hint = if err.message.ends_with("has a port") {
+                    Some("hosts are matched by name alone; berth's edge decides the ports")
+                } else {
+                    err.hint
+                };
                 let diagnostic = r.error(item.span(), &field, err.message);
-                if let Some(hint) = err.hint {
+                if let Some(hint) = hint {
                     diagnostic.hint(hint);
                 }
                 continue;
             }
         };
-        if hosts.iter().any(|(seen, _)| *seen == host) {
+        if hosts.contains(&host) {
             r.error(
                 item.span(),
                 &field,
@@ -197,7 +217,7 @@ fn check_hosts(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Vec<(String, Range<usiz
             );
             continue;
         }
-        hosts.push((host, item.span()));
+        hosts.push(host);
     }
     hosts
 }
@@ -291,7 +311,7 @@ struct Seen<'t> {
 fn check_processes(
     r: &mut Reader<'_>,
     t: &Table<'_, '_>,
-    hosts: &[(String, Range<usize>)],
+    hosts: &[String],
 ) -> BTreeMap<String, ProcessSpec> {
     let mut processes = BTreeMap::new();
     let Some(value) = t.get("processes") else {
