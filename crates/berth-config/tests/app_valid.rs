@@ -448,3 +448,51 @@ fn load_of_a_missing_file_names_it() {
         "{d}"
     );
 }
+
+/// The ```toml blocks of `docs/app-spec.md` that hold a whole spec (they have a `name`).
+fn doc_specs() -> Vec<String> {
+    let doc = include_str!("../../../docs/app-spec.md");
+    let mut specs = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        match (&mut current, line) {
+            (None, "```toml") => current = Some(String::new()),
+            (Some(block), "```") => {
+                if block.starts_with("name = ") {
+                    specs.push(block.clone());
+                }
+                current = None;
+            }
+            (Some(block), line) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    specs
+}
+
+#[test]
+fn the_documented_examples_are_valid() {
+    let specs = doc_specs();
+    assert_eq!(specs.len(), 2, "the short and the complete example");
+    let short = parse_ok(&specs[0]);
+    assert_eq!(short.name, "hello-py");
+    let complete = parse_ok(&specs[1]);
+    assert_eq!(complete.name, "shop");
+    let web = &complete.processes["web"];
+    assert!(web.http);
+    assert_eq!(web.workdir, "backend");
+    assert_eq!(web.stop_signal, StopSignal::Int);
+    assert_eq!(web.health.as_ref().map(|h| h.healthy_threshold), Some(2));
+    assert_eq!(web.limits.memory_bytes, Some(512 << 20));
+    assert_eq!(web.restart.crash_loop_exits, 10);
+    let mailer = &complete.processes["mailer"];
+    assert!(!mailer.http);
+    assert_eq!(mailer.limits.cpu, Some(0.25));
+    assert_eq!(
+        web.environment(&complete),
+        env(&[("NODE_ENV", "production"), ("LOG_LEVEL", "debug")])
+    );
+}
