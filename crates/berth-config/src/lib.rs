@@ -3,6 +3,7 @@
 //! Problems come back as [`ConfigError`], listing every one found with the file, line, column
 //! and dotted field it concerns. The format is documented in `docs/config.md`.
 
+pub mod app;
 mod diagnostic;
 mod file;
 mod locate;

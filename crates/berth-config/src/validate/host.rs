@@ -9,7 +9,7 @@ const MAX_LABEL_LEN: usize = 63;
 
 /// What is wrong with a host pattern, with a hint when the fix is not obvious.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct HostError {
+pub(crate) struct HostError {
     pub message: String,
     pub hint: Option<&'static str>,
 }
@@ -19,7 +19,7 @@ fn error(message: String, hint: Option<&'static str>) -> HostError {
 }
 
 /// Parses a pattern, lower-casing it because host names match case-insensitively.
-pub(super) fn parse(raw: &str) -> Result<HostPattern, HostError> {
+pub(crate) fn parse(raw: &str) -> Result<HostPattern, HostError> {
     let pattern = raw.to_ascii_lowercase();
     if pattern == "*" {
         return Ok(HostPattern::Any);

@@ -6,7 +6,7 @@
 mod group;
 mod headers;
 mod health;
-mod host;
+pub(crate) mod host;
 mod maintenance;
 mod pool;
 mod route;
@@ -48,8 +48,17 @@ pub(crate) struct Checker<'a> {
     diagnostics: Vec<Diagnostic>,
 }
 
+impl<'a> Checker<'a> {
+    pub(crate) fn new(source: &'a Source<'a>) -> Self {
+        Checker {
+            source,
+            diagnostics: Vec::new(),
+        }
+    }
+}
+
 impl Checker<'_> {
-    fn finish(mut self, config: Config) -> Result<Config, ConfigError> {
+    pub(crate) fn finish<T>(mut self, config: T) -> Result<T, ConfigError> {
         if self.diagnostics.is_empty() {
             return Ok(config);
         }
@@ -65,7 +74,7 @@ impl Checker<'_> {
         self.source.path.parent().unwrap_or(Path::new(""))
     }
 
-    fn error(
+    pub(crate) fn error(
         &mut self,
         span: Range<usize>,
         field: &str,
@@ -78,7 +87,12 @@ impl Checker<'_> {
     }
 
     /// A duration that must be above zero.
-    fn duration(&mut self, value: &DurationField, field: &str, default: Duration) -> Duration {
+    pub(crate) fn duration(
+        &mut self,
+        value: &DurationField,
+        field: &str,
+        default: Duration,
+    ) -> Duration {
         let parsed = self.duration_or_zero(value, field, default);
         if let Some(value) = value
             && parsed.is_zero()
@@ -89,7 +103,7 @@ impl Checker<'_> {
         parsed
     }
 
-    fn duration_or_zero(
+    pub(crate) fn duration_or_zero(
         &mut self,
         value: &DurationField,
         field: &str,
@@ -109,7 +123,7 @@ impl Checker<'_> {
         })
     }
 
-    fn size(&mut self, value: &SizeField, field: &str, default: u64, min: u64) -> u64 {
+    pub(crate) fn size(&mut self, value: &SizeField, field: &str, default: u64, min: u64) -> u64 {
         let Some(value) = value else {
             return default;
         };
@@ -137,7 +151,7 @@ impl Checker<'_> {
     }
 
     /// An integer within `min..=max`; `max` of `None` means whatever `T` holds.
-    fn int<T: TryFrom<i64>>(
+    pub(crate) fn int<T: TryFrom<i64>>(
         &mut self,
         value: &Option<Int>,
         field: &str,

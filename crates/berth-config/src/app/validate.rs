@@ -1,0 +1,680 @@
+//! The app spec's rules: from the spanned TOML tree to an [`AppSpec`], every problem reported.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Component, Path};
+
+use berth_edge::spec::HostPattern;
+use http::uri::PathAndQuery;
+use toml::de::{DeTable, DeValue};
+
+use super::read::{Reader, Table, Value};
+use super::*;
+use crate::diagnostic::{ConfigError, Source};
+use crate::locate;
+use crate::path::{index, key};
+use crate::validate::host;
+
+const ROOT_KEYS: &[&str] = &[
+    "name",
+    "hosts",
+    "build",
+    "release",
+    "deploy",
+    "env",
+    "processes",
+];
+const BUILD_KEYS: &[&str] = &["command", "timeout"];
+const RELEASE_KEYS: &[&str] = &["keep"];
+const DEPLOY_KEYS: &[&str] = &["timeout", "drain_timeout"];
+pub(super) const PROCESS_KEYS: &[&str] = &[
+    "command",
+    "instances",
+    "workdir",
+    "env",
+    "http",
+    "health",
+    "stop_signal",
+    "stop_timeout",
+    "limits",
+    "restart",
+];
+const HEALTH_KEYS: &[&str] = &[
+    "path",
+    "interval",
+    "timeout",
+    "start_timeout",
+    "healthy_threshold",
+    "unhealthy_threshold",
+];
+const LIMITS_KEYS: &[&str] = &["memory", "cpu", "open_files", "processes"];
+const RESTART_KEYS: &[&str] = &[
+    "backoff_base",
+    "backoff_cap",
+    "crash_loop_exits",
+    "crash_loop_window",
+];
+
+const NAME_HINT: &str = "names are 1 to 63 lower-case letters, digits and `-`, starting with a letter and not ending in `-`";
+
+const PROCESSES_HINT: &str =
+    "add a [processes.web] table with the command that starts the app's web server";
+
+pub(super) fn validate(source: &Source<'_>) -> Result<AppSpec, ConfigError> {
+    let root = DeTable::parse(source.text).map_err(|err| ConfigError {
+        diagnostics: vec![locate::toml_error(source, &err)],
+    })?;
+    let mut r = Reader::new(source);
+    let t = r.root(&root, ROOT_KEYS);
+
+    let name = match r.string(&t, "name") {
+        Some(name) => {
+            check_name(&mut r, name.get_ref(), name.span(), "name", "app name");
+            name.into_inner()
+        }
+        None => {
+            if t.get("name").is_none()
+                && let Some(missing) = r.missing(&t, "name")
+            {
+                missing
+                    .hint("e.g. name = \"my-app\"; it names the app in berth's commands and logs");
+            }
+            String::new()
+        }
+    };
+    let hosts = check_hosts(&mut r, &t);
+    let build = r.sub_table(&t, "build", BUILD_KEYS).map(|b| BuildSpec {
+        command: check_command(&mut r, &b),
+        timeout: r.duration(&b, "timeout", DEFAULT_BUILD_TIMEOUT),
+    });
+    let keep_releases = match r.sub_table(&t, "release", RELEASE_KEYS) {
+        Some(release) => r.int(&release, "keep", 1, None, DEFAULT_KEEP_RELEASES),
+        None => DEFAULT_KEEP_RELEASES,
+    };
+    let (deploy_timeout, drain_timeout) = match r.sub_table(&t, "deploy", DEPLOY_KEYS) {
+        Some(deploy) => (
+            r.duration(&deploy, "timeout", DEFAULT_DEPLOY_TIMEOUT),
+            // Zero is allowed: old instances are stopped as soon as traffic has moved.
+            r.duration_or_zero(&deploy, "drain_timeout", DEFAULT_DRAIN_TIMEOUT),
+        ),
+        None => (DEFAULT_DEPLOY_TIMEOUT, DEFAULT_DRAIN_TIMEOUT),
+    };
+    let env = match t.get("env") {
+        Some(value) => check_env(&mut r, value, "env".to_owned()),
+        None => BTreeMap::new(),
+    };
+    let processes = check_processes(&mut r, &t, &hosts);
+
+    r.c.finish(AppSpec {
+        name,
+        hosts,
+        build,
+        keep_releases,
+        deploy_timeout,
+        drain_timeout,
+        env,
+        processes,
+    })
+}
+
+/// What is wrong with an app or process name, if anything.
+fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("must not be empty".to_owned());
+    }
+    if name.chars().count() > MAX_NAME_LEN {
+        return Some(format!("is longer than {MAX_NAME_LEN} characters"));
+    }
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    let mut bad: Vec<String> = Vec::new();
+    for c in name.chars().filter(|&c| !allowed(c)) {
+        let quoted = format!("`{c}`");
+        if !bad.contains(&quoted) {
+            bad.push(quoted);
+        }
+    }
+    if let Some((last, rest)) = bad.split_last() {
+        return Some(if rest.is_empty() {
+            format!("contains {last}, which is not allowed")
+        } else {
+            format!(
+                "contains {} and {last}, which are not allowed",
+                rest.join(", ")
+            )
+        });
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Some("must start with a letter".to_owned());
+    }
+    if name.ends_with('-') {
+        return Some("must not end with `-`".to_owned());
+    }
+    None
+}
+
+fn check_name(r: &mut Reader<'_>, name: &str, span: Range<usize>, field: &str, what: &str) {
+    let Some(problem) = name_problem(name) else {
+        return;
+    };
+    let lower = name.to_ascii_lowercase();
+    let hint = if lower != name && name_problem(&lower).is_none() {
+        format!("names are lower-case: write `{lower}`")
+    } else {
+        NAME_HINT.to_owned()
+    };
+    r.error(span, field, format!("{what} `{name}` {problem}"))
+        .hint(hint);
+}
+
+/// The hosts, lower-cased.
+fn check_hosts(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Vec<String> {
+    let Some(value) = t.get("hosts") else {
+        return Vec::new();
+    };
+    let DeValue::Array(items) = value.get_ref() else {
+        let raw = r.raw(value.span());
+        let quoted = matches!(value.get_ref(), DeValue::String(_));
+        let diagnostic = r.type_error(value, "hosts", "an array of strings");
+        if quoted {
+            diagnostic.hint(format!("write hosts = [{raw}]"));
+        }
+        return Vec::new();
+    };
+    let mut hosts: Vec<String> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let field = index("hosts", i);
+        let DeValue::String(text) = item.get_ref() else {
+            r.type_error(item, &field, "a string");
+            continue;
+        };
+        let host = match host::parse(text) {
+            Ok(HostPattern::Exact(name)) => name,
+            Ok(HostPattern::Wildcard(suffix)) => format!("*{suffix}"),
+            Ok(HostPattern::Any) => {
+                r.error(item.span(), &field, "`*` would claim every host")
+                    .hint("list the app's host names, or a wildcard such as \"*.example.com\"");
+                continue;
+            }
+            Err(err) => {
+                // The edge's hint for a port speaks of its own config file.
+                let hint = if err.message.ends_with("has a port") {
+                    Some("hosts are matched by name alone; berth's edge decides the ports")
+                } else {
+                    err.hint
+                };
+                let diagnostic = r.error(item.span(), &field, err.message);
+                if let Some(hint) = hint {
+                    diagnostic.hint(hint);
+                }
+                continue;
+            }
+        };
+        if hosts.contains(&host) {
+            r.error(
+                item.span(),
+                &field,
+                format!("host `{host}` is listed twice"),
+            );
+            continue;
+        }
+        hosts.push(host);
+    }
+    hosts
+}
+
+/// A required, non-empty shell command.
+fn check_command(r: &mut Reader<'_>, t: &Table<'_, '_>) -> String {
+    let Some(command) = r.string(t, "command") else {
+        if t.get("command").is_none()
+            && let Some(missing) = r.missing(t, "command")
+        {
+            missing.hint("the command is run with /bin/sh -c in the release directory");
+        }
+        return String::new();
+    };
+    if command.get_ref().trim().is_empty() {
+        r.error(command.span(), &t.at("command"), "the command is empty")
+            .hint("write the shell command to run, e.g. command = \"./server\"");
+    } else if command.get_ref().contains('\0') {
+        r.error(
+            command.span(),
+            &t.at("command"),
+            "the command contains a NUL character",
+        );
+    }
+    command.into_inner()
+}
+
+/// `[env]` or `[processes.<name>.env]`.
+fn check_env(r: &mut Reader<'_>, value: &Value<'_>, field: String) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let Some(table) = r.open_table(value, field) else {
+        return env;
+    };
+    for (name, value) in table.entries() {
+        let field = table.at(name.get_ref());
+        check_env_name(r, name.get_ref(), name.span(), &field);
+        match value.get_ref() {
+            DeValue::String(text) if text.contains('\0') => {
+                r.error(value.span(), &field, "the value contains a NUL character")
+                    .hint("environment variables cannot hold NUL characters");
+            }
+            DeValue::String(text) => {
+                env.insert(name.get_ref().to_string(), text.to_string());
+            }
+            DeValue::Table(_) => {
+                r.type_error(value, &field, "a string").hint(
+                    "per-environment overrides ([env.<name>] tables) are not supported yet; \
+                     set variables directly, as NAME = \"value\"",
+                );
+            }
+            DeValue::Array(_) => {
+                r.type_error(value, &field, "a string")
+                    .hint("an environment variable holds one string; join the items into it");
+            }
+            _ => {
+                r.type_error(value, &field, "a string");
+            }
+        }
+    }
+    env
+}
+
+fn check_env_name(r: &mut Reader<'_>, name: &str, span: Range<usize>, field: &str) {
+    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        r.error(
+            span,
+            field,
+            format!("`{name}` is not a valid environment variable name"),
+        )
+        .hint("names are letters, digits and `_`, not starting with a digit");
+    } else if name == "PORT" {
+        r.error(span, field, "PORT is set by berth").hint(
+            "berth gives each instance of the http process its own port in $PORT; listen on that",
+        );
+    } else if name.starts_with("BERTH_") {
+        r.error(span, field, format!("`{name}` is reserved"))
+            .hint("names starting with BERTH_ are reserved for the variables berth sets");
+    }
+}
+
+/// What the cross-process checks need to know about a process.
+struct Seen<'t> {
+    name: &'t str,
+    key_span: Range<usize>,
+    /// Where `http = ...` was written, if it was.
+    http_span: Option<Range<usize>>,
+}
+
+fn check_processes(
+    r: &mut Reader<'_>,
+    t: &Table<'_, '_>,
+    hosts: &[String],
+) -> BTreeMap<String, ProcessSpec> {
+    let mut processes = BTreeMap::new();
+    let Some(value) = t.get("processes") else {
+        if let Some(missing) = r.missing(t, "processes") {
+            missing.hint(PROCESSES_HINT);
+        }
+        return processes;
+    };
+    if let DeValue::Array(items) = value.get_ref() {
+        let diagnostic = r.type_error(value, "processes", "a table");
+        if items.iter().all(|item| item.get_ref().is_table()) {
+            diagnostic.hint("processes are named: write [processes.web], not [[processes]]");
+        }
+        return processes;
+    }
+    let Some(table) = r.open_table(value, "processes".to_owned()) else {
+        return processes;
+    };
+    if table.is_empty() {
+        r.error(
+            table.span.clone(),
+            "processes",
+            "at least one process is required",
+        )
+        .hint(PROCESSES_HINT);
+        return processes;
+    }
+    let mut http = Vec::new();
+    for (name, value) in table.entries() {
+        let field = table.at(name.get_ref());
+        check_name(r, name.get_ref(), name.span(), &field, "process name");
+        if let DeValue::String(_) = value.get_ref() {
+            r.type_error(value, &field, "a table")
+                .hint(format!("write [{field}] and, under it, command = \"...\""));
+            continue;
+        }
+        let Some(process) = r.table(value, field, PROCESS_KEYS) else {
+            continue;
+        };
+        let (spec, http_span) = check_process(r, &process, name.get_ref());
+        if spec.http {
+            http.push(Seen {
+                name: name.get_ref(),
+                key_span: name.span(),
+                http_span,
+            });
+        }
+        processes.insert(name.get_ref().to_string(), spec);
+    }
+    http.sort_by_key(|seen| {
+        seen.http_span
+            .clone()
+            .unwrap_or(seen.key_span.clone())
+            .start
+    });
+    if let Some((first, others)) = http.split_first() {
+        for other in others {
+            let span = other.http_span.clone().unwrap_or(other.key_span.clone());
+            let implicit = first.http_span.is_none() || other.http_span.is_none();
+            let hint = if implicit {
+                "a process named `web` serves HTTP unless it says http = false; \
+                 set http = false on all but the one the edge should route to"
+            } else {
+                "set http = false on all but the process the edge should route to"
+            };
+            r.error(
+                span,
+                &key(&table.at(other.name), "http"),
+                format!(
+                    "`{}` and `{}` both serve HTTP; at most one process may",
+                    first.name, other.name
+                ),
+            )
+            .hint(hint);
+        }
+    }
+    if http.is_empty()
+        && !processes.is_empty()
+        && let (Some(value), false) = (t.get("hosts"), hosts.is_empty())
+    {
+        r.error(
+            value.span(),
+            "hosts",
+            "hosts are given but no process serves HTTP",
+        )
+        .hint("name the process that serves HTTP `web`, or set http = true on it");
+    }
+    processes
+}
+
+/// One `[processes.<name>]` table, and where its `http` key was written.
+fn check_process(
+    r: &mut Reader<'_>,
+    t: &Table<'_, '_>,
+    name: &str,
+) -> (ProcessSpec, Option<Range<usize>>) {
+    let command = check_command(r, t);
+    let instances = r.int(
+        t,
+        "instances",
+        0,
+        Some(MAX_INSTANCES.into()),
+        DEFAULT_INSTANCES,
+    );
+    let workdir = check_workdir(r, t);
+    let env = match t.get("env") {
+        Some(value) => check_env(r, value, t.at("env")),
+        None => BTreeMap::new(),
+    };
+    let http_value = r.bool(t, "http");
+    let http = http_value
+        .as_ref()
+        .map_or(name == DEFAULT_HTTP_PROCESS, |value| *value.get_ref());
+    let health = check_health(r, t, name, http);
+    let stop_signal = check_stop_signal(r, t);
+    let stop_timeout = r.duration(t, "stop_timeout", DEFAULT_STOP_TIMEOUT);
+    let limits = match r.sub_table(t, "limits", LIMITS_KEYS) {
+        Some(limits) => check_limits(r, &limits),
+        None => ResourceLimits::default(),
+    };
+    let restart = match r.sub_table(t, "restart", RESTART_KEYS) {
+        Some(restart) => check_restart(r, &restart),
+        None => RestartSpec::default(),
+    };
+    let spec = ProcessSpec {
+        command,
+        instances,
+        workdir,
+        env,
+        http,
+        health,
+        stop_signal,
+        stop_timeout,
+        limits,
+        restart,
+    };
+    (spec, http_value.map(|value| value.span()))
+}
+
+fn check_workdir(r: &mut Reader<'_>, t: &Table<'_, '_>) -> String {
+    let Some(workdir) = r.string(t, "workdir") else {
+        return DEFAULT_WORKDIR.to_owned();
+    };
+    let field = t.at("workdir");
+    let text = workdir.get_ref();
+    let problem = if text.is_empty() {
+        Some("the working directory is empty")
+    } else if text.contains('\0') {
+        Some("the working directory contains a NUL character")
+    } else if text.starts_with('/') {
+        Some("the working directory must be relative to the release")
+    } else if Path::new(text)
+        .components()
+        .any(|c| c == Component::ParentDir)
+    {
+        Some("the working directory must not contain `..`")
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            r.error(workdir.span(), &field, message).hint(
+                "workdir is a directory inside the release, e.g. \".\" (the default) or \"backend\"",
+            );
+            DEFAULT_WORKDIR.to_owned()
+        }
+        None => workdir.into_inner(),
+    }
+}
+
+fn check_health(
+    r: &mut Reader<'_>,
+    t: &Table<'_, '_>,
+    name: &str,
+    http: bool,
+) -> Option<HealthSpec> {
+    let field = t.at("health");
+    let Some(value) = t.get("health") else {
+        return http.then(HealthSpec::default);
+    };
+    let on = match value.get_ref() {
+        DeValue::Boolean(on) => *on,
+        DeValue::Table(_) => true,
+        _ => {
+            r.type_error(value, &field, "true, false or a table");
+            return http.then(HealthSpec::default);
+        }
+    };
+    if !http {
+        // Still read the table, so its own mistakes are reported too.
+        if let DeValue::Table(_) = value.get_ref() {
+            let _ = r.table(value, field.clone(), HEALTH_KEYS);
+        }
+        if on {
+            r.error(
+                value.span(),
+                &field,
+                format!("`{name}` does not serve HTTP, so it has no health check"),
+            )
+            .hint("set http = true if it serves HTTP on $PORT; otherwise remove `health`");
+        }
+        return None;
+    }
+    match value.get_ref() {
+        DeValue::Table(_) => {
+            let health = r.table(value, field, HEALTH_KEYS)?;
+            Some(check_health_table(r, &health))
+        }
+        _ => on.then(HealthSpec::default),
+    }
+}
+
+fn check_health_table(r: &mut Reader<'_>, t: &Table<'_, '_>) -> HealthSpec {
+    let path = match r.string(t, "path") {
+        Some(path)
+            if path.get_ref().starts_with('/')
+                && path.get_ref().parse::<PathAndQuery>().is_ok() =>
+        {
+            path.into_inner()
+        }
+        Some(path) => {
+            r.error(
+                path.span(),
+                &t.at("path"),
+                format!("`{}` is not a URL path", path.get_ref()),
+            )
+            .hint("a health check path starts with `/`, e.g. \"/health\"");
+            DEFAULT_HEALTH_PATH.to_owned()
+        }
+        None => DEFAULT_HEALTH_PATH.to_owned(),
+    };
+    let interval = r.duration(t, "interval", DEFAULT_HEALTH_INTERVAL);
+    let timeout = r.duration(t, "timeout", DEFAULT_HEALTH_TIMEOUT);
+    // The defaults satisfy this, so one of the two was given and is the one to point at.
+    let given = match (t.get("timeout"), t.get("interval")) {
+        (Some(value), _) => Some((value.span(), "timeout")),
+        (None, Some(value)) => Some((value.span(), "interval")),
+        (None, None) => None,
+    };
+    if timeout > interval
+        && let Some((span, name)) = given
+    {
+        r.error(
+            span,
+            &t.at(name),
+            format!("the timeout ({timeout:?}) is longer than the interval ({interval:?})"),
+        )
+        .hint("a check still running when the next one is due would overlap it");
+    }
+    HealthSpec {
+        path,
+        interval,
+        timeout,
+        start_timeout: r.duration(t, "start_timeout", DEFAULT_HEALTH_START_TIMEOUT),
+        healthy_threshold: r.int(t, "healthy_threshold", 1, None, DEFAULT_HEALTHY_THRESHOLD),
+        unhealthy_threshold: r.int(
+            t,
+            "unhealthy_threshold",
+            1,
+            None,
+            DEFAULT_UNHEALTHY_THRESHOLD,
+        ),
+    }
+}
+
+fn check_stop_signal(r: &mut Reader<'_>, t: &Table<'_, '_>) -> StopSignal {
+    let Some(name) = r.string(t, "stop_signal") else {
+        return StopSignal::default();
+    };
+    if let Some(signal) = StopSignal::from_name(name.get_ref()) {
+        return signal;
+    }
+    let known: Vec<&str> = StopSignal::ALL.iter().map(|s| s.as_str()).collect();
+    let mut hint = format!(
+        "use one of {} (with or without SIG, in any case)",
+        known.join(", ")
+    );
+    let upper = name.get_ref().to_ascii_uppercase();
+    if upper.strip_prefix("SIG").unwrap_or(&upper) == "KILL" {
+        hint.push_str("; berth sends KILL itself when stop_timeout runs out");
+    }
+    r.error(
+        name.span(),
+        &t.at("stop_signal"),
+        format!(
+            "`{}` is not a signal berth can stop a process with",
+            name.get_ref()
+        ),
+    )
+    .hint(hint);
+    StopSignal::default()
+}
+
+fn check_limits(r: &mut Reader<'_>, t: &Table<'_, '_>) -> ResourceLimits {
+    let memory_bytes = r.size(t, "memory").and_then(|bytes| {
+        if *bytes.get_ref() >= MIN_MEMORY_BYTES {
+            return Some(*bytes.get_ref());
+        }
+        r.error(
+            bytes.span(),
+            &t.at("memory"),
+            format!(
+                "{} bytes is below the minimum of {MIN_MEMORY_BYTES} (1MiB)",
+                bytes.get_ref()
+            ),
+        )
+        .hint("a number without a unit is bytes; write e.g. \"512MiB\"");
+        None
+    });
+    let cpu = r.number(t, "cpu").and_then(|cpu| {
+        let cores = *cpu.get_ref();
+        if cores.is_finite() && cores > 0.0 {
+            return Some(cores);
+        }
+        r.error(
+            cpu.span(),
+            &t.at("cpu"),
+            format!("{cores} is not a number of CPU cores above zero"),
+        )
+        .hint("e.g. cpu = 0.5 for half a core, cpu = 2 for two");
+        None
+    });
+    let optional_int = |r: &mut Reader<'_>, name: &str, min: i64| -> Option<u64> {
+        t.get(name)?;
+        // 0 is below every minimum here, so it marks a value that was reported.
+        match r.int(t, name, min, None, 0u64) {
+            0 => None,
+            n => Some(n),
+        }
+    };
+    ResourceLimits {
+        memory_bytes,
+        cpu,
+        open_files: optional_int(r, "open_files", MIN_OPEN_FILES as i64),
+        processes: optional_int(r, "processes", 1),
+    }
+}
+
+fn check_restart(r: &mut Reader<'_>, t: &Table<'_, '_>) -> RestartSpec {
+    let backoff_base = r.duration(t, "backoff_base", DEFAULT_BACKOFF_BASE);
+    let backoff_cap = r.duration(t, "backoff_cap", DEFAULT_BACKOFF_CAP);
+    // The defaults satisfy this, so one of the two was given and is the one to point at.
+    let given = match (t.get("backoff_cap"), t.get("backoff_base")) {
+        (Some(value), _) => Some((value.span(), "backoff_cap")),
+        (None, Some(value)) => Some((value.span(), "backoff_base")),
+        (None, None) => None,
+    };
+    if backoff_cap < backoff_base
+        && let Some((span, name)) = given
+    {
+        r.error(
+            span,
+            &t.at(name),
+            format!(
+                "backoff_cap ({backoff_cap:?}) is shorter than backoff_base ({backoff_base:?})"
+            ),
+        )
+        .hint("backoff_cap caps the doubling restart delay, so it must be at least backoff_base");
+    }
+    RestartSpec {
+        backoff_base,
+        backoff_cap,
+        crash_loop_exits: r.int(t, "crash_loop_exits", 1, None, DEFAULT_CRASH_LOOP_EXITS),
+        crash_loop_window: r.duration(t, "crash_loop_window", DEFAULT_CRASH_LOOP_WINDOW),
+    }
+}
