@@ -27,7 +27,8 @@ pub fn run_build(
     timeout: Duration,
     log: &Path,
 ) -> Result<Duration, String> {
-    let out = File::create(log).map_err(|e| format!("cannot create build log {}: {e}", log.display()))?;
+    let out =
+        File::create(log).map_err(|e| format!("cannot create build log {}: {e}", log.display()))?;
     let err = out
         .try_clone()
         .map_err(|e| format!("cannot open build log {}: {e}", log.display()))?;
@@ -110,9 +111,18 @@ mod tests {
     fn success_writes_the_log_in_the_dir_with_the_env() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("build.log");
-        run_build(dir.path(), "echo $GREETING > out.txt; echo done", &env(), Duration::from_secs(30), &log)
-            .unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).unwrap(), "hi\n");
+        run_build(
+            dir.path(),
+            "echo $GREETING > out.txt; echo done",
+            &env(),
+            Duration::from_secs(30),
+            &log,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out.txt")).unwrap(),
+            "hi\n"
+        );
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "done\n");
     }
 
@@ -129,9 +139,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("exited with status 3"), "{err}");
-        assert!(err.contains("  | boom") && err.contains("  | line 30"), "{err}");
+        assert!(
+            err.contains("  | boom") && err.contains("  | line 30"),
+            "{err}"
+        );
         assert!(!err.contains("line 10\n"), "only the tail is quoted: {err}");
-        let err = run_build(dir.path(), "no-such-tool --x", &env(), Duration::from_secs(30), &log).unwrap_err();
+        let err = run_build(
+            dir.path(),
+            "no-such-tool --x",
+            &env(),
+            Duration::from_secs(30),
+            &log,
+        )
+        .unwrap_err();
         assert!(err.contains("command not found"), "{err}");
     }
 
@@ -141,18 +161,29 @@ mod tests {
         let log = dir.path().join("build.log");
         let pidfile = dir.path().join("child.pid");
         let cmd = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
-        let err = run_build(dir.path(), &cmd, &env(), Duration::from_millis(500), &log).unwrap_err();
+        let err =
+            run_build(dir.path(), &cmd, &env(), Duration::from_millis(500), &log).unwrap_err();
         assert!(err.contains("did not finish within"), "{err}");
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // The background sleep was in the group and is gone (reaped by init or a zombie).
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
             if stat.is_empty() || state == Some("Z") {
                 break;
             }
-            assert!(Instant::now() < deadline, "sleep {pid} survived the build timeout");
+            assert!(
+                Instant::now() < deadline,
+                "sleep {pid} survived the build timeout"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

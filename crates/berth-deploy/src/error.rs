@@ -35,8 +35,12 @@ impl From<berth_release::Error> for DeployError {
             | E::TooManyEntries { .. }
             | E::BadSource { .. }
             | E::Archive { .. }
-            | E::InvalidId(_) => DeployError::BadInput(format!("the upload is not a valid release: {e}")),
-            E::Collision { .. } | E::Io { .. } | E::Meta { .. } => DeployError::Internal(e.to_string()),
+            | E::InvalidId(_) => {
+                DeployError::BadInput(format!("the upload is not a valid release: {e}"))
+            }
+            E::Collision { .. } | E::Io { .. } | E::Meta { .. } => {
+                DeployError::Internal(e.to_string())
+            }
         }
     }
 }

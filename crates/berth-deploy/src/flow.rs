@@ -149,7 +149,13 @@ fn import_and_build(
         parsed = Some(spec);
         Ok(())
     };
-    let imported = import_tarball_built(archive, releases_dir, Limits::default(), origin, Some(&mut step));
+    let imported = import_tarball_built(
+        archive,
+        releases_dir,
+        Limits::default(),
+        origin,
+        Some(&mut step),
+    );
     let release = match imported {
         Ok(r) => r,
         Err(e) => return Err(spec_error.unwrap_or_else(|| e.into())),
@@ -224,7 +230,9 @@ impl Deployer {
         let spec_json = serde_json::to_value(&spec)
             .map_err(|e| DeployError::Internal(format!("app spec to JSON: {e}")))?;
         let mut tx = self.store.transaction().await?;
-        let app_row = tx.ensure_app(&req.actor, &key.env, &key.app, &spec_json).await?;
+        let app_row = tx
+            .ensure_app(&req.actor, &key.env, &key.app, &spec_json)
+            .await?;
         let record = tx
             .record_release(
                 &req.actor,
@@ -244,13 +252,16 @@ impl Deployer {
         tx.commit().await?;
 
         let result = self
-            .roll(&slot, &key, &req.actor, record, spec, deployment, active, &mut steps)
+            .roll(
+                &slot, &key, &req.actor, record, spec, deployment, active, &mut steps,
+            )
             .await;
         let elapsed = started.elapsed().as_secs_f64();
         match result {
             Ok(pruned) => {
                 let detail = format!("done in {elapsed:.1}s");
-                self.finish(&req.actor, deployment, "succeeded", &detail).await;
+                self.finish(&req.actor, deployment, "succeeded", &detail)
+                    .await;
                 let instances = slot
                     .active
                     .lock()
@@ -272,7 +283,8 @@ impl Deployer {
                 })
             }
             Err(e) => {
-                self.finish(&req.actor, deployment, "failed", &e.to_string()).await;
+                self.finish(&req.actor, deployment, "failed", &e.to_string())
+                    .await;
                 Err(e)
             }
         }
@@ -281,7 +293,8 @@ impl Deployer {
     async fn finish(&self, actor: &Actor, deployment: i64, state: &str, detail: &str) {
         let done = async {
             let mut tx = self.store.transaction().await?;
-            tx.finish_deployment(actor, deployment, state, detail).await?;
+            tx.finish_deployment(actor, deployment, state, detail)
+                .await?;
             tx.commit().await
         };
         if let Err(e) = done.await {
@@ -289,8 +302,20 @@ impl Deployer {
         }
     }
 
-    async fn step(&self, deployment: i64, steps: &mut Vec<String>, step: &str, decision: &str, reason: String, m: serde_json::Value) {
-        if let Err(e) = self.store.record_step(deployment, step, decision, &reason, m).await {
+    async fn step(
+        &self,
+        deployment: i64,
+        steps: &mut Vec<String>,
+        step: &str,
+        decision: &str,
+        reason: String,
+        m: serde_json::Value,
+    ) {
+        if let Err(e) = self
+            .store
+            .record_step(deployment, step, decision, &reason, m)
+            .await
+        {
             tracing::warn!(error = %e, deployment, step, "could not record a deployment step");
         }
         steps.push(reason);
@@ -311,34 +336,69 @@ impl Deployer {
     ) -> Result<Vec<String>, DeployError> {
         let version = record.version.clone();
         let timeout = spec.deploy_timeout;
-        let run = ReleaseRun::start(&self.store, &self.layout, key, record.clone(), spec.clone(), Some(deployment)).await?;
+        let run = ReleaseRun::start(
+            &self.store,
+            &self.layout,
+            key,
+            record.clone(),
+            spec.clone(),
+            Some(deployment),
+        )
+        .await?;
         if let Ok(mut s) = slot.starting.lock() {
             *s = Some(run.clone());
         }
         let shape = run.shape();
-        self.step(deployment, steps, "start_instances", "proceed",
-            format!("started {} instance(s) of {version}: {shape:?}", shape.values().sum::<usize>()),
-            json!({ "instances": shape })).await;
+        self.step(
+            deployment,
+            steps,
+            "start_instances",
+            "proceed",
+            format!(
+                "started {} instance(s) of {version}: {shape:?}",
+                shape.values().sum::<usize>()
+            ),
+            json!({ "instances": shape }),
+        )
+        .await;
 
         let gate_started = Instant::now();
         if let Err(why) = run.wait_ready(timeout).await {
-            self.step(deployment, steps, "health_gate", "abort", why.clone(),
-                json!({ "waited_s": gate_started.elapsed().as_secs_f64() })).await;
+            self.step(
+                deployment,
+                steps,
+                "health_gate",
+                "abort",
+                why.clone(),
+                json!({ "waited_s": gate_started.elapsed().as_secs_f64() }),
+            )
+            .await;
             run.stop().await;
             if let Ok(mut s) = slot.starting.lock() {
                 *s = None;
             }
-            let serving = old.as_ref().map_or("nothing was serving before".to_owned(), |o| {
-                format!("release {} keeps serving", o.release.version)
-            });
+            let serving = old
+                .as_ref()
+                .map_or("nothing was serving before".to_owned(), |o| {
+                    format!("release {} keeps serving", o.release.version)
+                });
             return Err(DeployError::Unhealthy(format!(
                 "release {version} did not become ready: {why}\n{serving}; its output: berth logs {} --env {} --release {version}",
                 key.app, key.env
             )));
         }
-        self.step(deployment, steps, "health_gate", "proceed",
-            format!("all instances ready in {:.1}s", gate_started.elapsed().as_secs_f64()),
-            json!({ "waited_s": gate_started.elapsed().as_secs_f64() })).await;
+        self.step(
+            deployment,
+            steps,
+            "health_gate",
+            "proceed",
+            format!(
+                "all instances ready in {:.1}s",
+                gate_started.elapsed().as_secs_f64()
+            ),
+            json!({ "waited_s": gate_started.elapsed().as_secs_f64() }),
+        )
+        .await;
 
         self.publisher.publish(key, app_route(&spec, &run));
         let mut tx = self.store.transaction().await?;
@@ -367,17 +427,42 @@ impl Deployer {
                 old.release.version,
                 drain_started.elapsed().as_secs_f64()
             );
-            self.step(deployment, steps, "drain", "proceed", drained, json!({ "in_flight": left })).await;
+            self.step(
+                deployment,
+                steps,
+                "drain",
+                "proceed",
+                drained,
+                json!({ "in_flight": left }),
+            )
+            .await;
             old.stop().await;
-            self.step(deployment, steps, "stop_old", "proceed",
-                format!("stopped the instances of {}", old.release.version), json!({})).await;
+            self.step(
+                deployment,
+                steps,
+                "stop_old",
+                "proceed",
+                format!("stopped the instances of {}", old.release.version),
+                json!({}),
+            )
+            .await;
         }
 
         let pruned = self.prune(key, &version, spec.keep_releases).await;
         if !pruned.is_empty() {
-            self.step(deployment, steps, "prune", "proceed",
-                format!("pruned {} old release(s): {}", pruned.len(), pruned.join(", ")),
-                json!({ "pruned": pruned })).await;
+            self.step(
+                deployment,
+                steps,
+                "prune",
+                "proceed",
+                format!(
+                    "pruned {} old release(s): {}",
+                    pruned.len(),
+                    pruned.join(", ")
+                ),
+                json!({ "pruned": pruned }),
+            )
+            .await;
         }
         Ok(pruned)
     }

@@ -129,7 +129,12 @@ impl Deployer {
 
     /// What runs for the app now.
     pub async fn ps(&self, key: &AppKey) -> Result<AppStatus, DeployError> {
-        let known = self.store.list_apps(&key.env).await?.iter().any(|a| a.name == key.app);
+        let known = self
+            .store
+            .list_apps(&key.env)
+            .await?
+            .iter()
+            .any(|a| a.name == key.app);
         let slot = self.existing_slot(key);
         if !known && slot.is_none() {
             return Err(DeployError::NotFound(format!(

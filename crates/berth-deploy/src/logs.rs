@@ -96,7 +96,8 @@ fn log_files(dir: &Path, q: &LogQuery) -> Vec<LogFile> {
 }
 
 fn since_text(q: &LogQuery) -> Option<String> {
-    q.since.map(|t| humantime::format_rfc3339_millis(t).to_string())
+    q.since
+        .map(|t| humantime::format_rfc3339_millis(t).to_string())
 }
 
 fn decorate(file: &LogFile, line: &str) -> Option<(String, String)> {
@@ -180,7 +181,11 @@ pub async fn follow(dir: PathBuf, q: LogQuery, tx: mpsc::Sender<String>) {
 /// Lines appended since `offsets`, and the new offsets. A file that shrank was rotated:
 /// it is read from its start (the lines between the last poll and the rotation went to
 /// `.1`, and are skipped rather than read twice or out of order).
-fn poll_new(dir: &Path, q: &LogQuery, offsets: Vec<(LogFile, u64)>) -> (Vec<String>, Vec<(LogFile, u64)>) {
+fn poll_new(
+    dir: &Path,
+    q: &LogQuery,
+    offsets: Vec<(LogFile, u64)>,
+) -> (Vec<String>, Vec<(LogFile, u64)>) {
     let mut out = Vec::new();
     let mut next = Vec::new();
     for file in log_files(dir, q) {
@@ -224,15 +229,31 @@ mod tests {
     fn write(dir: &Path, rel: &str, lines: &[&str]) {
         let p = dir.join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        fs::write(
+            p,
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap();
     }
 
     fn logs() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         let r1 = "r-000000000001";
-        write(d.path(), &format!("{r1}/web-1.log.1"), &["2026-01-01T00:00:01.000Z stdout a1"]);
-        write(d.path(), &format!("{r1}/web-1.log"), &["2026-01-01T00:00:03.000Z stdout a3"]);
-        write(d.path(), &format!("{r1}/worker-1.log"), &["2026-01-01T00:00:02.000Z stderr w2"]);
+        write(
+            d.path(),
+            &format!("{r1}/web-1.log.1"),
+            &["2026-01-01T00:00:01.000Z stdout a1"],
+        );
+        write(
+            d.path(),
+            &format!("{r1}/web-1.log"),
+            &["2026-01-01T00:00:03.000Z stdout a3"],
+        );
+        write(
+            d.path(),
+            &format!("{r1}/worker-1.log"),
+            &["2026-01-01T00:00:02.000Z stderr w2"],
+        );
         write(
             d.path(),
             "r-000000000002/web-1.log",
@@ -254,41 +275,67 @@ mod tests {
                 "2026-01-01T00:00:04.000Z r-000000000002 web-1 stdout b4",
             ]
         );
-        let web = LogQuery { process: Some("web".into()), ..Default::default() };
+        let web = LogQuery {
+            process: Some("web".into()),
+            ..Default::default()
+        };
         assert_eq!(read_logs(d.path(), &web).unwrap().len(), 3);
-        let r1 = LogQuery { release: Some("r-000000000001".into()), ..Default::default() };
+        let r1 = LogQuery {
+            release: Some("r-000000000001".into()),
+            ..Default::default()
+        };
         assert_eq!(read_logs(d.path(), &r1).unwrap().len(), 3);
         let since = LogQuery {
             since: Some(humantime::parse_rfc3339("2026-01-01T00:00:02.500Z").unwrap()),
             ..Default::default()
         };
         assert_eq!(read_logs(d.path(), &since).unwrap().len(), 2);
-        let tail = LogQuery { tail: Some(1), ..Default::default() };
+        let tail = LogQuery {
+            tail: Some(1),
+            ..Default::default()
+        };
         assert_eq!(read_logs(d.path(), &tail).unwrap(), [all[3].clone()]);
-        assert!(read_logs(&d.path().join("none"), &LogQuery::default()).unwrap().is_empty());
+        assert!(
+            read_logs(&d.path().join("none"), &LogQuery::default())
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
     async fn follow_sends_new_lines_and_new_instances() {
         let d = logs();
         let (tx, mut rx) = mpsc::channel(100);
-        let q = LogQuery { release: Some("r-000000000002".into()), ..Default::default() };
-        tokio::spawn(follow(d.path().to_owned(), q, tx));
-        let next = |rx: &mut mpsc::Receiver<String>| {
-            let fut = rx.recv();
-            async move { tokio::time::timeout(Duration::from_secs(10), fut).await.unwrap().unwrap() }
+        let q = LogQuery {
+            release: Some("r-000000000002".into()),
+            ..Default::default()
         };
+        tokio::spawn(follow(d.path().to_owned(), q, tx));
+        async fn next(rx: &mut mpsc::Receiver<String>) -> String {
+            tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a line within 10 s")
+                .expect("the follower is running")
+        }
         assert!(next(&mut rx).await.ends_with("b4"));
         use std::io::Write;
         let mut f = fs::OpenOptions::new()
             .append(true)
             .open(d.path().join("r-000000000002/web-1.log"))
             .unwrap();
-        f.write_all(b"2026-01-01T00:00:05.000Z stdout b5\n2026-01-01T00:00:06.000Z stdout par").unwrap();
+        f.write_all(b"2026-01-01T00:00:05.000Z stdout b5\n2026-01-01T00:00:06.000Z stdout par")
+            .unwrap();
         assert!(next(&mut rx).await.ends_with("b5"));
         f.write_all(b"tial\n").unwrap();
         assert!(next(&mut rx).await.ends_with("stdout partial"));
-        write(d.path(), "r-000000000002/web-2.log", &["2026-01-01T00:00:07.000Z stdout c7"]);
-        assert_eq!(next(&mut rx).await, "2026-01-01T00:00:07.000Z r-000000000002 web-2 stdout c7");
+        write(
+            d.path(),
+            "r-000000000002/web-2.log",
+            &["2026-01-01T00:00:07.000Z stdout c7"],
+        );
+        assert_eq!(
+            next(&mut rx).await,
+            "2026-01-01T00:00:07.000Z r-000000000002 web-2 stdout c7"
+        );
     }
 }

@@ -55,9 +55,16 @@ impl Deployer {
         Ok(report)
     }
 
-    async fn bring_back(self: &Arc<Self>, key: &AppKey, record: ReleaseRecord) -> Result<(), DeployError> {
+    async fn bring_back(
+        self: &Arc<Self>,
+        key: &AppKey,
+        record: ReleaseRecord,
+    ) -> Result<(), DeployError> {
         let spec: AppSpec = serde_json::from_value(record.spec.clone()).map_err(|e| {
-            DeployError::Internal(format!("stored spec of {} is unreadable: {e}", record.version))
+            DeployError::Internal(format!(
+                "stored spec of {} is unreadable: {e}",
+                record.version
+            ))
         })?;
         if !std::path::Path::new(&record.artifact).is_dir() {
             return Err(DeployError::NotFound(format!(
@@ -68,7 +75,8 @@ impl Deployer {
         let slot = self.slot(key);
         // Held until the app is ready, so a deploy arriving meanwhile is told to wait.
         let guard = slot.lock.clone().lock_owned().await;
-        let run = ReleaseRun::start(&self.store, &self.layout, key, record, spec.clone(), None).await?;
+        let run =
+            ReleaseRun::start(&self.store, &self.layout, key, record, spec.clone(), None).await?;
         if let Ok(mut a) = slot.active.lock() {
             *a = Some(run.clone());
         }

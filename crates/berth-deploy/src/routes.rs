@@ -128,15 +128,19 @@ mod tests {
 
     /// A file spec with one route, `site`, serving `taken.localhost` (or none).
     fn file_spec(with_route: bool) -> EdgeSpec {
-        let text = if with_route {
+        let server = "[server]\nlisten = [\"127.0.0.1:8080\"]\n";
+        let routes = if with_route {
             "[[route]]\nname = \"site\"\nhosts = [\"taken.localhost\"]\ngroup = \"g\"\n\
              [group.g]\nupstreams = [\"127.0.0.1:9\"]\n"
         } else {
             ""
         };
-        berth_config::parse(text, std::path::Path::new("berth.toml"))
-            .expect("test config parses")
-            .edge
+        berth_config::parse(
+            &format!("{server}{routes}"),
+            std::path::Path::new("berth.toml"),
+        )
+        .expect("test config parses")
+        .edge
     }
 
     fn key(app: &str) -> AppKey {
@@ -158,22 +162,37 @@ mod tests {
     #[test]
     fn hosts_become_patterns() {
         assert_eq!(host_pattern("*"), HostPattern::Any);
-        assert_eq!(host_pattern("*.example.com"), HostPattern::Wildcard(".example.com".into()));
-        assert_eq!(host_pattern("Shop.Example.com"), HostPattern::Exact("shop.example.com".into()));
+        assert_eq!(
+            host_pattern("*.example.com"),
+            HostPattern::Wildcard(".example.com".into())
+        );
+        assert_eq!(
+            host_pattern("Shop.Example.com"),
+            HostPattern::Exact("shop.example.com".into())
+        );
     }
 
     #[test]
     fn compose_adds_one_route_and_group_per_app_after_the_files() {
         let file = file_spec(false);
         let mut apps = BTreeMap::new();
-        apps.insert(key("shop"), route(&["shop.localhost"], "r-000000000001", 4001));
-        apps.insert(key("blog"), route(&["*.blog.localhost"], "r-000000000002", 4002));
+        apps.insert(
+            key("shop"),
+            route(&["shop.localhost"], "r-000000000001", 4001),
+        );
+        apps.insert(
+            key("blog"),
+            route(&["*.blog.localhost"], "r-000000000002", 4002),
+        );
         let spec = compose(&file, &apps);
         let names: Vec<&str> = spec.routes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["app:blog:production", "app:shop:production"]);
         assert_eq!(spec.routes[1].group, spec.groups[1].name);
         assert_eq!(spec.groups[1].pools[0].release, "r-000000000001");
-        assert_eq!(spec.routes[0].hosts, [HostPattern::Wildcard(".blog.localhost".into())]);
+        assert_eq!(
+            spec.routes[0].hosts,
+            [HostPattern::Wildcard(".blog.localhost".into())]
+        );
     }
 
     #[test]
@@ -186,8 +205,19 @@ mod tests {
         assert!(msg.contains("route \"site\""), "{msg}");
         let msg = host_conflict(&file, &apps, &shop, &route(&["blog.localhost"], "r", 1)).unwrap();
         assert!(msg.contains("app blog/production"), "{msg}");
-        assert_eq!(host_conflict(&file, &apps, &shop, &route(&["shop.localhost"], "r", 1)), None);
+        assert_eq!(
+            host_conflict(&file, &apps, &shop, &route(&["shop.localhost"], "r", 1)),
+            None
+        );
         // An app redeploying keeps its own hosts.
-        assert_eq!(host_conflict(&file, &apps, &key("blog"), &route(&["blog.localhost"], "r", 1)), None);
+        assert_eq!(
+            host_conflict(
+                &file,
+                &apps,
+                &key("blog"),
+                &route(&["blog.localhost"], "r", 1)
+            ),
+            None
+        );
     }
 }

@@ -15,9 +15,9 @@ use berth_supervisor::{
 };
 use serde::Serialize;
 
+use crate::AppKey;
 use crate::error::DeployError;
 use crate::layout::Layout;
-use crate::AppKey;
 
 /// An instance's log is rotated at this size.
 pub const LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
@@ -52,9 +52,7 @@ struct Proc {
 /// A release's instances. Shared (`Arc`) between the deployer and `berth ps`; stopping takes
 /// each instance out, so a stopped run shows nothing.
 pub struct ReleaseRun {
-    pub key: AppKey,
     pub release: ReleaseRecord,
-    pub spec: AppSpec,
     procs: Vec<Proc>,
 }
 
@@ -70,16 +68,27 @@ fn signal(s: StopSignal) -> Signal {
     }
 }
 
+/// The release an instance belongs to, and where things go.
+struct Context<'a> {
+    layout: &'a Layout,
+    key: &'a AppKey,
+    release: &'a ReleaseRecord,
+    spec: &'a AppSpec,
+}
+
 fn run_spec(
-    layout: &Layout,
-    key: &AppKey,
-    release: &ReleaseRecord,
-    spec: &AppSpec,
+    cx: &Context<'_>,
     process: &str,
     p: &ProcessSpec,
     instance: &str,
     port: Option<u16>,
 ) -> RunSpec {
+    let Context {
+        layout,
+        key,
+        release,
+        spec,
+    } = *cx;
     let root = Path::new(&release.artifact);
     let mut command = CommandSpec::new("/bin/sh", root.join(&p.workdir))
         .arg("-c")
@@ -101,14 +110,18 @@ fn run_spec(
     if let Some(port) = port {
         command = command.port(port);
     }
-    let health = p.health.as_ref().filter(|_| port.is_some()).map(|h| ProbeSpec {
-        path: h.path.clone(),
-        interval: h.interval,
-        timeout: h.timeout,
-        start_timeout: h.start_timeout,
-        healthy_threshold: h.healthy_threshold,
-        unhealthy_threshold: h.unhealthy_threshold,
-    });
+    let health = p
+        .health
+        .as_ref()
+        .filter(|_| port.is_some())
+        .map(|h| ProbeSpec {
+            path: h.path.clone(),
+            interval: h.interval,
+            timeout: h.timeout,
+            start_timeout: h.start_timeout,
+            healthy_threshold: h.healthy_threshold,
+            unhealthy_threshold: h.unhealthy_threshold,
+        });
     RunSpec {
         instance: instance.to_owned(),
         command,
@@ -160,7 +173,10 @@ impl ReleaseRun {
     ) -> Result<Arc<ReleaseRun>, DeployError> {
         let logs = layout.logs_dir(key).join(&release.version);
         std::fs::create_dir_all(&logs).map_err(|e| {
-            DeployError::Internal(format!("cannot create log directory {}: {e}", logs.display()))
+            DeployError::Internal(format!(
+                "cannot create log directory {}: {e}",
+                logs.display()
+            ))
         })?;
         let mut procs = Vec::new();
         for (process, p) in &spec.processes {
@@ -173,7 +189,13 @@ impl ReleaseRun {
                 } else {
                     None
                 };
-                let rs = run_spec(layout, key, &release, &spec, process, p, &instance, port);
+                let cx = Context {
+                    layout,
+                    key,
+                    release: &release,
+                    spec: &spec,
+                };
+                let rs = run_spec(&cx, process, p, &instance, port);
                 let sup = Supervised::start(rs);
                 let address = port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_default();
                 let row = store
@@ -207,12 +229,7 @@ impl ReleaseRun {
                 });
             }
         }
-        Ok(Arc::new(ReleaseRun {
-            key: key.clone(),
-            release,
-            spec,
-            procs,
-        }))
+        Ok(Arc::new(ReleaseRun { release, procs }))
     }
 
     /// Waits until every instance is ready (healthy, or running when it has no probe).

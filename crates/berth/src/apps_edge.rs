@@ -63,7 +63,13 @@ impl EdgePublisher {
 
 impl Publisher for EdgePublisher {
     fn check(&self, key: &AppKey, route: &AppRoute) -> Option<String> {
-        let apps = self.0.routes.apps.lock().map(|a| a.clone()).unwrap_or_default();
+        let apps = self
+            .0
+            .routes
+            .apps
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
         let file = self.0.routes.file.lock().ok()?.clone();
         host_conflict(&file, &apps, key, route)
     }

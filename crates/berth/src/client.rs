@@ -123,7 +123,9 @@ impl Client {
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<serde_json::Value> {
         let payload = Bytes::from(body.map(|b| b.to_string()).unwrap_or_default());
-        let resp = self.send(method, path, "application/json", &[], payload).await?;
+        let resp = self
+            .send(method, path, "application/json", &[], payload)
+            .await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         answer(status, &bytes)
@@ -137,7 +139,9 @@ impl Client {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> anyhow::Result<serde_json::Value> {
-        let resp = self.send(Method::POST, path, content_type, headers, body).await?;
+        let resp = self
+            .send(Method::POST, path, content_type, headers, body)
+            .await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         answer(status, &bytes)
@@ -146,7 +150,9 @@ impl Client {
     /// A GET whose answer is streamed: `each` gets the body's chunks as they arrive (logs
     /// followed for as long as the caller keeps reading).
     pub async fn stream(&self, path: &str, mut each: impl FnMut(&[u8])) -> anyhow::Result<()> {
-        let resp = self.send(Method::GET, path, "application/json", &[], Bytes::new()).await?;
+        let resp = self
+            .send(Method::GET, path, "application/json", &[], Bytes::new())
+            .await?;
         let status = resp.status();
         let mut body = resp.into_body();
         if !status.is_success() {

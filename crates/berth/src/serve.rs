@@ -215,7 +215,9 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
             interrupted_deployments = r.interrupted_deployments,
             "apps restored"
         ),
-        Err(e) => tracing::error!(error = %e, "could not restore apps; they start with the next deploy"),
+        Err(e) => {
+            tracing::error!(error = %e, "could not restore apps; they start with the next deploy")
+        }
     }
     let audit_store = state.store.clone();
     tokio::spawn(state::audit_retention(

@@ -30,11 +30,31 @@ pub const SOURCE_HEADER: &str = "x-berth-source";
 pub const COMMIT_HEADER: &str = "x-berth-git-commit";
 
 const LOG_QUERY: &[QueryParam] = &[
-    QueryParam { name: "process", kind: "string", description: "only this process type (`web`)" },
-    QueryParam { name: "release", kind: "string", description: "only this release id" },
-    QueryParam { name: "since", kind: "string", description: "a duration back from now (`10m`) or an RFC 3339 time" },
-    QueryParam { name: "tail", kind: "integer", description: "at most this many of the newest lines (default 200)" },
-    QueryParam { name: "follow", kind: "string", description: "`true`: keep the response open and stream new lines" },
+    QueryParam {
+        name: "process",
+        kind: "string",
+        description: "only this process type (`web`)",
+    },
+    QueryParam {
+        name: "release",
+        kind: "string",
+        description: "only this release id",
+    },
+    QueryParam {
+        name: "since",
+        kind: "string",
+        description: "a duration back from now (`10m`) or an RFC 3339 time",
+    },
+    QueryParam {
+        name: "tail",
+        kind: "integer",
+        description: "at most this many of the newest lines (default 200)",
+    },
+    QueryParam {
+        name: "follow",
+        kind: "string",
+        description: "`true`: keep the response open and stream new lines",
+    },
 ];
 
 pub(super) fn endpoints() -> Vec<Endpoint> {
@@ -48,9 +68,21 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             token_only: false,
             mutating: true,
             query: &[],
-            body: Some(|| json!({ "type": "string", "format": "binary", "description": "application/gzip tarball" })),
-            success: (StatusCode::CREATED, "what the deploy did", Some(report_schema)),
-            errors: &[StatusCode::BAD_REQUEST, StatusCode::CONFLICT, StatusCode::PAYLOAD_TOO_LARGE, StatusCode::UNPROCESSABLE_ENTITY, StatusCode::SERVICE_UNAVAILABLE],
+            body: Some(
+                || json!({ "type": "string", "format": "binary", "description": "application/gzip tarball" }),
+            ),
+            success: (
+                StatusCode::CREATED,
+                "what the deploy did",
+                Some(report_schema),
+            ),
+            errors: &[
+                StatusCode::BAD_REQUEST,
+                StatusCode::CONFLICT,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ],
             handler: |m| on(m, deploy),
         },
         Endpoint {
@@ -61,7 +93,11 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             access: "viewer@{env}",
             token_only: false,
             mutating: false,
-            query: &[QueryParam { name: "limit", kind: "integer", description: "at most this many (default 20)" }],
+            query: &[QueryParam {
+                name: "limit",
+                kind: "integer",
+                description: "at most this many (default 20)",
+            }],
             body: None,
             success: (StatusCode::OK, "the deployments", Some(object_schema)),
             errors: &[StatusCode::BAD_REQUEST],
@@ -78,7 +114,11 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             query: &[],
             body: None,
             success: (StatusCode::OK, "the instances", Some(object_schema)),
-            errors: &[StatusCode::BAD_REQUEST, StatusCode::NOT_FOUND, StatusCode::SERVICE_UNAVAILABLE],
+            errors: &[
+                StatusCode::BAD_REQUEST,
+                StatusCode::NOT_FOUND,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ],
             handler: |m| on(m, ps),
         },
         Endpoint {
@@ -132,12 +172,13 @@ fn report_schema() -> Value {
     })
 }
 
-fn app_path(
-    path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<AppKey, ApiError> {
+fn app_path(path: Result<Path<(String, String)>, PathRejection>) -> Result<AppKey, ApiError> {
     let Path((env, name)) = path.map_err(|e| ApiError::bad_request("path", e.body_text()))?;
     if env == berth_store::ALL_ENVIRONMENTS {
-        return Err(ApiError::bad_request("env", "name one environment; `*` is only for grants"));
+        return Err(ApiError::bad_request(
+            "env",
+            "name one environment; `*` is only for grants",
+        ));
     }
     Ok(AppKey::new(env, name))
 }
@@ -153,11 +194,26 @@ fn deployer(ctx: &Ctx) -> Result<Arc<Deployer>, ApiError> {
 impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> Self {
         match e {
-            DeployError::BadInput(m) => ApiError::Deploy { status: StatusCode::BAD_REQUEST, code: "invalid_release", message: m },
+            DeployError::BadInput(m) => ApiError::Deploy {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_release",
+                message: m,
+            },
             DeployError::NotFound(m) => ApiError::NotFound(m),
-            DeployError::Conflict(m) => ApiError::Conflict { code: "conflict", message: m },
-            DeployError::Build(m) => ApiError::Deploy { status: StatusCode::UNPROCESSABLE_ENTITY, code: "build_failed", message: m },
-            DeployError::Unhealthy(m) => ApiError::Deploy { status: StatusCode::UNPROCESSABLE_ENTITY, code: "unhealthy", message: m },
+            DeployError::Conflict(m) => ApiError::Conflict {
+                code: "conflict",
+                message: m,
+            },
+            DeployError::Build(m) => ApiError::Deploy {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "build_failed",
+                message: m,
+            },
+            DeployError::Unhealthy(m) => ApiError::Deploy {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "unhealthy",
+                message: m,
+            },
             DeployError::Store(s) => s.into(),
             DeployError::Internal(m) => ApiError::Internal(m),
         }
@@ -174,24 +230,34 @@ async fn receive(dir: PathBuf, body: Body) -> Result<tempfile::TempPath, ApiErro
         .prefix("upload-")
         .suffix(".tar.gz")
         .tempfile_in(&dir)
-        .map_err(|e| ApiError::Internal(format!("creating an upload file in {}: {e}", dir.display())))?;
+        .map_err(|e| {
+            ApiError::Internal(format!("creating an upload file in {}: {e}", dir.display()))
+        })?;
     let (std_file, path) = file.into_parts();
     let mut out = tokio::fs::File::from_std(std_file);
     let mut stream = body.into_data_stream();
     let mut total: u64 = 0;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("body", format!("upload interrupted: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request("body", format!("upload interrupted: {e}")))?;
         total += chunk.len() as u64;
         if total > MAX_UPLOAD_BYTES {
-            return Err(ApiError::TooLarge { limit: MAX_UPLOAD_BYTES as usize });
+            return Err(ApiError::TooLarge {
+                limit: MAX_UPLOAD_BYTES as usize,
+            });
         }
         out.write_all(&chunk)
             .await
             .map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))?;
     }
-    out.flush().await.map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))?;
+    out.flush()
+        .await
+        .map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))?;
     if total == 0 {
-        return Err(ApiError::bad_request("body", "empty upload: send the release as a .tar.gz body (berth deploy DIR does this)"));
+        return Err(ApiError::bad_request(
+            "body",
+            "empty upload: send the release as a .tar.gz body (berth deploy DIR does this)",
+        ));
     }
     Ok(path)
 }
@@ -222,7 +288,10 @@ async fn deploy(
             .deploy(DeployRequest {
                 key,
                 archive: upload.to_path_buf(),
-                origin: berth_release::Origin { source: format!("upload:{source}"), git_commit },
+                origin: berth_release::Origin {
+                    source: format!("upload:{source}"),
+                    git_commit,
+                },
                 actor,
             })
             .await?;
@@ -233,7 +302,10 @@ async fn deploy(
     .await
 }
 
-async fn ps(ctx: Ctx, path: Result<Path<(String, String)>, PathRejection>) -> Result<Response, ApiError> {
+async fn ps(
+    ctx: Ctx,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
     let key = app_path(path)?;
     ctx.allow(&Need::on(Role::Viewer, &key.env))?;
     let status = deployer(&ctx)?.ps(&key).await?;
@@ -241,7 +313,10 @@ async fn ps(ctx: Ctx, path: Result<Path<(String, String)>, PathRejection>) -> Re
     Ok(json(StatusCode::OK, value))
 }
 
-async fn list_releases(ctx: Ctx, path: Result<Path<(String, String)>, PathRejection>) -> Result<Response, ApiError> {
+async fn list_releases(
+    ctx: Ctx,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
     let key = app_path(path)?;
     ctx.allow(&Need::on(Role::Viewer, &key.env))?;
     let list = ctx.store().list_releases(&key.env, &key.app).await?;
@@ -264,7 +339,11 @@ async fn list_releases(ctx: Ctx, path: Result<Path<(String, String)>, PathReject
     Ok(json(StatusCode::OK, json!({ "releases": releases })))
 }
 
-async fn list_deploys(ctx: Ctx, path: Result<Path<(String, String)>, PathRejection>, uri: Uri) -> Result<Response, ApiError> {
+async fn list_deploys(
+    ctx: Ctx,
+    path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let key = app_path(path)?;
     ctx.allow(&Need::on(Role::Viewer, &key.env))?;
     let mut limit = 20u32;
@@ -274,10 +353,15 @@ async fn list_deploys(ctx: Ctx, path: Result<Path<(String, String)>, PathRejecti
                 .parse()
                 .ok()
                 .filter(|n| (1..=1000).contains(n))
-                .ok_or_else(|| ApiError::bad_request("limit", "expected a whole number from 1 to 1000"))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request("limit", "expected a whole number from 1 to 1000")
+                })?;
         }
     }
-    let list = ctx.store().list_deployments(&key.env, &key.app, limit).await?;
+    let list = ctx
+        .store()
+        .list_deployments(&key.env, &key.app, limit)
+        .await?;
     let value = serde_json::to_value(&list).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(json(StatusCode::OK, json!({ "deployments": value })))
 }
@@ -288,12 +372,21 @@ fn parse_since(value: &str) -> Result<SystemTime, ApiError> {
         return Ok(t);
     }
     let d: Duration = humantime::parse_duration(value).map_err(|_| {
-        ApiError::bad_request("since", "expected a duration such as 10m or 2h, or an RFC 3339 time")
+        ApiError::bad_request(
+            "since",
+            "expected a duration such as 10m or 2h, or an RFC 3339 time",
+        )
     })?;
-    Ok(SystemTime::now().checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH))
+    Ok(SystemTime::now()
+        .checked_sub(d)
+        .unwrap_or(SystemTime::UNIX_EPOCH))
 }
 
-async fn logs(ctx: Ctx, path: Result<Path<(String, String)>, PathRejection>, uri: Uri) -> Result<Response, ApiError> {
+async fn logs(
+    ctx: Ctx,
+    path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
     let key = app_path(path)?;
     ctx.allow(&Need::on(Role::Viewer, &key.env))?;
     let deployer = deployer(&ctx)?;
@@ -305,7 +398,11 @@ async fn logs(ctx: Ctx, path: Result<Path<(String, String)>, PathRejection>, uri
             "release" => q.release = Some(value),
             "since" => q.since = Some(parse_since(&value)?),
             "tail" => {
-                q.tail = Some(value.parse().map_err(|_| ApiError::bad_request("tail", "expected a whole number"))?)
+                q.tail = Some(
+                    value
+                        .parse()
+                        .map_err(|_| ApiError::bad_request("tail", "expected a whole number"))?,
+                )
             }
             "follow" => {
                 follow = match value.as_str() {
@@ -338,9 +435,10 @@ async fn logs(ctx: Ctx, path: Result<Path<(String, String)>, PathRejection>, uri
         Ok::<_, std::convert::Infallible>(line)
     });
     let mut response = Response::new(Body::from_stream(stream));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     Ok(response)
 }
 

@@ -69,7 +69,11 @@ fn encode(s: &str) -> String {
 }
 
 fn app_path(a: &AppArgs, tail: &str) -> String {
-    format!("/api/v1/envs/{}/apps/{}/{tail}", encode(&a.env), encode(&a.app))
+    format!(
+        "/api/v1/envs/{}/apps/{}/{tail}",
+        encode(&a.env),
+        encode(&a.app)
+    )
 }
 
 /// The spec's app name, checked locally so a broken spec never leaves the machine.
@@ -82,9 +86,8 @@ fn local_spec_name(text: &str, shown_as: &Path) -> anyhow::Result<String> {
 
 /// Packs (or reads) the release, returning the app name, the archive bytes and the commit.
 fn prepare(path: &Path) -> anyhow::Result<(String, Vec<u8>, Option<String>)> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        fail(exit::BAD_INPUT, format!("{}: {e}", path.display()))
-    })?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| fail(exit::BAD_INPUT, format!("{}: {e}", path.display())))?;
     if meta.is_dir() {
         let spec_path = path.join(APP_SPEC_FILE);
         let text = std::fs::read_to_string(&spec_path).map_err(|e| {
@@ -98,8 +101,12 @@ fn prepare(path: &Path) -> anyhow::Result<(String, Vec<u8>, Option<String>)> {
         })?;
         let name = local_spec_name(&text, &spec_path)?;
         let mut archive = Vec::new();
-        berth_release::pack_dir(path, &mut archive)
-            .map_err(|e| fail(exit::BAD_INPUT, format!("cannot pack {}: {e}", path.display())))?;
+        berth_release::pack_dir(path, &mut archive).map_err(|e| {
+            fail(
+                exit::BAD_INPUT,
+                format!("cannot pack {}: {e}", path.display()),
+            )
+        })?;
         let commit = berth_release::git::head_commit(path);
         return Ok((name, archive, commit));
     }
@@ -112,7 +119,10 @@ fn prepare(path: &Path) -> anyhow::Result<(String, Vec<u8>, Option<String>)> {
     if meta.len() > MAX_UPLOAD_BYTES {
         return Err(fail(
             exit::BAD_INPUT,
-            format!("{}: larger than the {MAX_UPLOAD_BYTES}-byte upload limit", path.display()),
+            format!(
+                "{}: larger than the {MAX_UPLOAD_BYTES}-byte upload limit",
+                path.display()
+            ),
         ));
     }
     let text = berth_release::read_root_file(path, APP_SPEC_FILE, MAX_SPEC_BYTES)
@@ -120,14 +130,22 @@ fn prepare(path: &Path) -> anyhow::Result<(String, Vec<u8>, Option<String>)> {
         .ok_or_else(|| {
             fail(
                 exit::BAD_INPUT,
-                format!("{}: no {APP_SPEC_FILE} at the archive's root", path.display()),
+                format!(
+                    "{}: no {APP_SPEC_FILE} at the archive's root",
+                    path.display()
+                ),
             )
         })?;
-    let text = String::from_utf8(text)
-        .map_err(|_| fail(exit::BAD_INPUT, format!("{APP_SPEC_FILE} in the archive is not UTF-8")))?;
+    let text = String::from_utf8(text).map_err(|_| {
+        fail(
+            exit::BAD_INPUT,
+            format!("{APP_SPEC_FILE} in the archive is not UTF-8"),
+        )
+    })?;
     let shown = PathBuf::from(format!("{}:{APP_SPEC_FILE}", path.display()));
     let name = local_spec_name(&text, &shown)?;
-    let archive = std::fs::read(path).map_err(|e| fail(exit::FAILED, format!("{}: {e}", path.display())))?;
+    let archive =
+        std::fs::read(path).map_err(|e| fail(exit::FAILED, format!("{}: {e}", path.display())))?;
     Ok((name, archive, None))
 }
 
@@ -149,18 +167,34 @@ pub async fn deploy(c: &Client, args: &DeployArgs, json: bool) -> anyhow::Result
     if let Some(c) = commit {
         headers.push(("x-berth-git-commit", c));
     }
-    let target = AppArgs { app: app.clone(), env: args.env.clone() };
+    let target = AppArgs {
+        app: app.clone(),
+        env: args.env.clone(),
+    };
     let report = c
-        .upload(&app_path(&target, "deploys"), "application/gzip", &headers, Bytes::from(archive))
+        .upload(
+            &app_path(&target, "deploys"),
+            "application/gzip",
+            &headers,
+            Bytes::from(archive),
+        )
         .await?;
     print(json, &report, |r| {
         for s in list(r, "steps") {
             println!("  {}", s.as_str().unwrap_or_default());
         }
         if r["unchanged"].as_bool() == Some(true) {
-            println!("{app} is already running release {} in {}", field(r, "release"), args.env);
+            println!(
+                "{app} is already running release {} in {}",
+                field(r, "release"),
+                args.env
+            );
         } else {
-            println!("deployed {app} release {} to {}", field(r, "release"), args.env);
+            println!(
+                "deployed {app} release {} to {}",
+                field(r, "release"),
+                args.env
+            );
         }
         print_instances(list(r, "instances"));
     });
@@ -173,8 +207,8 @@ fn print_instances(instances: Vec<&serde_json::Value>) {
         return;
     }
     println!(
-        "{:<14} {:<12} {:<10} {:>7} {:>6} {:>8} {:>8}  {}",
-        "INSTANCE", "RELEASE", "STATE", "PID", "PORT", "RESTARTS", "UPTIME", "NOTE"
+        "{:<14} {:<12} {:<10} {:>7} {:>6} {:>8} {:>8}  NOTE",
+        "INSTANCE", "RELEASE", "STATE", "PID", "PORT", "RESTARTS", "UPTIME"
     );
     for i in instances {
         let uptime = i["uptime_s"]
@@ -206,8 +240,17 @@ fn print_instances(instances: Vec<&serde_json::Value>) {
 pub async fn ps(c: &Client, a: &AppArgs, json: bool) -> anyhow::Result<()> {
     let v = c.call(Method::GET, &app_path(a, "ps"), None).await?;
     print(json, &v, |v| {
-        let deploying = if v["deploying"].as_bool() == Some(true) { " (deploy in progress)" } else { "" };
-        println!("{} in {}: release {}{deploying}", a.app, a.env, field(v, "release"));
+        let deploying = if v["deploying"].as_bool() == Some(true) {
+            " (deploy in progress)"
+        } else {
+            ""
+        };
+        println!(
+            "{} in {}: release {}{deploying}",
+            a.app,
+            a.env,
+            field(v, "release")
+        );
         print_instances(list(v, "instances"));
     });
     Ok(())
@@ -216,7 +259,7 @@ pub async fn ps(c: &Client, a: &AppArgs, json: bool) -> anyhow::Result<()> {
 pub async fn releases(c: &Client, a: &AppArgs, json: bool) -> anyhow::Result<()> {
     let v = c.call(Method::GET, &app_path(a, "releases"), None).await?;
     print(json, &v, |v| {
-        println!("{:<2}{:<16} {:<24} {:<10} {}", "", "RELEASE", "CREATED", "BY", "SOURCE");
+        println!("  {:<16} {:<24} {:<10} SOURCE", "RELEASE", "CREATED", "BY");
         for r in list(v, "releases") {
             let created = r["created"]
                 .as_u64()
@@ -227,8 +270,18 @@ pub async fn releases(c: &Client, a: &AppArgs, json: bool) -> anyhow::Result<()>
                     .to_string()
                 })
                 .unwrap_or_default();
-            let mark = if r["active"].as_bool() == Some(true) { "* " } else { "  " };
-            println!("{mark}{:<16} {:<24} {:<10} {}", field(r, "release"), created, field(r, "created_by"), field(r, "source"));
+            let mark = if r["active"].as_bool() == Some(true) {
+                "* "
+            } else {
+                "  "
+            };
+            println!(
+                "{mark}{:<16} {:<24} {:<10} {}",
+                field(r, "release"),
+                created,
+                field(r, "created_by"),
+                field(r, "source")
+            );
         }
     });
     Ok(())
@@ -249,7 +302,12 @@ pub async fn deploys(c: &Client, a: &AppArgs, json: bool) -> anyhow::Result<()> 
                 field(d, "detail"),
             );
             for s in list(d, "steps") {
-                println!("    {:<16} {:<8} {}", field(s, "step"), field(s, "decision"), field(s, "reason"));
+                println!(
+                    "    {:<16} {:<8} {}",
+                    field(s, "step"),
+                    field(s, "decision"),
+                    field(s, "reason")
+                );
             }
         }
     });

@@ -11,16 +11,26 @@ use crate::support::{Berth, app_dir, spec, start, web_app};
 fn release_files(b: &Berth, app: &str) -> Vec<String> {
     let dir = b.data_dir.join("apps").join(app).join("releases");
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.retain(|n| !n.ends_with(".build.log"));
     names.sort();
     names
 }
 
-async fn running(b: &Berth) -> (Vec<String>, serde_json::Value) {
+/// What must not change: the release files, the serving release, its processes.
+async fn running(b: &Berth) -> (Vec<String>, serde_json::Value, Vec<i64>) {
     assert_eq!(b.get("shop.test", "/version").await, (200, "v1".into()));
-    (release_files(b, "shop"), b.ps("shop"))
+    let ps = b.ps("shop");
+    (
+        release_files(b, "shop"),
+        ps["release"].clone(),
+        crate::support::pids(&ps),
+    )
 }
 
 #[tokio::test]
@@ -33,10 +43,26 @@ async fn a_spec_with_an_unknown_key_is_refused_before_upload() {
     )]);
     let out = b.deploy(app.path());
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("berth.toml:5"), "names the line: {}", out.stderr);
-    assert!(out.stderr.contains("processes.web.comand"), "names the field: {}", out.stderr);
-    assert!(out.stderr.contains("command"), "hints the right key: {}", out.stderr);
-    assert!(out.stderr.contains("nothing was deployed"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("berth.toml:5"),
+        "names the line: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("processes.web.comand"),
+        "names the field: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("command"),
+        "hints the right key: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("nothing was deployed"),
+        "{}",
+        out.stderr
+    );
     // The server never heard of it.
     assert_eq!(b.cli(&["ps", "shop"]).code, 4);
     assert!(release_files(&b, "shop").is_empty());
@@ -47,7 +73,7 @@ async fn failures_leave_the_running_release_alone() {
     let keep = tempfile::tempdir().unwrap();
     let b = start(&keep).await;
     b.deploy(web_app("shop", "v1", 1).path()).ok();
-    let (files, ps) = running(&b).await;
+    let before = running(&b).await;
 
     // A build that fails: its output comes back, no release is kept.
     let app = web_app("shop", "v2", 1);
@@ -59,25 +85,40 @@ async fn failures_leave_the_running_release_alone() {
     .unwrap();
     let out = b.deploy(app.path());
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("exited with status 4"), "{}", out.stderr);
-    assert!(out.stderr.contains("error: missing module foo"), "{}", out.stderr);
-    assert_eq!(running(&b).await, (files.clone(), ps.clone()));
+    assert!(
+        out.stderr.contains("exited with status 4"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("error: missing module foo"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(running(&b).await, before);
 
     // A command that does not exist.
     let app = app_dir(&[
         (
             "berth.toml",
-            &spec("shop", "[processes.web]\ncommand = \"gunicorn-not-installed --bind 127.0.0.1:$PORT app:app\"\n"),
+            &spec(
+                "shop",
+                "[processes.web]\ncommand = \"gunicorn-not-installed --bind 127.0.0.1:$PORT app:app\"\n",
+            ),
         ),
         ("v3", ""),
     ]);
     let out = b.deploy(app.path());
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("not found"), "{}", out.stderr);
-    assert!(out.stderr.contains("release r-") && out.stderr.contains("keeps serving"), "{}", out.stderr);
-    let (_, ps_now) = running(&b).await;
-    assert_eq!(ps_now["release"], ps["release"]);
-    assert_eq!(crate::support::pids(&ps_now), crate::support::pids(&ps));
+    assert!(
+        out.stderr.contains("release r-") && out.stderr.contains("keeps serving"),
+        "{}",
+        out.stderr
+    );
+    // The failed release stays on record (it was built fine), nothing else changed.
+    let now = running(&b).await;
+    assert_eq!((&now.1, &now.2), (&before.1, &before.2));
 
     // A port already taken: this app ignores $PORT and binds one that is in use.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -89,7 +130,7 @@ async fn failures_leave_the_running_release_alone() {
                 "shop",
                 &format!(
                     "[processes.web]\ncommand = \"exec python3 -m http.server {port} --bind 127.0.0.1\"\n\
-                     [processes.web.health]\ninterval = \"200ms\"\nstart_timeout = \"3s\"\n"
+                     [processes.web.health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\nstart_timeout = \"3s\"\n"
                 ),
             )
             .replace("timeout = \"30s\"", "timeout = \"6s\""),
@@ -98,8 +139,13 @@ async fn failures_leave_the_running_release_alone() {
     ]);
     let out = b.deploy(app.path());
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("Address already in use"), "{}", out.stderr);
-    assert_eq!(running(&b).await.1["release"], ps["release"]);
+    assert!(
+        out.stderr.contains("Address already in use"),
+        "{}",
+        out.stderr
+    );
+    let now = running(&b).await;
+    assert_eq!((&now.1, &now.2), (&before.1, &before.2));
     drop(taken);
 }
 
@@ -120,7 +166,11 @@ with tarfile.open("{out}", "w:gz") as t:
 "#,
         out = out.display()
     );
-    let st = Command::new("python3").arg("-c").arg(script).status().unwrap();
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .status()
+        .unwrap();
     assert!(st.success());
     out
 }

@@ -18,7 +18,11 @@ async fn deploy_serves_records_and_replaces_the_release() {
     let v1 = web_app("shop", "v1", 2);
     let out = b.deploy(v1.path());
     out.ok();
-    assert!(out.stdout.contains("deployed shop release r-"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("deployed shop release r-"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("all instances ready"), "{}", out.stdout);
     assert_eq!(version(&b, "shop").await, (200, "v1".into()));
 
@@ -29,7 +33,10 @@ async fn deploy_serves_records_and_replaces_the_release() {
     for i in instances {
         assert_eq!(i["phase"], "healthy", "{i}");
         assert_eq!(i["release"], r1.as_str());
-        assert!(i["port"].as_u64().is_some() && i["pid"].as_i64().is_some(), "{i}");
+        assert!(
+            i["port"].as_u64().is_some() && i["pid"].as_i64().is_some(),
+            "{i}"
+        );
     }
     let old_pids = pids(&ps);
 
@@ -65,14 +72,20 @@ async fn deploy_serves_records_and_replaces_the_release() {
     out.ok();
     assert!(out.stdout.contains("drained"), "{}", out.stdout);
     let seen = hammer.await.unwrap();
-    let bad: Vec<_> = seen.iter().filter(|(s, body)| *s != 200 || (body != "v1" && body != "v2")).collect();
+    let bad: Vec<_> = seen
+        .iter()
+        .filter(|(s, body)| *s != 200 || (body != "v1" && body != "v2"))
+        .collect();
     assert!(bad.is_empty(), "failed requests during the deploy: {bad:?}");
     assert_eq!(version(&b, "shop").await, (200, "v2".into()));
 
     // The old instances are gone; the new ones serve.
     let ps = b.ps("shop");
     assert_ne!(ps["release"].as_str().unwrap(), r1);
-    assert!(old_pids.iter().all(|p| !crate::support::alive(*p)), "old instances still running");
+    assert!(
+        old_pids.iter().all(|p| !crate::support::alive(*p)),
+        "old instances still running"
+    );
 
     // History: two releases (the new one active), two deployments with their steps.
     let rel = b.cli(&["releases", "shop", "--json"]).ok().json();
@@ -80,19 +93,49 @@ async fn deploy_serves_records_and_replaces_the_release() {
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["active"], true);
     assert_eq!(list[1]["release"], r1.as_str());
-    assert!(list[0]["source"].as_str().unwrap().starts_with("upload:"), "{}", list[0]);
+    assert!(
+        list[0]["source"].as_str().unwrap().starts_with("upload:"),
+        "{}",
+        list[0]
+    );
     let deps = b.cli(&["deploys", "shop", "--json"]).ok().json();
     let deps = deps["deployments"].as_array().unwrap();
     assert_eq!(deps.len(), 2);
     assert_eq!(deps[0]["state"], "succeeded");
     assert_eq!(deps[0]["previous_release"], r1.as_str());
-    let steps: Vec<&str> = deps[0]["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
-    assert_eq!(steps, ["start_instances", "health_gate", "switch", "drain", "stop_old"]);
+    let steps: Vec<&str> = deps[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "start_instances",
+            "health_gate",
+            "switch",
+            "drain",
+            "stop_old"
+        ]
+    );
 
     // The audit log has the deploy with its actor.
     let audit = b.cli(&["audit", "list", "--json"]).ok().json();
-    let actions: Vec<&str> = audit.as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
-    for a in ["release.create", "deploy.start", "release.activate", "deploy.finish"] {
+    let entries = audit
+        .as_array()
+        .or_else(|| audit["entries"].as_array())
+        .expect("audit entries");
+    let actions: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for a in [
+        "release.create",
+        "deploy.start",
+        "release.activate",
+        "deploy.finish",
+    ] {
         assert!(actions.contains(&a), "{a} missing from {actions:?}");
     }
 }
@@ -117,7 +160,11 @@ async fn a_release_that_never_gets_healthy_is_stopped_and_the_old_one_keeps_serv
     .unwrap();
     let out = b.deploy(v2.path());
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("did not become ready"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("did not become ready"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("keeps serving"), "{}", out.stderr);
     assert_eq!(b.get("shop.test", "/version").await, (200, "v1".into()));
     // Only v1's instance runs, the same process as before.
@@ -139,8 +186,14 @@ async fn permissions_and_logs() {
     let b = start(&keep).await;
     let app = web_app("blog", "v1", 1);
     // A viewer of production may look but not deploy.
-    b.cli(&["users", "add", "vera", "--grant", "viewer@production"]).ok();
-    let vera = b.cli(&["tokens", "create", "--user", "vera", "--label", "t", "--json"]).ok().json();
+    b.cli(&["users", "add", "vera", "--grant", "viewer@production"])
+        .ok();
+    let vera = b
+        .cli(&[
+            "tokens", "create", "--user", "vera", "--label", "t", "--json",
+        ])
+        .ok()
+        .json();
     let vera = vera["token"].as_str().unwrap().to_owned();
     let denied = b.cli_as(&vera, &["deploy", &app.path().to_string_lossy()]);
     assert_eq!(denied.code, 3, "{denied:?}");
@@ -149,8 +202,15 @@ async fn permissions_and_logs() {
     // http.server logs each request on stderr; berth keeps them with a timestamp.
     assert_eq!(b.get("blog.test", "/version").await.0, 200);
     let found = eventually(Duration::from_secs(10), || async {
-        let out = b.cli_as(&vera, &["logs", "blog", "--process", "web", "--since", "5m"]);
-        out.code == 0 && out.stdout.lines().any(|l| l.contains("web-1 stderr") && l.contains("GET /version"))
+        let out = b.cli_as(
+            &vera,
+            &["logs", "blog", "--process", "web", "--since", "5m"],
+        );
+        out.code == 0
+            && out
+                .stdout
+                .lines()
+                .any(|l| l.contains("web-1 stderr") && l.contains("GET /version"))
     })
     .await;
     assert!(found, "{:?}", b.cli(&["logs", "blog"]));

@@ -29,17 +29,31 @@ async fn the_python_example_runs_under_gunicorn_and_redeploys_without_dropping_a
     let b = start(&keep).await;
     let out = b.deploy(&example());
     out.ok();
-    assert!(out.stdout.contains("built in"), "the build ran: {}", out.stdout);
+    assert!(
+        out.stdout.contains("built in"),
+        "the build ran: {}",
+        out.stdout
+    );
     let host = "hello-py.localhost";
     assert_eq!(b.get(host, "/").await.1.trim(), "hello from berth");
     let ps = b.ps("hello-py");
     let r1 = ps["release"].as_str().unwrap().to_owned();
     assert_eq!(b.get(host, "/version").await.1.trim(), r1);
-    let names: Vec<&str> = ps["instances"].as_array().unwrap().iter().map(|i| i["instance"].as_str().unwrap()).collect();
-    assert!(names.contains(&"web-1") && names.contains(&"worker-1"), "{names:?}");
+    let names: Vec<&str> = ps["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"web-1") && names.contains(&"worker-1"),
+        "{names:?}"
+    );
     // The worker's heartbeat reaches its log.
     let beat = eventually(Duration::from_secs(15), || async {
-        b.cli(&["logs", "hello-py", "--process", "worker"]).stdout.contains("worker-1 stdout")
+        b.cli(&["logs", "hello-py", "--process", "worker"])
+            .stdout
+            .contains("worker-1 stdout")
     })
     .await;
     assert!(beat, "{:?}", b.cli(&["logs", "hello-py"]));
@@ -61,11 +75,17 @@ async fn the_python_example_runs_under_gunicorn_and_redeploys_without_dropping_a
     write_files(v2.path(), &[("NOTE", "release two\n")]);
     let out = b.deploy(v2.path());
     out.ok();
-    assert_eq!(slow.await.unwrap().expect("the slow request completed"), 200);
+    assert_eq!(
+        slow.await.unwrap().expect("the slow request completed"),
+        200
+    );
     let r2 = b.ps("hello-py")["release"].as_str().unwrap().to_owned();
     assert_ne!(r2, r1);
     assert_eq!(b.get(host, "/version").await.1.trim(), r2);
     // The build's output is kept beside the release.
-    let log = b.data_dir.join("apps/hello-py/releases").join(format!("{r2}.build.log"));
+    let log = b
+        .data_dir
+        .join("apps/hello-py/releases")
+        .join(format!("{r2}.build.log"));
     assert!(log.is_file(), "{}", log.display());
 }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::support::{PY_WEB, alive, app_dir, descendants, eventually, pids, spec, start, start_in};
+use crate::support::{
+    PY_WEB, alive, app_dir, descendants, eventually, pids, spec, start, start_in,
+};
 
 #[tokio::test]
 async fn after_kill_9_no_instance_survives_and_a_new_berth_brings_the_app_back() {
@@ -17,7 +19,7 @@ async fn after_kill_9_no_instance_survives_and_a_new_berth_brings_the_app_back()
                 "shop",
                 &format!(
                     "[processes.web]\ncommand = \"{PY_WEB}\"\ninstances = 2\n\
-                     [processes.web.health]\ninterval = \"200ms\"\n\n\
+                     [processes.web.health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n\n\
                      [processes.worker]\ncommand = \"sleep 1000 & wait\"\n"
                 ),
             ),
@@ -37,9 +39,15 @@ async fn after_kill_9_no_instance_survives_and_a_new_berth_brings_the_app_back()
     assert!(!grandchildren.is_empty(), "the worker's sleep");
 
     b.process.signal(libc::SIGKILL).unwrap();
-    b.process.wait_exit(Duration::from_secs(10)).await.expect("berth died");
+    b.process
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("berth died");
     // The kernel kills every direct child with berth.
-    let direct_gone = eventually(Duration::from_secs(10), || async { direct.iter().all(|p| !alive(*p)) }).await;
+    let direct_gone = eventually(Duration::from_secs(10), || async {
+        direct.iter().all(|p| !alive(*p))
+    })
+    .await;
     let left: Vec<_> = direct.iter().filter(|p| alive(**p)).collect();
     assert!(direct_gone, "instances outlived berth: {left:?}");
 
@@ -54,10 +62,19 @@ async fn after_kill_9_no_instance_survives_and_a_new_berth_brings_the_app_back()
     assert_eq!(ps["release"], release.as_str());
     let new = pids(&ps);
     assert_eq!(new.len(), 3);
-    assert!(new.iter().all(|p| !direct.contains(p)), "nothing old was adopted");
+    assert!(
+        new.iter().all(|p| !direct.contains(p)),
+        "nothing old was adopted"
+    );
     // What escaped the parent-death signal was found by its marker and killed at start.
-    let swept = eventually(Duration::from_secs(10), || async { grandchildren.iter().all(|p| !alive(*p)) }).await;
-    assert!(swept, "grandchildren of the killed berth survived its successor's start");
+    let swept = eventually(Duration::from_secs(10), || async {
+        grandchildren.iter().all(|p| !alive(*p))
+    })
+    .await;
+    assert!(
+        swept,
+        "grandchildren of the killed berth survived its successor's start"
+    );
     let deps = b2.cli(&["deploys", "shop", "--json"]).ok().json();
     assert_eq!(deps["deployments"][0]["state"], "succeeded");
 }
@@ -66,7 +83,8 @@ async fn after_kill_9_no_instance_survives_and_a_new_berth_brings_the_app_back()
 async fn sigterm_stops_the_apps_with_berth() {
     let keep = tempfile::tempdir().unwrap();
     let mut b = start(&keep).await;
-    b.deploy(crate::support::web_app("shop", "v1", 1).path()).ok();
+    b.deploy(crate::support::web_app("shop", "v1", 1).path())
+        .ok();
     let running = pids(&b.ps("shop"));
     let status = b.process.stop(Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");

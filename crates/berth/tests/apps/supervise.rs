@@ -12,7 +12,7 @@ fn app_with_worker(name: &str, worker: &str, extra: &str) -> tempfile::TempDir {
             &spec(
                 name,
                 &format!(
-                    "[processes.web]\ncommand = \"{PY_WEB}\"\n[processes.web.health]\ninterval = \"200ms\"\n\n\
+                    "[processes.web]\ncommand = \"{PY_WEB}\"\n[processes.web.health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n\n\
                      [processes.worker]\ncommand = \"{worker}\"\nstop_timeout = \"1s\"\n{extra}\n"
                 ),
             ),
@@ -21,7 +21,7 @@ fn app_with_worker(name: &str, worker: &str, extra: &str) -> tempfile::TempDir {
     ])
 }
 
-fn worker<'a>(ps: &'a serde_json::Value) -> &'a serde_json::Value {
+fn worker(ps: &serde_json::Value) -> &serde_json::Value {
     ps["instances"]
         .as_array()
         .unwrap()
@@ -56,15 +56,28 @@ async fn a_crashing_worker_is_restarted_with_backoff_then_marked_crash_looping()
     let w = worker(&ps);
     let error = w["error"].as_str().unwrap_or_default();
     assert!(error.contains("crash loop"), "{w}");
-    assert!(w["last_exit"].as_str().unwrap_or_default().contains('3'), "{w}");
+    assert!(
+        w["last_exit"].as_str().unwrap_or_default().contains('3'),
+        "{w}"
+    );
     // No more restarts once failing; the web instance is unaffected.
     let restarts = w["restarts"].as_u64().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(worker(&b.ps("jobs"))["restarts"].as_u64().unwrap(), restarts);
+    assert_eq!(
+        worker(&b.ps("jobs"))["restarts"].as_u64().unwrap(),
+        restarts
+    );
     assert_eq!(b.get("jobs.test", "/health").await.0, 200);
     // Every run's output is in the log, stderr included.
-    let logs = b.cli(&["logs", "jobs", "--process", "worker"]).ok().stdout.clone();
-    assert!(logs.matches("worker-1 stdout worker up").count() >= 4, "{logs}");
+    let logs = b
+        .cli(&["logs", "jobs", "--process", "worker"])
+        .ok()
+        .stdout
+        .clone();
+    assert!(
+        logs.matches("worker-1 stdout worker up").count() >= 4,
+        "{logs}"
+    );
     assert!(logs.contains("worker-1 stderr dying"), "{logs}");
 }
 

@@ -78,7 +78,11 @@ impl Ran {
 
     #[track_caller]
     pub fn ok(&self) -> &Self {
-        assert_eq!(self.code, 0, "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -98,7 +102,10 @@ impl Berth {
             .args(args)
             .env("BERTH_REMOTE", format!("http://{}", self.admin))
             .env("BERTH_TOKEN", token)
-            .env("BERTH_CREDENTIALS", "/nonexistent/berth-test-credentials.json")
+            .env(
+                "BERTH_CREDENTIALS",
+                "/nonexistent/berth-test-credentials.json",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -191,7 +198,7 @@ pub fn web_app(name: &str, version: &str, instances: u32) -> tempfile::TempDir {
                 name,
                 &format!(
                     "[processes.web]\ncommand = \"{PY_WEB}\"\ninstances = {instances}\n\
-                     stop_timeout = \"5s\"\n[processes.web.health]\ninterval = \"200ms\"\n\
+                     stop_timeout = \"5s\"\n[processes.web.health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n\
                      start_timeout = \"20s\"\n"
                 ),
             ),
@@ -224,7 +231,10 @@ pub fn alive(pid: i64) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().next());
     state != Some("Z")
 }
 
