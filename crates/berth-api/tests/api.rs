@@ -801,6 +801,11 @@ async fn openapi_lists_every_route() {
         "GET /api/v1/envs/{env}/apps",
         "POST /api/v1/envs/{env}/apps",
         "DELETE /api/v1/envs/{env}/apps/{name}",
+        "POST /api/v1/envs/{env}/apps/{name}/deploys",
+        "GET /api/v1/envs/{env}/apps/{name}/deploys",
+        "GET /api/v1/envs/{env}/apps/{name}/ps",
+        "GET /api/v1/envs/{env}/apps/{name}/releases",
+        "GET /api/v1/envs/{env}/apps/{name}/logs",
     ]
     .into_iter()
     .map(String::from)
