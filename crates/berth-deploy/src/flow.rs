@@ -260,7 +260,7 @@ impl Deployer {
         match result {
             Ok(pruned) => {
                 let detail = format!("done in {elapsed:.1}s");
-                self.finish(&req.actor, deployment, "succeeded", &detail)
+                self.finish(&key, &req.actor, deployment, "succeeded", &detail)
                     .await;
                 let instances = slot
                     .active
@@ -283,14 +283,29 @@ impl Deployer {
                 })
             }
             Err(e) => {
-                self.finish(&req.actor, deployment, "failed", &e.to_string())
+                self.finish(&key, &req.actor, deployment, "failed", &e.to_string())
                     .await;
                 Err(e)
             }
         }
     }
 
-    async fn finish(&self, actor: &Actor, deployment: i64, state: &str, detail: &str) {
+    async fn finish(
+        &self,
+        key: &AppKey,
+        actor: &Actor,
+        deployment: i64,
+        state: &'static str,
+        detail: &str,
+    ) {
+        self.metrics
+            .deploys
+            .get_or_create(&crate::metrics::DeployLabels {
+                app: key.app.clone(),
+                env: key.env.clone(),
+                result: state,
+            })
+            .inc();
         let done = async {
             let mut tx = self.store.transaction().await?;
             tx.finish_deployment(actor, deployment, state, detail)
@@ -339,6 +354,7 @@ impl Deployer {
         let run = ReleaseRun::start(
             &self.store,
             &self.layout,
+            &self.metrics,
             key,
             record.clone(),
             spec.clone(),

@@ -19,6 +19,7 @@ mod error;
 mod flow;
 mod layout;
 pub mod logs;
+mod metrics;
 mod restore;
 pub mod routes;
 mod run;
@@ -34,6 +35,7 @@ pub use error::DeployError;
 pub use flow::{DeployReport, DeployRequest};
 pub use layout::Layout;
 pub use logs::LogQuery;
+pub use metrics::AppMetrics;
 pub use routes::AppRoute;
 pub use run::InstanceView;
 
@@ -98,15 +100,22 @@ pub struct Deployer {
     store: Store,
     layout: Layout,
     publisher: Arc<dyn Publisher>,
+    metrics: AppMetrics,
     slots: Mutex<BTreeMap<AppKey, Arc<Slot>>>,
 }
 
 impl Deployer {
-    pub fn new(store: Store, layout: Layout, publisher: Arc<dyn Publisher>) -> Arc<Deployer> {
+    pub fn new(
+        store: Store,
+        layout: Layout,
+        publisher: Arc<dyn Publisher>,
+        metrics: AppMetrics,
+    ) -> Arc<Deployer> {
         Arc::new(Deployer {
             store,
             layout,
             publisher,
+            metrics,
             slots: Mutex::new(BTreeMap::new()),
         })
     }

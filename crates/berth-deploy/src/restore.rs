@@ -75,8 +75,16 @@ impl Deployer {
         let slot = self.slot(key);
         // Held until the app is ready, so a deploy arriving meanwhile is told to wait.
         let guard = slot.lock.clone().lock_owned().await;
-        let run =
-            ReleaseRun::start(&self.store, &self.layout, key, record, spec.clone(), None).await?;
+        let run = ReleaseRun::start(
+            &self.store,
+            &self.layout,
+            &self.metrics,
+            key,
+            record,
+            spec.clone(),
+            None,
+        )
+        .await?;
         if let Ok(mut a) = slot.active.lock() {
             *a = Some(run.clone());
         }

@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::AppKey;
 use crate::error::DeployError;
 use crate::layout::Layout;
+use crate::metrics::{AppMetrics, PhaseLabels, ProcessLabels};
 
 /// An instance's log is rotated at this size.
 pub const LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
@@ -166,6 +167,7 @@ impl ReleaseRun {
     pub async fn start(
         store: &Store,
         layout: &Layout,
+        metrics: &AppMetrics,
         key: &AppKey,
         release: ReleaseRecord,
         spec: AppSpec,
@@ -217,9 +219,18 @@ impl ReleaseRun {
                         None
                     }
                 };
-                if let Some(id) = row {
-                    tokio::spawn(track(store.clone(), id, sup.watch()));
-                }
+                let labels = ProcessLabels {
+                    app: key.app.clone(),
+                    env: key.env.clone(),
+                    process: process.clone(),
+                };
+                tokio::spawn(track(
+                    store.clone(),
+                    row,
+                    sup.watch(),
+                    metrics.clone(),
+                    labels,
+                ));
                 procs.push(Proc {
                     process: process.clone(),
                     instance,
@@ -356,20 +367,79 @@ fn describe(instance: &str, st: &Status, what: &str) -> String {
     msg
 }
 
-/// Mirrors an instance's phase and pid into its store row until it stops.
-async fn track(store: Store, row: i64, mut rx: tokio::sync::watch::Receiver<Status>) {
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Starting => "starting",
+        Phase::Healthy => "healthy",
+        Phase::Unhealthy => "unhealthy",
+        Phase::Running => "running",
+        Phase::Backoff => "backoff",
+        Phase::Failing => "failing",
+        Phase::Stopping => "stopping",
+        Phase::Stopped => "stopped",
+    }
+}
+
+/// Mirrors an instance's phase and pid into its store row and its counts into the metrics,
+/// until it stops.
+async fn track(
+    store: Store,
+    row: Option<i64>,
+    mut rx: tokio::sync::watch::Receiver<Status>,
+    metrics: AppMetrics,
+    labels: ProcessLabels,
+) {
+    let phase_labels = |phase: Phase| PhaseLabels {
+        app: labels.app.clone(),
+        env: labels.env.clone(),
+        process: labels.process.clone(),
+        phase: phase_name(phase),
+    };
     let mut last: Option<(&'static str, Option<i32>)> = None;
+    let mut last_phase: Option<Phase> = None;
+    let mut restarts = 0u32;
     loop {
         let st = rx.borrow_and_update().clone();
+        if st.restarts > restarts {
+            metrics
+                .restarts
+                .get_or_create(&labels)
+                .inc_by(u64::from(st.restarts - restarts));
+            restarts = st.restarts;
+        }
+        if last_phase != Some(st.phase) {
+            if let Some(p) = last_phase {
+                metrics.instances.get_or_create(&phase_labels(p)).dec();
+            }
+            if st.phase != Phase::Stopped {
+                metrics
+                    .instances
+                    .get_or_create(&phase_labels(st.phase))
+                    .inc();
+            }
+            if st.phase == Phase::Failing {
+                metrics.crash_loops.get_or_create(&labels).inc();
+            }
+            last_phase = Some(st.phase);
+        }
         let now = (row_state(st.phase), st.pid);
-        if last != Some(now) {
+        if let Some(row) = row
+            && last != Some(now)
+        {
             let stopped = (st.phase == Phase::Stopped).then(|| exit_code(st.last_exit.as_deref()));
             if let Err(e) = store.update_instance(row, now.0, st.pid, stopped).await {
                 tracing::warn!(error = %e, row, "could not update the instance row");
             }
             last = Some(now);
         }
-        if st.phase == Phase::Stopped || rx.changed().await.is_err() {
+        if st.phase == Phase::Stopped {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            // The instance is gone without a last word: take it out of the phase counts.
+            if let Some(p) = last_phase {
+                metrics.instances.get_or_create(&phase_labels(p)).dec();
+            }
             return;
         }
     }

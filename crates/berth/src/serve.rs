@@ -157,6 +157,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         reloads.clone(),
     );
     let api_metrics = berth_api::register_metrics(&mut registry);
+    let app_metrics = berth_deploy::AppMetrics::register(&mut registry);
     let mut edge = Edge::new(
         &config.edge,
         &mut registry,
@@ -205,6 +206,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         state.store.clone(),
         berth_deploy::Layout { data_dir },
         Arc::new(crate::apps_edge::EdgePublisher(server.clone())),
+        app_metrics,
     );
     // Apps come back before the admin API answers, so a deploy cannot race the restore.
     match deployer.restore().await {

@@ -68,6 +68,37 @@ async fn a_crashing_worker_is_restarted_with_backoff_then_marked_crash_looping()
         restarts
     );
     assert_eq!(b.get("jobs.test", "/health").await.0, 200);
+    // Counted in the metrics too.
+    let metrics = crate::support::client()
+        .get(format!("http://{}/api/v1/metrics", b.admin))
+        .bearer_auth(b.token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
+    };
+    let labels = "{app=\"jobs\",env=\"production\",process=\"worker\"";
+    assert_eq!(
+        sample(&format!("berth_app_crash_loops_total{labels}}}")),
+        1.0
+    );
+    assert_eq!(
+        sample(&format!("berth_app_restarts_total{labels}}}")),
+        restarts as f64
+    );
+    assert_eq!(
+        sample(&format!("berth_app_instances{labels},phase=\"failing\"}}")),
+        1.0
+    );
     // Every run's output is in the log, stderr included.
     let logs = b
         .cli(&["logs", "jobs", "--process", "worker"])
