@@ -108,8 +108,20 @@ pub(crate) fn app_route(spec: &AppSpec, run: &ReleaseRun) -> Option<AppRoute> {
     })
 }
 
-fn release_meta(r: &berth_release::Release, build_s: Option<f64>) -> serde_json::Value {
+/// SHA-256 of the spec as berth understood it (its JSON form): two releases with the same
+/// spec hash run with the same settings, whatever their code.
+fn spec_hash(spec: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(spec.to_string().as_bytes()))
+}
+
+fn release_meta(
+    r: &berth_release::Release,
+    build_s: Option<f64>,
+    spec: &serde_json::Value,
+) -> serde_json::Value {
     json!({
+        "spec_hash": spec_hash(spec),
         "source": r.source,
         "git_commit": r.git_commit,
         "digest": r.digest,
@@ -240,8 +252,8 @@ impl Deployer {
                 &NewRelease {
                     version: release.id.to_string(),
                     artifact: release.path.to_string_lossy().into_owned(),
+                    meta: release_meta(&release, build_s, &spec_json),
                     spec: spec_json,
-                    meta: release_meta(&release, build_s),
                 },
             )
             .await?;

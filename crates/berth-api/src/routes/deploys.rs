@@ -330,6 +330,7 @@ async fn list_releases(
                 "created_by": r.created_by,
                 "source": r.meta.get("source"),
                 "git_commit": r.meta.get("git_commit"),
+                "spec_hash": r.meta.get("spec_hash"),
                 "size_bytes": r.meta.get("size_bytes"),
                 "build_s": r.meta.get("build_s"),
                 "path": r.artifact,
