@@ -7,7 +7,8 @@
 #
 # Counters are zeroed once berth listens, so start-up is not counted. Prints
 # `requests N instructions I per_request P` and leaves the profile in
-# target/callgrind.out for `callgrind_annotate --inclusive=yes target/callgrind.out`.
+# target/callgrind.out for `callgrind_annotate --inclusive=yes target/callgrind.out`, or
+# `bench/by_crate.py target/callgrind.out N` for the split by crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh

@@ -32,6 +32,18 @@ pub(crate) struct Caller {
     pub source: ClientSource,
 }
 
+impl Caller {
+    /// The caller as the audit log records them, with the role that applies to `need`
+    /// (`none` when they hold no role there).
+    fn actor(&self, need: &Need) -> Actor {
+        Actor::new(
+            self.user.name.clone(),
+            effective_role(&self.user, need).map_or("none", |r| r.as_str()),
+            self.source.audit_name(),
+        )
+    }
+}
+
 /// The middleware: lets a request through only with a valid token from an address that is
 /// not throttled, and hands the [`Caller`] to the handler.
 pub(crate) async fn authenticate(
@@ -128,24 +140,23 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ()> {
 /// [`Ctx::mutate`], so the attempt is recorded here, with outcome `rejected: CODE`.
 pub(crate) async fn audit_rejected_input(
     State((shared, action)): State<(Shared, &'static str)>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let caller = req.extensions().get::<Arc<Caller>>().cloned();
-    let target = req.uri().path().to_owned();
+    // Inside the nested router the path has the API prefix stripped; the record names the
+    // path the client sent.
+    let target = format!("{}{}", crate::routes::PREFIX, req.uri().path());
     let audited = Audited::default();
-    let mut req = req;
     req.extensions_mut().insert(audited.clone());
     let response = next.run(req).await;
     let status = response.status();
     let rejected =
         status == http::StatusCode::BAD_REQUEST || status == http::StatusCode::PAYLOAD_TOO_LARGE;
     if let (true, false, Some(caller)) = (rejected, audited.get(), caller) {
-        let actor = Actor::new(
-            caller.user.name.clone(),
-            effective_role(&caller.user, &Need::Token).map_or("none", |r| r.as_str()),
-            caller.source.audit_name(),
-        );
+        // The route's own need is the handler's to know; the strongest role held anywhere
+        // says who this was.
+        let actor = caller.actor(&Need::Token);
         let code = if status == http::StatusCode::BAD_REQUEST {
             "bad_request"
         } else {
@@ -229,16 +240,6 @@ impl Ctx {
         &self.caller.user
     }
 
-    /// The caller as the audit log records them, with the role that applies to `need`
-    /// (`none` when they hold no role there).
-    pub(crate) fn actor(&self, need: &Need) -> Actor {
-        Actor::new(
-            self.caller.user.name.clone(),
-            effective_role(&self.caller.user, need).map_or("none", |r| r.as_str()),
-            self.caller.source.audit_name(),
-        )
-    }
-
     /// Checks that the caller may do something that needs `need`; for reads (nothing is
     /// recorded). Mutating handlers use [`Ctx::mutate`].
     pub(crate) fn allow(&self, need: &Need) -> Result<(), ApiError> {
@@ -268,7 +269,7 @@ impl Ctx {
         F: FnOnce(Actor) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        let actor = self.actor(&need);
+        let actor = self.caller.actor(&need);
         let result = match self.allow(&need) {
             Ok(()) => action(actor.clone()).await,
             Err(e) => Err(e),

@@ -166,6 +166,10 @@ impl From<StoreError> for ApiError {
                 message: e.to_string(),
             },
             StoreError::Invalid { what, reason } => ApiError::bad_request(what, reason),
+            StoreError::LastAdmin { .. } => ApiError::Conflict {
+                code: "last_admin",
+                message: e.to_string(),
+            },
             StoreError::AuditChainBroken(_) => ApiError::Conflict {
                 code: "audit_chain_broken",
                 message: e.to_string(),

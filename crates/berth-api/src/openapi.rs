@@ -13,6 +13,25 @@ pub(crate) fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
+/// `{key: [item, …]}`: the shape of every listing (`routes::listing` answers it).
+pub(crate) fn list_of(key: &str, item: &str) -> Value {
+    json!({
+        "type": "object",
+        "required": [key],
+        "properties": { key: { "type": "array", "items": schema_ref(item) } },
+    })
+}
+
+/// An object whose fields are not documented one by one.
+pub(crate) fn any_object() -> Value {
+    json!({ "type": "object" })
+}
+
+/// The `name` of a user or an app, as the store checks it.
+pub(crate) fn name_property() -> Value {
+    json!({ "type": "string", "description": "1-64 of A-Z a-z 0-9 . _ @ -, starting with a letter or digit" })
+}
+
 static DOCUMENT: LazyLock<Value> = LazyLock::new(build);
 
 /// The OpenAPI 3 document of the API (also served at `GET /api/v1/openapi.json`).
@@ -86,7 +105,7 @@ fn operation(e: &Endpoint) -> Value {
         "summary": e.summary,
         "description": format!("Access: {}.", e.access),
         "x-berth-access": e.access,
-        "x-berth-audited": e.mutating,
+        "x-berth-audited": e.mutating(),
         "responses": responses,
     });
     if !parameters.is_empty() {

@@ -10,12 +10,8 @@ use berth_api::{ClientSource, router};
 use berth_store::AuditFilter;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Backend, Harness, auth_failures, call, policy};
+use support::{Backend, Harness, auth_failures, policy};
 use tower::ServiceExt;
-
-const GET: Method = Method::GET;
-const POST: Method = Method::POST;
-const DELETE: Method = Method::DELETE;
 
 /// `both!(name, …)`: for each `async fn name(backend)`, a module `name` with the tests
 /// `sqlite` and `postgres`.
@@ -37,14 +33,24 @@ macro_rules! both {
 
 both!(users_and_tokens_end_to_end, audit_trail_has_no_secrets);
 
+/// The field names of a JSON object, sorted.
+fn keys(v: &Value) -> Vec<&str> {
+    let mut names: Vec<&str> = v
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    names.sort_unstable();
+    names
+}
+
 async fn users_and_tokens_end_to_end(backend: Backend) {
     let h = Harness::new(backend, 10).await;
     let root = h.admin().await;
-    let base = &h.inside.base;
-    let c = &h.client;
-    let r = Some(root.token.as_str());
+    let r = h.inside_as(Some(&root.token));
 
-    let who = call(c, base, GET, "/api/v1/whoami", r, None).await;
+    let who = r.get("/api/v1/whoami").await;
     assert_eq!(who.status, 200);
     assert_eq!(who.body["user"], "root");
     assert_eq!(who.body["grants"], json!(["admin@*"]));
@@ -52,13 +58,15 @@ async fn users_and_tokens_end_to_end(backend: Backend) {
     assert_eq!(who.headers["cache-control"], "no-store");
 
     let add = json!({ "name": "alice", "grants": ["deployer@staging", "viewer@production"] });
-    let created = call(c, base, POST, "/api/v1/users", r, Some(&add)).await;
+    let created = r.post("/api/v1/users", &add).await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     assert_eq!(
         created.body["grants"],
         json!(["viewer@production", "deployer@staging"])
     );
-    let again = call(c, base, POST, "/api/v1/users", r, Some(&add)).await;
+    assert_eq!(keys(&created.body), ["created", "grants", "name"]);
+    assert!(created.body["created"].is_i64());
+    let again = r.post("/api/v1/users", &add).await;
     assert_eq!((again.status, again.code()), (409, "already_exists"));
 
     // Bad input names the field.
@@ -77,7 +85,7 @@ async fn users_and_tokens_end_to_end(backend: Backend) {
         (json!({ "name": "bob", "roles": [] }), "roles"),
         (json!({ "name": 7 }), "name"),
     ] {
-        let a = call(c, base, POST, "/api/v1/users", r, Some(&body)).await;
+        let a = r.post("/api/v1/users", &body).await;
         assert_eq!(
             (a.status, a.code()),
             (400, "bad_request"),
@@ -88,7 +96,7 @@ async fn users_and_tokens_end_to_end(backend: Backend) {
         assert!(a.body["message"].as_str().unwrap().starts_with(field));
     }
 
-    let users = call(c, base, GET, "/api/v1/users", r, None).await;
+    let users = r.get("/api/v1/users").await;
     let names: Vec<&str> = users.body["users"]
         .as_array()
         .unwrap()
@@ -98,68 +106,55 @@ async fn users_and_tokens_end_to_end(backend: Backend) {
     assert_eq!(names, ["alice", "root"]);
 
     // An admin makes alice a token; alice makes herself another. Each is shown once.
-    let t1 = call(
-        c,
-        base,
-        POST,
-        "/api/v1/tokens",
-        r,
-        Some(&json!({ "user": "alice", "label": "ci" })),
-    )
-    .await;
+    let t1 = r
+        .post("/api/v1/tokens", &json!({ "user": "alice", "label": "ci" }))
+        .await;
     assert_eq!(t1.status, 201, "{:?}", t1.body);
     let alice1 = t1.body["token"].as_str().unwrap().to_owned();
     assert!(alice1.starts_with(t1.body["prefix"].as_str().unwrap()));
     assert_eq!(t1.body["user"], "alice");
-    let a1 = Some(alice1.as_str());
-    let t2 = call(
-        c,
-        base,
-        POST,
-        "/api/v1/tokens",
-        a1,
-        Some(&json!({ "label": "laptop" })),
-    )
-    .await;
+    // The token as listed, plus the token itself; times in ms since the epoch.
+    assert_eq!(
+        keys(&t1.body),
+        [
+            "created",
+            "id",
+            "label",
+            "last_used",
+            "prefix",
+            "revoked",
+            "token",
+            "user"
+        ]
+    );
+    assert!(t1.body["created"].is_i64());
+    assert_eq!(
+        (&t1.body["last_used"], &t1.body["revoked"]),
+        (&Value::Null, &Value::Null)
+    );
+    let a1 = h.inside_as(Some(&alice1));
+    let t2 = a1
+        .post("/api/v1/tokens", &json!({ "label": "laptop" }))
+        .await;
     assert_eq!(t2.status, 201);
     assert_eq!(t2.body["user"], "alice");
     let alice2 = t2.body["token"].as_str().unwrap().to_owned();
-    let a2 = Some(alice2.as_str());
+    let a2 = h.inside_as(Some(&alice2));
+    assert_eq!(a2.get("/api/v1/whoami").await.body["user"], "alice");
+    let missing_label = a1.post("/api/v1/tokens", &json!({})).await;
     assert_eq!(
-        call(c, base, GET, "/api/v1/whoami", a2, None).await.body["user"],
-        "alice"
-    );
-    let missing_label = call(c, base, POST, "/api/v1/tokens", a1, Some(&json!({}))).await;
-    assert_eq!(
-        (missing_label.status, missing_label.body["field"].as_str()),
+        (missing_label.status, missing_label.field()),
         (400, Some("label"))
     );
-    let bad_label = call(
-        c,
-        base,
-        POST,
-        "/api/v1/tokens",
-        a1,
-        Some(&json!({ "label": "a\nb" })),
-    )
-    .await;
-    assert_eq!(
-        (bad_label.status, bad_label.body["field"].as_str()),
-        (400, Some("label"))
-    );
-    let nobody = call(
-        c,
-        base,
-        POST,
-        "/api/v1/tokens",
-        r,
-        Some(&json!({ "user": "nobody", "label": "x" })),
-    )
-    .await;
+    let bad_label = a1.post("/api/v1/tokens", &json!({ "label": "a\nb" })).await;
+    assert_eq!((bad_label.status, bad_label.field()), (400, Some("label")));
+    let nobody = r
+        .post("/api/v1/tokens", &json!({ "user": "nobody", "label": "x" }))
+        .await;
     assert_eq!((nobody.status, nobody.code()), (404, "not_found"));
 
     // Listings: alice sees her own (without secrets); root sees anyone's.
-    let mine = call(c, base, GET, "/api/v1/tokens", a1, None).await;
+    let mine = a1.get("/api/v1/tokens").await;
     assert_eq!(mine.status, 200);
     let labels: Vec<&str> = mine.body["tokens"]
         .as_array()
@@ -171,82 +166,88 @@ async fn users_and_tokens_end_to_end(backend: Backend) {
     let text = mine.body.to_string();
     assert!(!text.contains(&alice1) && !text.contains(&alice2));
     assert!(mine.body["tokens"][0].get("token").is_none());
-    let same = call(c, base, GET, "/api/v1/tokens?user=self", a1, None).await;
+    let same = a1.get("/api/v1/tokens?user=self").await;
     assert_eq!(same.body, mine.body);
-    let theirs = call(c, base, GET, "/api/v1/tokens?user=alice", r, None).await;
+    let theirs = r.get("/api/v1/tokens?user=alice").await;
     assert_eq!(theirs.body["tokens"].as_array().unwrap().len(), 2);
-    let all = call(c, base, GET, "/api/v1/tokens?user=*", r, None).await;
+    let all = r.get("/api/v1/tokens?user=*").await;
     assert_eq!(all.body["tokens"].as_array().unwrap().len(), 3);
-    let typo = call(c, base, GET, "/api/v1/tokens?usr=alice", r, None).await;
-    assert_eq!(
-        (typo.status, typo.body["field"].as_str()),
-        (400, Some("usr"))
-    );
+    let typo = r.get("/api/v1/tokens?usr=alice").await;
+    assert_eq!((typo.status, typo.field()), (400, Some("usr")));
 
     // Alice revokes her own token; it stops working at once. She may not revoke root's.
     let id2 = t2.body["id"].as_i64().unwrap();
-    let revoked = call(c, base, DELETE, &format!("/api/v1/tokens/{id2}"), a1, None).await;
+    let revoked = a1.delete(&format!("/api/v1/tokens/{id2}")).await;
     assert_eq!(revoked.status, 204);
     assert_eq!(revoked.body, Value::Null);
+    // Listed still, with the time it was revoked.
+    let listed = a1.get("/api/v1/tokens").await;
+    let t2_listed = listed.body["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id2)
+        .expect("a revoked token is listed");
     assert_eq!(
-        call(c, base, GET, "/api/v1/whoami", a2, None).await.status,
-        401
+        keys(t2_listed),
+        [
+            "created",
+            "id",
+            "label",
+            "last_used",
+            "prefix",
+            "revoked",
+            "user"
+        ]
     );
+    assert!(t2_listed["revoked"].as_i64() >= t2_listed["created"].as_i64());
+    assert!(t2_listed["revoked"].is_i64());
+    assert_eq!(a2.get("/api/v1/whoami").await.status, 401);
     let root_token_id = who.body["token_id"].as_i64().unwrap();
-    let not_hers = call(
-        c,
-        base,
-        DELETE,
-        &format!("/api/v1/tokens/{root_token_id}"),
-        a1,
-        None,
-    )
-    .await;
+    let not_hers = a1.delete(&format!("/api/v1/tokens/{root_token_id}")).await;
     assert_eq!((not_hers.status, not_hers.code()), (403, "forbidden"));
     // An id that does not exist: 404 for an admin, 403 for anyone else (who learns nothing).
+    assert_eq!(r.delete("/api/v1/tokens/999999").await.status, 404);
+    assert_eq!(a1.delete("/api/v1/tokens/999999").await.status, 403);
+    assert_eq!(r.delete("/api/v1/tokens/abc").await.body["field"], "id");
+    // Rejected input is on record under the endpoint's operation id and the path below
+    // /api/v1, without parameters.
+    let newest = h
+        .store
+        .audit_list(&AuditFilter {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let seen: Vec<(&str, &str, &str, &str)> = newest
+        .iter()
+        .map(|e| (&*e.action, &*e.target, &*e.outcome, &*e.params))
+        .collect();
     assert_eq!(
-        call(c, base, DELETE, "/api/v1/tokens/999999", r, None)
-            .await
-            .status,
-        404
-    );
-    assert_eq!(
-        call(c, base, DELETE, "/api/v1/tokens/999999", a1, None)
-            .await
-            .status,
-        403
-    );
-    assert_eq!(
-        call(c, base, DELETE, "/api/v1/tokens/abc", r, None)
-            .await
-            .body["field"],
-        "id"
+        seen,
+        [(
+            "token.revoke",
+            "/api/v1/tokens/abc",
+            "rejected: bad_request",
+            "{}"
+        )]
     );
 
     // Removing alice revokes all her tokens.
-    assert_eq!(
-        call(c, base, DELETE, "/api/v1/users/alice", r, None)
-            .await
-            .status,
-        204
-    );
-    assert_eq!(
-        call(c, base, GET, "/api/v1/whoami", a1, None).await.status,
-        401
-    );
-    assert_eq!(
-        call(c, base, DELETE, "/api/v1/users/alice", r, None)
-            .await
-            .status,
-        404
-    );
+    assert_eq!(r.delete("/api/v1/users/alice").await.status, 204);
+    assert_eq!(a1.get("/api/v1/whoami").await.status, 401);
+    assert_eq!(r.delete("/api/v1/users/alice").await.status, 404);
     // A new alice does not see the old alice's tokens as hers.
     let new_alice = h.person("alice", &["viewer@*"]).await;
-    let hers = call(c, base, GET, "/api/v1/tokens", Some(&new_alice.token), None).await;
+    let hers = h
+        .inside_as(Some(&new_alice.token))
+        .get("/api/v1/tokens")
+        .await;
     assert_eq!(hers.body["tokens"].as_array().unwrap().len(), 1);
 
     // The last admin on * cannot be removed: the store's rule, a 409.
-    let last = call(c, base, DELETE, "/api/v1/users/root", r, None).await;
+    let last = r.delete("/api/v1/users/root").await;
     assert_eq!((last.status, last.code()), (409, "last_admin"));
     h.stop().await;
 }
@@ -255,21 +256,15 @@ async fn audit_trail_has_no_secrets(backend: Backend) {
     let h = Harness::new(backend, 10).await;
     let root = h.admin().await;
     let viewer = h.person("val", &["viewer@*"]).await;
-    let base = &h.inside.base;
-    let c = &h.client;
-    let r = Some(root.token.as_str());
-    let v = Some(viewer.token.as_str());
+    let r = h.inside_as(Some(&root.token));
+    let v = h.inside_as(Some(&viewer.token));
     let mut secrets = vec![root.token.clone(), viewer.token.clone()];
 
     // Successes, in the change's own transaction.
     assert_eq!(
-        call(
-            c,
-            base,
-            POST,
+        r.post(
             "/api/v1/users",
-            r,
-            Some(&json!({ "name": "bob", "grants": ["viewer@*"] }))
+            &json!({ "name": "bob", "grants": ["viewer@*"] })
         )
         .await
         .status,
@@ -279,94 +274,58 @@ async fn audit_trail_has_no_secrets(backend: Backend) {
         json!({ "user": "bob", "label": "ci" }),
         json!({ "label": "mine" }),
     ] {
-        let a = call(c, base, POST, "/api/v1/tokens", r, Some(&body)).await;
+        let a = r.post("/api/v1/tokens", &body).await;
         assert_eq!(a.status, 201);
         secrets.push(a.body["token"].as_str().unwrap().to_owned());
     }
-    let a = call(
-        c,
-        base,
-        POST,
-        "/api/v1/tokens",
-        v,
-        Some(&json!({ "label": "val's" })),
-    )
-    .await;
+    let a = v.post("/api/v1/tokens", &json!({ "label": "val's" })).await;
     secrets.push(a.body["token"].as_str().unwrap().to_owned());
     // Denied attempts, recorded on their own.
     assert_eq!(
-        call(
-            c,
-            base,
-            POST,
+        v.post(
             "/api/v1/users",
-            v,
-            Some(&json!({ "name": "eve", "grants": ["admin@*"] }))
+            &json!({ "name": "eve", "grants": ["admin@*"] })
         )
         .await
         .status,
         403
     );
     assert_eq!(
-        call(
-            c,
-            base,
-            POST,
+        v.post(
             "/api/v1/tokens",
-            v,
-            Some(&json!({ "user": "root", "label": "steal" }))
+            &json!({ "user": "root", "label": "steal" })
         )
         .await
         .status,
         403
     );
-    assert_eq!(
-        call(c, base, DELETE, "/api/v1/users/root", v, None)
-            .await
-            .status,
-        403
-    );
+    assert_eq!(v.delete("/api/v1/users/root").await.status, 403);
     // Over the outside listener: an admin, refused by network.
     assert_eq!(
-        call(c, &h.outside.base, DELETE, "/api/v1/users/bob", r, None)
+        h.outside_as(Some(&root.token))
+            .delete("/api/v1/users/bob")
             .await
             .status,
         403
     );
     // Failures of allowed attempts: recorded as errors.
     assert_eq!(
-        call(
-            c,
-            base,
-            POST,
-            "/api/v1/users",
-            r,
-            Some(&json!({ "name": "bob" }))
-        )
-        .await
-        .status,
+        r.post("/api/v1/users", &json!({ "name": "bob" }))
+            .await
+            .status,
         409
     );
     // Reads and unauthenticated requests: not recorded.
+    assert_eq!(r.get("/api/v1/users").await.status, 200);
     assert_eq!(
-        call(c, base, GET, "/api/v1/users", r, None).await.status,
-        200
-    );
-    assert_eq!(
-        call(
-            c,
-            base,
-            POST,
-            "/api/v1/users",
-            None,
-            Some(&json!({ "name": "x" }))
-        )
-        .await
-        .status,
+        h.inside_as(None)
+            .post("/api/v1/users", &json!({ "name": "x" }))
+            .await
+            .status,
         401
     );
 
-    let listed = call(c, base, GET, "/api/v1/audit?limit=100", v, None).await;
+    let listed = v.get("/api/v1/audit?limit=100").await;
     assert_eq!(listed.status, 200);
     let mut seen: Vec<(String, String, String, String, String)> = listed.body["entries"]
         .as_array()
@@ -425,17 +384,11 @@ async fn audit_trail_has_no_secrets(backend: Backend) {
     );
 
     // Filters.
-    let only = call(
-        c,
-        base,
-        GET,
-        "/api/v1/audit?actor=val&action=token.&limit=10",
-        v,
-        None,
-    )
-    .await;
+    let only = v
+        .get("/api/v1/audit?actor=val&action=token.&limit=10")
+        .await;
     assert_eq!(only.body["entries"].as_array().unwrap().len(), 2);
-    let future = call(c, base, GET, "/api/v1/audit?since=99999999999999", v, None).await;
+    let future = v.get("/api/v1/audit?since=99999999999999").await;
     assert_eq!(future.body["entries"], json!([]));
     for (q, field) in [
         ("limit=0", "limit"),
@@ -443,12 +396,8 @@ async fn audit_trail_has_no_secrets(backend: Backend) {
         ("since=yesterday", "since"),
         ("who=me", "who"),
     ] {
-        let a = call(c, base, GET, &format!("/api/v1/audit?{q}"), v, None).await;
-        assert_eq!(
-            (a.status, a.body["field"].as_str()),
-            (400, Some(field)),
-            "{q}"
-        );
+        let a = v.get(&format!("/api/v1/audit?{q}")).await;
+        assert_eq!((a.status, a.field()), (400, Some(field)), "{q}");
     }
 
     // No token secret anywhere in the audit table (nor, on SQLite, in the files).
@@ -464,28 +413,22 @@ async fn audit_trail_has_no_secrets(backend: Backend) {
     }
 
     // Verification: valid, then broken by an edit, reported as 200 with the first bad entry.
-    let ok = call(c, base, GET, "/api/v1/audit/verify", v, None).await;
+    let ok = v.get("/api/v1/audit/verify").await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.body["valid"], true);
     assert_eq!(ok.body["first_bad"], Value::Null);
     assert!(ok.body["entries_checked"].as_u64().unwrap() >= 9);
     h.exec("UPDATE audit_log SET actor = 'mallory' WHERE seq = 3")
         .await;
-    let broken = call(c, base, GET, "/api/v1/audit/verify", v, None).await;
+    let broken = v.get("/api/v1/audit/verify").await;
     assert_eq!(broken.status, 200);
     assert_eq!(broken.body["valid"], false);
     assert_eq!(broken.body["first_bad"]["seq"], 3);
     assert_eq!(broken.body["first_bad"]["reason"], "altered");
     // Pruning a broken chain is refused (it would sign the tampering away).
-    let prune = call(
-        c,
-        base,
-        POST,
-        "/api/v1/audit/prune",
-        r,
-        Some(&json!({ "older_than_days": 1 })),
-    )
-    .await;
+    let prune = r
+        .post("/api/v1/audit/prune", &json!({ "older_than_days": 1 }))
+        .await;
     assert_eq!((prune.status, prune.code()), (409, "audit_chain_broken"));
     h.stop().await;
 }
@@ -494,49 +437,31 @@ async fn audit_trail_has_no_secrets(backend: Backend) {
 async fn prune_and_reload() {
     let h = Harness::new(Backend::Sqlite, 10).await;
     let root = h.admin().await;
-    let (c, base, r) = (&h.client, &h.inside.base, Some(root.token.as_str()));
+    let r = h.inside_as(Some(&root.token));
 
-    let pruned = call(
-        c,
-        base,
-        POST,
-        "/api/v1/audit/prune",
-        r,
-        Some(&json!({ "older_than_days": 30 })),
-    )
-    .await;
+    let pruned = r
+        .post("/api/v1/audit/prune", &json!({ "older_than_days": 30 }))
+        .await;
     assert_eq!(
         (pruned.status, &pruned.body),
         (200, &json!({ "removed": 0 }))
     );
-    let zero = call(
-        c,
-        base,
-        POST,
-        "/api/v1/audit/prune",
-        r,
-        Some(&json!({ "older_than_days": 0 })),
-    )
-    .await;
-    assert_eq!(
-        (zero.status, zero.body["field"].as_str()),
-        (400, Some("older_than_days"))
-    );
-    let no_body = call(c, base, POST, "/api/v1/audit/prune", r, None).await;
-    assert_eq!(
-        (no_body.status, no_body.body["field"].as_str()),
-        (400, Some("body"))
-    );
+    let zero = r
+        .post("/api/v1/audit/prune", &json!({ "older_than_days": 0 }))
+        .await;
+    assert_eq!((zero.status, zero.field()), (400, Some("older_than_days")));
+    let no_body = r.post_empty("/api/v1/audit/prune").await;
+    assert_eq!((no_body.status, no_body.field()), (400, Some("body")));
 
     *h.control.next.lock().unwrap() = Some(Ok(vec!["route x: no health check".into()]));
-    let applied = call(c, base, POST, "/api/v1/reload", r, None).await;
+    let applied = r.post_empty("/api/v1/reload").await;
     assert_eq!(
         (applied.status, &applied.body),
         (200, &json!({ "warnings": ["route x: no health check"] }))
     );
     let diagnostics = "berth.toml:3:7: routes[0].host: expected a string";
     *h.control.next.lock().unwrap() = Some(Err(diagnostics.into()));
-    let refused = call(c, base, POST, "/api/v1/reload", r, None).await;
+    let refused = r.post_empty("/api/v1/reload").await;
     assert_eq!(refused.status, 422);
     assert_eq!(
         refused.body,
@@ -564,71 +489,42 @@ async fn apps_per_environment() {
         .person("dora", &["deployer@staging", "viewer@production"])
         .await;
     let root = h.admin().await;
-    let (c, base, d, r) = (
-        &h.client,
-        &h.inside.base,
-        Some(dep.token.as_str()),
-        Some(root.token.as_str()),
-    );
+    let d = h.inside_as(Some(&dep.token));
+    let r = h.inside_as(Some(&root.token));
 
-    let made = call(
-        c,
-        base,
-        POST,
-        "/api/v1/envs/staging/apps",
-        d,
-        Some(&json!({ "name": "shop" })),
-    )
-    .await;
+    let made = d
+        .post("/api/v1/envs/staging/apps", &json!({ "name": "shop" }))
+        .await;
     assert_eq!(made.status, 201);
     assert_eq!(made.body["environment"], "staging");
     assert_eq!(made.body["name"], "shop");
-    let dup = call(
-        c,
-        base,
-        POST,
-        "/api/v1/envs/staging/apps",
-        d,
-        Some(&json!({ "name": "shop" })),
-    )
-    .await;
+    assert_eq!(
+        keys(&made.body),
+        ["created", "environment", "id", "name", "spec", "updated"]
+    );
+    assert_eq!(made.body["spec"], json!({}));
+    assert!(made.body["created"].is_i64() && made.body["created"] == made.body["updated"]);
+    let dup = d
+        .post("/api/v1/envs/staging/apps", &json!({ "name": "shop" }))
+        .await;
     assert_eq!((dup.status, dup.code()), (409, "already_exists"));
-    let bad = call(
-        c,
-        base,
-        POST,
-        "/api/v1/envs/staging/apps",
-        d,
-        Some(&json!({ "name": "no way" })),
-    )
-    .await;
-    assert_eq!(
-        (bad.status, bad.body["field"].as_str()),
-        (400, Some("name"))
-    );
-    let star = call(c, base, GET, "/api/v1/envs/*/apps", r, None).await;
-    assert_eq!(
-        (star.status, star.body["field"].as_str()),
-        (400, Some("env"))
-    );
-    let listed = call(c, base, GET, "/api/v1/envs/staging/apps", d, None).await;
+    let bad = d
+        .post("/api/v1/envs/staging/apps", &json!({ "name": "no way" }))
+        .await;
+    assert_eq!((bad.status, bad.field()), (400, Some("name")));
+    let star = r.get("/api/v1/envs/*/apps").await;
+    assert_eq!((star.status, star.field()), (400, Some("env")));
+    let listed = d.get("/api/v1/envs/staging/apps").await;
     assert_eq!(listed.body["apps"][0]["name"], "shop");
     assert_eq!(
-        call(c, base, GET, "/api/v1/envs/production/apps", d, None)
-            .await
-            .body,
+        d.get("/api/v1/envs/production/apps").await.body,
         json!({ "apps": [] })
     );
     // Deployer creates, only admin removes.
-    let no = call(c, base, DELETE, "/api/v1/envs/staging/apps/shop", d, None).await;
+    let no = d.delete("/api/v1/envs/staging/apps/shop").await;
     assert_eq!((no.status, no.code()), (403, "forbidden"));
-    assert_eq!(
-        call(c, base, DELETE, "/api/v1/envs/staging/apps/shop", r, None)
-            .await
-            .status,
-        204
-    );
-    let gone = call(c, base, DELETE, "/api/v1/envs/staging/apps/shop", r, None).await;
+    assert_eq!(r.delete("/api/v1/envs/staging/apps/shop").await.status, 204);
+    let gone = r.delete("/api/v1/envs/staging/apps/shop").await;
     assert_eq!((gone.status, gone.code()), (404, "not_found"));
     let targets: BTreeSet<String> = h
         .store
@@ -656,13 +552,50 @@ async fn apps_per_environment() {
     h.stop().await;
 }
 
+/// docs/api.md: token, then route, then body and query, then role and network, then the
+/// action. The deploy listings check the role before their query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_run_in_the_documented_order() {
+    let h = Harness::new(Backend::Sqlite, 10).await;
+    let viewer = h.person("val", &["viewer@staging"]).await;
+    let v = h.inside_as(Some(&viewer.token));
+
+    // Token before route.
+    let anon = h.inside_as(None).post("/api/v1/nope", &json!(7)).await;
+    assert_eq!(anon.code(), "missing_token");
+    // Route before body.
+    let nowhere = v.post("/api/v1/nope", &json!(7)).await;
+    assert_eq!(nowhere.code(), "unknown_endpoint");
+    // Body and query before role: the same requests, well-formed, are refused.
+    let body = v.post("/api/v1/users", &json!({ "name": 7 })).await;
+    assert_eq!((body.status, body.code()), (400, "bad_request"));
+    let query = v.get("/api/v1/audit?who=me").await;
+    assert_eq!((query.status, query.code()), (400, "bad_request"));
+    let add = v.post("/api/v1/users", &json!({ "name": "eve" })).await;
+    assert_eq!((add.status, add.code()), (403, "forbidden"));
+    assert_eq!(v.get("/api/v1/audit").await.code(), "forbidden");
+    // Role before the action: an unknown user is not revealed to someone who may not act.
+    assert_eq!(v.delete("/api/v1/users/nobody").await.code(), "forbidden");
+    // The deploy listings: role first, then the query.
+    let elsewhere = v
+        .get("/api/v1/envs/production/apps/shop/deploys?limit=0")
+        .await;
+    assert_eq!(elsewhere.code(), "forbidden");
+    let here = v
+        .get("/api/v1/envs/staging/apps/shop/deploys?limit=0")
+        .await;
+    assert_eq!((here.status, here.field()), (400, Some("limit")));
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_json_with_stable_codes() {
     let h = Harness::new(Backend::Sqlite, 1000).await;
     let root = h.admin().await;
-    let (c, base, r) = (&h.client, &h.inside.base, Some(root.token.as_str()));
+    let (c, base) = (&h.client, &h.inside.base);
+    let r = h.inside_as(Some(&root.token));
 
-    let missing = call(c, base, GET, "/api/v1/users", None, None).await;
+    let missing = h.inside_as(None).get("/api/v1/users").await;
     assert_eq!((missing.status, missing.code()), (401, "missing_token"));
     assert!(
         missing.headers["www-authenticate"]
@@ -677,7 +610,7 @@ async fn errors_are_json_with_stable_codes() {
         "berth_000000000000_00",
         &root.token[..root.token.len() - 1],
     ] {
-        let a = call(c, base, GET, "/api/v1/whoami", Some(bad), None).await;
+        let a = h.inside_as(Some(bad)).get("/api/v1/whoami").await;
         assert_eq!((a.status, a.code()), (401, "invalid_token"), "{bad}");
     }
     let basic = c
@@ -688,12 +621,9 @@ async fn errors_are_json_with_stable_codes() {
         .unwrap();
     assert_eq!(basic.status(), 401);
     // Unknown paths under /api/v1 need a token too, then say what is wrong.
-    assert_eq!(
-        call(c, base, GET, "/api/v1/nope", None, None).await.status,
-        401
-    );
-    assert_eq!(call(c, base, GET, "/api/v1", None, None).await.status, 401);
-    let nope = call(c, base, GET, "/api/v1/nope/x", r, None).await;
+    assert_eq!(h.inside_as(None).get("/api/v1/nope").await.status, 401);
+    assert_eq!(h.inside_as(None).get("/api/v1").await.status, 401);
+    let nope = r.get("/api/v1/nope/x").await;
     assert_eq!((nope.status, nope.code()), (404, "unknown_endpoint"));
     assert!(
         nope.body["message"]
@@ -705,15 +635,16 @@ async fn errors_are_json_with_stable_codes() {
     let elsewhere = c.get(format!("{base}/elsewhere")).send().await.unwrap();
     assert_eq!(elsewhere.status(), 404);
     assert_eq!(
-        call(c, base, Method::PUT, "/api/v1/users", None, None)
+        h.inside_as(None)
+            .send(Method::PUT, "/api/v1/users", None)
             .await
             .status,
         401
     );
-    let put = call(c, base, Method::PUT, "/api/v1/users", r, None).await;
+    let put = r.send(Method::PUT, "/api/v1/users", None).await;
     assert_eq!((put.status, put.code()), (405, "method_not_allowed"));
     let big = json!({ "name": "x".repeat(100_000) });
-    let too_large = call(c, base, POST, "/api/v1/users", r, Some(&big)).await;
+    let too_large = r.post("/api/v1/users", &big).await;
     assert_eq!((too_large.status, too_large.code()), (413, "too_large"));
     let garbage = c
         .post(format!("{base}/api/v1/users"))
@@ -734,7 +665,7 @@ async fn errors_are_json_with_stable_codes() {
         json!({ "name": "../eve", "grants": ["viewer"] }),
         json!({ "name": "eve", "grants": ["wizard@prod"] }),
     ] {
-        let a = call(c, base, POST, "/api/v1/users", r, Some(&bad)).await;
+        let a = r.post("/api/v1/users", &bad).await;
         assert_eq!((a.status, a.code()), (400, "bad_request"), "{bad}");
         assert!(
             a.body["message"].as_str().is_some_and(|m| !m.is_empty()),
@@ -772,9 +703,9 @@ async fn errors_are_json_with_stable_codes() {
 async fn openapi_lists_every_route() {
     let h = Harness::new(Backend::Sqlite, 1000).await;
     let root = h.admin().await;
-    let (c, base, r) = (&h.client, &h.inside.base, Some(root.token.as_str()));
+    let r = h.inside_as(Some(&root.token));
 
-    let doc = call(c, base, GET, "/api/v1/openapi.json", r, None).await;
+    let doc = r.get("/api/v1/openapi.json").await;
     assert_eq!(doc.status, 200);
     assert_eq!(doc.body, berth_api::openapi());
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
@@ -821,8 +752,8 @@ async fn openapi_lists_every_route() {
             .replace("{id}", "999999")
             .replace("{env}", "staging");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let body = (method == POST).then(|| json!({}));
-        let a = call(c, base, method, &path, r, body.as_ref()).await;
+        let body = (method == Method::POST).then(|| json!({}));
+        let a = r.send(method, &path, body.as_ref()).await;
         assert!(
             a.code() != "unknown_endpoint" && a.code() != "method_not_allowed",
             "{op} is documented but not served: {} {}",
@@ -837,26 +768,16 @@ async fn openapi_lists_every_route() {
 async fn auth_failures_are_throttled_per_address_and_counted() {
     let h = Harness::new(Backend::Sqlite, 10).await;
     let root = h.admin().await;
-    let (c, base) = (&h.client, &h.inside.base);
     let bad = format!("berth_{}_{}", "1".repeat(12), "2".repeat(64));
+    let guesser = h.inside_as(Some(&bad));
 
-    assert_eq!(
-        call(c, base, GET, "/api/v1/whoami", None, None)
-            .await
-            .status,
-        401
-    );
+    assert_eq!(h.inside_as(None).get("/api/v1/whoami").await.status, 401);
     for _ in 0..9 {
-        assert_eq!(
-            call(c, base, GET, "/api/v1/whoami", Some(&bad), None)
-                .await
-                .status,
-            401
-        );
+        assert_eq!(guesser.get("/api/v1/whoami").await.status, 401);
     }
     // Ten failures from 127.0.0.1: the eleventh request is refused, and so is a good token
     // from the same address, until the window has passed.
-    let throttled = call(c, base, GET, "/api/v1/whoami", Some(&bad), None).await;
+    let throttled = guesser.get("/api/v1/whoami").await;
     assert_eq!((throttled.status, throttled.code()), (429, "throttled"));
     let retry: u64 = throttled.headers["retry-after"]
         .to_str()
@@ -864,7 +785,7 @@ async fn auth_failures_are_throttled_per_address_and_counted() {
         .parse()
         .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
-    let good = call(c, base, GET, "/api/v1/whoami", Some(&root.token), None).await;
+    let good = h.inside_as(Some(&root.token)).get("/api/v1/whoami").await;
     assert_eq!((good.status, good.code()), (429, "throttled"));
 
     let text = h.metrics_text();
@@ -874,16 +795,10 @@ async fn auth_failures_are_throttled_per_address_and_counted() {
 
     // The limiter is per server (per router): the other listener is not affected.
     assert_eq!(
-        call(
-            c,
-            &h.outside.base,
-            GET,
-            "/api/v1/whoami",
-            Some(&root.token),
-            None
-        )
-        .await
-        .status,
+        h.outside_as(Some(&root.token))
+            .get("/api/v1/whoami")
+            .await
+            .status,
         200
     );
 

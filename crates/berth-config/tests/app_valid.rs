@@ -350,6 +350,21 @@ fn json_round_trip() {
     let value: serde_json::Value = serde_json::from_str(&json).expect("json");
     assert_eq!(value["processes"]["api"]["stop_signal"], "INT");
     assert_eq!(value["processes"]["mailer"]["stop_signal"], "QUIT");
+    // The stored form docs/app-spec.md describes: durations as secs and nanos, sizes in bytes,
+    // an unset limit as null.
+    assert_eq!(
+        value["deploy_timeout"],
+        serde_json::json!({"secs": 300, "nanos": 0})
+    );
+    assert_eq!(
+        value["processes"]["api"]["restart"]["backoff_base"],
+        serde_json::json!({"secs": 0, "nanos": 500_000_000})
+    );
+    assert_eq!(
+        value["processes"]["api"]["limits"]["memory_bytes"],
+        512u64 << 20
+    );
+    assert!(value["processes"]["mailer"]["limits"]["open_files"].is_null());
 }
 
 #[test]

@@ -123,6 +123,7 @@ fn duration_without_unit_gets_a_hint() {
 fn zero_timeout() {
     let d = only(&route_with("timeouts = { total = \"0s\" }\n"));
     assert_at(&d, 11, 22, "route[0].timeouts.total");
+    assert_mentions(&d, "must be longer than zero");
 }
 
 #[test]
@@ -331,6 +332,42 @@ health = { interval = \"1s\", timeout = \"1s\" }
 ";
     let d = only(src);
     assert_at(&d, 5, 39, "group.web.health.timeout");
+    assert_mentions(&d, "must be shorter than the interval");
+}
+
+#[test]
+fn health_interval_not_above_the_default_timeout_points_at_the_interval() {
+    let src = "[server]
+listen = [\"127.0.0.1:8080\"]
+[group.web]
+upstreams = []
+health = { interval = \"1s\" }
+";
+    let d = only(src);
+    assert_at(&d, 5, 23, "group.web.health.interval");
+    assert_mentions(
+        &d,
+        "the timeout (1s) must be shorter than the interval (1s)",
+    );
+}
+
+#[test]
+fn max_cool_off_below_cool_off() {
+    let base = "[server]\nlisten = [\"127.0.0.1:8080\"]\n[group.web]\nupstreams = []\n";
+    // Only `cool_off` given: it is the one above the default cap.
+    let d = only(&format!("{base}passive = {{ cool_off = \"10m\" }}\n"));
+    assert_at(&d, 5, 24, "group.web.passive.cool_off");
+    assert_mentions(&d, "max_cool_off (300s) is shorter than cool_off (600s)");
+    assert!(
+        d.hint
+            .as_deref()
+            .is_some_and(|h| h.contains("at least cool_off"))
+    );
+    // Both given: the cap is the one to fix.
+    let d = only(&format!(
+        "{base}passive = {{ cool_off = \"10s\", max_cool_off = \"5s\" }}\n"
+    ));
+    assert_at(&d, 5, 46, "group.web.passive.max_cool_off");
 }
 
 #[test]
@@ -386,4 +423,24 @@ fn unreadable_file_is_named() {
         err.to_string()
             .starts_with(&format!("{}: cannot read", path.display()))
     );
+}
+
+#[test]
+fn bad_server_state_settings() {
+    let src = "[server]
+listen = [\"127.0.0.1:8080\"]
+data_dir = \"\"
+database_url = \"mysql://root:hunter2@db/berth\"
+admin_networks = [\"10.0.0.0/8\", \"office\"]
+";
+    let all = diagnostics(src);
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert_at(&all[0], 3, 12, "server.data_dir");
+    assert_mentions(&all[0], "empty path");
+    assert_at(&all[1], 4, 16, "server.database_url");
+    assert_mentions(&all[1], "not a sqlite: or postgres:// URL");
+    // The URL may carry a password: the diagnostic never repeats it.
+    assert!(!all[1].to_string().contains("hunter2"), "{}", all[1]);
+    assert_at(&all[2], 5, 33, "server.admin_networks[1]");
+    assert_mentions(&all[2], "`office`");
 }

@@ -430,3 +430,65 @@ fn documented_example_is_valid() {
         panic!("docs example does not load:\n{err}");
     }
 }
+
+#[test]
+fn server_state_paths_start_from_the_config_files_directory() {
+    let src = "[server]\nlisten = [\"127.0.0.1:8080\"]\ndata_dir = \"state\"\n\
+               admin_socket = \"run/admin.sock\"\naccess_log = \"logs/access.log\"\n\
+               admin_networks = [\"10.1.2.3/16\", \"192.0.2.7\"]\naudit_retention = \"30d\"\n";
+    let config = parse(src, Path::new("/etc/berth/berth.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let server = &config.server;
+    assert_eq!(server.data_dir, Path::new("/etc/berth/state"));
+    assert_eq!(
+        server.admin_socket.as_deref(),
+        Some(Path::new("/etc/berth/run/admin.sock"))
+    );
+    assert_eq!(
+        server.access_log,
+        AccessLog::File("/etc/berth/logs/access.log".into())
+    );
+    assert_eq!(
+        server.database_url,
+        "sqlite:///etc/berth/state/berth.db?mode=rwc"
+    );
+    let nets: Vec<String> = server
+        .admin_networks
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["10.1.0.0/16", "192.0.2.7/32"]);
+    assert_eq!(server.audit_retention, Duration::from_secs(30 * 86_400));
+}
+
+#[test]
+fn server_state_defaults_and_off() {
+    let config = parse_ok(MINIMAL);
+    let server = &config.server;
+    assert_eq!(server.data_dir, Path::new(berth_config::DEFAULT_DATA_DIR));
+    assert_eq!(
+        server.admin_socket.as_deref(),
+        Some(Path::new("/var/lib/berth/berth.sock"))
+    );
+    assert_eq!(
+        server.database_url,
+        "sqlite:///var/lib/berth/berth.db?mode=rwc"
+    );
+    assert!(server.admin_networks.is_empty());
+    assert_eq!(
+        server.audit_retention,
+        berth_config::DEFAULT_AUDIT_RETENTION
+    );
+    assert_eq!(
+        berth_config::DEFAULT_AUDIT_RETENTION,
+        Duration::from_secs(365 * 86_400)
+    );
+
+    let src = MINIMAL.replace(
+        "listen = [\"127.0.0.1:8080\"]\n",
+        "listen = [\"127.0.0.1:8080\"]\nadmin_socket = \"off\"\n\
+         database_url = \"postgres://berth@db/berth\"\n",
+    );
+    let config = parse_ok(&src);
+    assert_eq!(config.server.admin_socket, None);
+    assert_eq!(config.server.database_url, "postgres://berth@db/berth");
+}

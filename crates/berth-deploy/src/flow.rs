@@ -1,5 +1,5 @@
 //! The deploy itself, in the order the crate docs give. Each step is recorded in the
-//! deployment's log with the numbers behind it, so `berth deploys show` can explain it.
+//! deployment's log with the numbers behind it, so `berth deploys APP` can explain it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,6 +50,23 @@ pub struct DeployReport {
     pub pruned: Vec<String>,
 }
 
+impl DeployReport {
+    fn new(key: &AppKey, release: &str, build_s: Option<f64>, steps: Vec<String>) -> Self {
+        DeployReport {
+            app: key.app.clone(),
+            environment: key.env.clone(),
+            release: release.to_owned(),
+            previous: None,
+            unchanged: false,
+            deployment: None,
+            build_s,
+            steps,
+            instances: Vec::new(),
+            pruned: Vec::new(),
+        }
+    }
+}
+
 /// Names used in paths: lower-case letters, digits and `-`/`_`, starting with a letter or
 /// digit, at most 63 characters. `.` and `..` can never pass.
 pub(crate) fn check_path_name(what: &str, name: &str) -> Result<(), DeployError> {
@@ -83,9 +100,9 @@ pub(crate) fn load_spec(release_dir: &Path, app: &str) -> Result<AppSpec, Deploy
         .map_err(|e| DeployError::BadInput(format!("invalid app spec:\n{e}")))?;
     if spec.name != app {
         return Err(DeployError::BadInput(format!(
-            "{APP_SPEC_FILE} names the app {:?} but this deploy is for {app:?}; deploy with \
-             --app {} or fix the name",
-            spec.name, spec.name
+            "{APP_SPEC_FILE} names the app {:?} but this deploy is for {app:?}; `berth deploy` \
+             takes the name from {APP_SPEC_FILE}, so upload to the app it names",
+            spec.name
         )));
     }
     Ok(spec)
@@ -208,22 +225,16 @@ impl Deployer {
             None => format!("release {} imported", release.id),
         });
 
-        let active = slot.active.lock().ok().and_then(|g| g.clone());
+        let active = slot.active.get();
         if let Some(run) = &active
             && run.release.version == release.id.as_str()
         {
             steps.push("already running this release: nothing to do".into());
             return Ok(DeployReport {
-                app: key.app.clone(),
-                environment: key.env.clone(),
-                release: release.id.to_string(),
                 previous: Some(run.release.version.clone()),
                 unchanged: true,
-                deployment: None,
-                build_s,
-                steps,
                 instances: run.views(),
-                pruned: Vec::new(),
+                ..DeployReport::new(&key, release.id.as_str(), build_s, steps)
             });
         }
 
@@ -274,24 +285,13 @@ impl Deployer {
                 let detail = format!("done in {elapsed:.1}s");
                 self.finish(&key, &req.actor, deployment, "succeeded", &detail)
                     .await;
-                let instances = slot
-                    .active
-                    .lock()
-                    .ok()
-                    .and_then(|g| g.clone())
-                    .map(|r| r.views())
-                    .unwrap_or_default();
+                let instances = slot.active.get().map(|r| r.views()).unwrap_or_default();
                 Ok(DeployReport {
-                    app: key.app.clone(),
-                    environment: key.env.clone(),
-                    release: release.id.to_string(),
                     previous: previous.map(|p| p.version),
-                    unchanged: false,
                     deployment: Some(deployment),
-                    build_s,
-                    steps,
                     instances,
                     pruned,
+                    ..DeployReport::new(&key, release.id.as_str(), build_s, steps)
                 })
             }
             Err(e) => {
@@ -373,9 +373,7 @@ impl Deployer {
             Some(deployment),
         )
         .await?;
-        if let Ok(mut s) = slot.starting.lock() {
-            *s = Some(run.clone());
-        }
+        slot.starting.set(Some(run.clone()));
         let shape = run.shape();
         self.step(
             deployment,
@@ -402,9 +400,7 @@ impl Deployer {
             )
             .await;
             run.stop().await;
-            if let Ok(mut s) = slot.starting.lock() {
-                *s = None;
-            }
+            slot.starting.set(None);
             let serving = old
                 .as_ref()
                 .map_or("nothing was serving before".to_owned(), |o| {
@@ -432,12 +428,8 @@ impl Deployer {
         let mut tx = self.store.transaction().await?;
         tx.activate_release(actor, &record).await?;
         tx.commit().await?;
-        if let Ok(mut a) = slot.active.lock() {
-            *a = Some(run.clone());
-        }
-        if let Ok(mut s) = slot.starting.lock() {
-            *s = None;
-        }
+        slot.active.set(Some(run.clone()));
+        slot.starting.set(None);
         self.step(deployment, steps, "switch", "proceed",
             format!("traffic switched to {version}"),
             json!({ "upstreams": run.web_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>() })).await;

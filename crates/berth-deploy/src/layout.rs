@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 
 use crate::AppKey;
 
+/// The variable naming the data directory in every instance's environment.
+pub const MARKER_ENV: &str = "BERTH_DATA_DIR";
+
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub data_dir: PathBuf,
@@ -43,9 +46,10 @@ impl Layout {
         self.data_dir.join("uploads")
     }
 
-    /// The environment entry every instance carries, so a berth starting over this data
-    /// directory can find and kill instances a killed predecessor left behind.
+    /// The environment entry ([`MARKER_ENV`]`=<data_dir>`) every instance carries, so a berth
+    /// starting over this data directory can find and kill instances a killed predecessor
+    /// left behind.
     pub fn marker(&self) -> String {
-        format!("BERTH_DATA_DIR={}", self.data_dir.display())
+        format!("{MARKER_ENV}={}", self.data_dir.display())
     }
 }

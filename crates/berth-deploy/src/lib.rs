@@ -26,7 +26,7 @@ mod run;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use berth_store::Store;
 use serde::Serialize;
@@ -85,14 +85,38 @@ pub struct AppStatus {
     pub instances: Vec<InstanceView>,
 }
 
+/// Locks `m`, carrying on after a panic elsewhere poisoned it: every value kept under these
+/// locks is replaced whole, so a panicking holder cannot leave it half-written.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A release's instances, or none.
+#[derive(Default)]
+struct RunCell(Mutex<Option<Arc<ReleaseRun>>>);
+
+impl RunCell {
+    fn get(&self) -> Option<Arc<ReleaseRun>> {
+        lock(&self.0).clone()
+    }
+
+    fn set(&self, run: Option<Arc<ReleaseRun>>) {
+        *lock(&self.0) = run;
+    }
+
+    fn take(&self) -> Option<Arc<ReleaseRun>> {
+        lock(&self.0).take()
+    }
+}
+
 /// One app's running releases and its deploy lock.
 #[derive(Default)]
 struct Slot {
     /// Held for the whole of a deploy or a restore: one at a time per app.
     lock: Arc<tokio::sync::Mutex<()>>,
     /// The release serving traffic, and one being started by a deploy.
-    active: Mutex<Option<Arc<ReleaseRun>>>,
-    starting: Mutex<Option<Arc<ReleaseRun>>>,
+    active: RunCell,
+    starting: RunCell,
 }
 
 /// The deployer. Cheap to share (`Arc`).
@@ -125,25 +149,16 @@ impl Deployer {
     }
 
     fn slot(&self, key: &AppKey) -> Arc<Slot> {
-        match self.slots.lock() {
-            Ok(mut slots) => slots.entry(key.clone()).or_default().clone(),
-            // A panic elsewhere poisoned the map; a fresh slot still works for this call.
-            Err(_) => Arc::new(Slot::default()),
-        }
+        lock(&self.slots).entry(key.clone()).or_default().clone()
     }
 
     fn existing_slot(&self, key: &AppKey) -> Option<Arc<Slot>> {
-        self.slots.lock().ok()?.get(key).cloned()
+        lock(&self.slots).get(key).cloned()
     }
 
     /// What runs for the app now.
     pub async fn ps(&self, key: &AppKey) -> Result<AppStatus, DeployError> {
-        let known = self
-            .store
-            .list_apps(&key.env)
-            .await?
-            .iter()
-            .any(|a| a.name == key.app);
+        let known = self.store.app(&key.env, &key.app).await?.is_some();
         let slot = self.existing_slot(key);
         if !known && slot.is_none() {
             return Err(DeployError::NotFound(format!(
@@ -152,11 +167,7 @@ impl Deployer {
             )));
         }
         let (active, starting, deploying) = match &slot {
-            Some(s) => (
-                s.active.lock().ok().and_then(|g| g.clone()),
-                s.starting.lock().ok().and_then(|g| g.clone()),
-                s.lock.try_lock().is_err(),
-            ),
+            Some(s) => (s.active.get(), s.starting.get(), s.lock.try_lock().is_err()),
             None => (None, None, false),
         };
         let mut instances = Vec::new();
@@ -180,14 +191,11 @@ impl Deployer {
     /// Stops every instance of every app (berth is shutting down). The edge should have
     /// drained first.
     pub async fn shutdown(&self) {
-        let slots: Vec<Arc<Slot>> = match self.slots.lock() {
-            Ok(s) => s.values().cloned().collect(),
-            Err(_) => return,
-        };
+        let slots: Vec<Arc<Slot>> = lock(&self.slots).values().cloned().collect();
         let mut stops = Vec::new();
         for slot in slots {
             for cell in [&slot.active, &slot.starting] {
-                if let Some(run) = cell.lock().ok().and_then(|mut g| g.take()) {
+                if let Some(run) = cell.take() {
                     stops.push(tokio::spawn(async move { run.stop().await }));
                 }
             }

@@ -85,9 +85,7 @@ impl Deployer {
             None,
         )
         .await?;
-        if let Ok(mut a) = slot.active.lock() {
-            *a = Some(run.clone());
-        }
+        slot.active.set(Some(run.clone()));
         tracing::info!(app = %key, release = %run.release.version, "starting the active release");
         let this = self.clone();
         let key = key.clone();

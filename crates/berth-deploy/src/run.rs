@@ -15,10 +15,10 @@ use berth_supervisor::{
 };
 use serde::Serialize;
 
-use crate::AppKey;
 use crate::error::DeployError;
 use crate::layout::Layout;
 use crate::metrics::{AppMetrics, PhaseLabels, ProcessLabels};
+use crate::{AppKey, lock};
 
 /// An instance's log is rotated at this size.
 pub const LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
@@ -47,7 +47,6 @@ struct Proc {
     instance: String,
     port: Option<u16>,
     sup: Mutex<Option<Supervised>>,
-    row: Option<i64>,
 }
 
 /// A release's instances. Shared (`Arc`) between the deployer and `berth ps`; stopping takes
@@ -97,13 +96,8 @@ fn run_spec(
     for (k, v) in p.environment(spec) {
         command = command.env(k, v);
     }
-    let (marker_key, marker_value) = layout
-        .marker()
-        .split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .unwrap_or_default();
     command = command
-        .env(marker_key, marker_value)
+        .env(crate::layout::MARKER_ENV, layout.data_dir.as_os_str())
         .env("BERTH_APP", &key.app)
         .env("BERTH_ENV", &key.env)
         .env("BERTH_RELEASE_ID", &release.version)
@@ -236,7 +230,6 @@ impl ReleaseRun {
                     instance,
                     port,
                     sup: Mutex::new(Some(sup)),
-                    row,
                 });
             }
         }
@@ -248,41 +241,18 @@ impl ReleaseRun {
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + timeout;
         for p in &self.procs {
-            let waiting = {
-                let Ok(guard) = p.sup.lock() else {
-                    return Err(format!("{}: supervisor state poisoned", p.instance));
-                };
-                guard.as_ref().map(|s| s.watch())
-            };
-            let Some(mut rx) = waiting else {
+            let waiting = lock(&p.sup).as_ref().map(|s| s.watch());
+            let Some(rx) = waiting else {
                 return Err(format!("{} was stopped", p.instance));
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let ready = tokio::time::timeout(left, async {
-                loop {
-                    let st = rx.borrow_and_update().clone();
-                    match st.phase {
-                        Phase::Healthy | Phase::Running => return Ok(()),
-                        Phase::Failing | Phase::Stopped => return Err(st),
-                        _ => {}
-                    }
-                    if rx.changed().await.is_err() {
-                        return Err(rx.borrow().clone());
-                    }
-                }
-            })
-            .await;
-            match ready {
-                Ok(Ok(())) => {}
-                Ok(Err(st)) => return Err(describe(&p.instance, &st, "failed")),
-                Err(_) => {
-                    let st = rx.borrow().clone();
-                    return Err(describe(
-                        &p.instance,
-                        &st,
-                        &format!("not ready within {}", humantime::format_duration(timeout)),
-                    ));
-                }
+            if let Err(st) = berth_supervisor::wait_ready(rx, left).await {
+                let what = if matches!(st.phase, Phase::Failing | Phase::Stopped) {
+                    "failed".to_owned()
+                } else {
+                    format!("not ready within {}", humantime::format_duration(timeout))
+                };
+                return Err(describe(&p.instance, &st, &what));
             }
         }
         Ok(())
@@ -302,14 +272,13 @@ impl ReleaseRun {
     pub async fn stop(&self) {
         let mut stops = Vec::new();
         for p in &self.procs {
-            let sup = p.sup.lock().ok().and_then(|mut g| g.take());
+            let sup = lock(&p.sup).take();
             if let Some(sup) = sup {
-                let row = p.row;
-                stops.push(tokio::spawn(async move { (row, sup.stop().await) }));
+                stops.push(tokio::spawn(sup.stop()));
             }
         }
         for s in stops {
-            if let Ok((_, status)) = s.await {
+            if let Ok(status) = s.await {
                 tracing::info!(
                     instance = %status.instance,
                     last_exit = status.last_exit.as_deref().unwrap_or("-"),
@@ -324,7 +293,7 @@ impl ReleaseRun {
         self.procs
             .iter()
             .filter_map(|p| {
-                let st = p.sup.lock().ok()?.as_ref()?.status();
+                let st = lock(&p.sup).as_ref()?.status();
                 Some(InstanceView {
                     release: self.release.version.clone(),
                     process: p.process.clone(),
@@ -367,19 +336,6 @@ fn describe(instance: &str, st: &Status, what: &str) -> String {
     msg
 }
 
-fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Starting => "starting",
-        Phase::Healthy => "healthy",
-        Phase::Unhealthy => "unhealthy",
-        Phase::Running => "running",
-        Phase::Backoff => "backoff",
-        Phase::Failing => "failing",
-        Phase::Stopping => "stopping",
-        Phase::Stopped => "stopped",
-    }
-}
-
 /// Mirrors an instance's phase and pid into its store row and its counts into the metrics,
 /// until it stops.
 async fn track(
@@ -393,7 +349,7 @@ async fn track(
         app: labels.app.clone(),
         env: labels.env.clone(),
         process: labels.process.clone(),
-        phase: phase_name(phase),
+        phase: phase.as_str(),
     };
     let mut last: Option<(&'static str, Option<i32>)> = None;
     let mut last_phase: Option<Phase> = None;
@@ -426,7 +382,7 @@ async fn track(
         if let Some(row) = row
             && last != Some(now)
         {
-            let stopped = (st.phase == Phase::Stopped).then(|| exit_code(st.last_exit.as_deref()));
+            let stopped = (st.phase == Phase::Stopped).then_some(st.exit_code);
             if let Err(e) = store.update_instance(row, now.0, st.pid, stopped).await {
                 tracing::warn!(error = %e, row, "could not update the instance row");
             }
@@ -445,12 +401,18 @@ async fn track(
     }
 }
 
-/// The exit status in "exited with status N", if that is what it says.
-fn exit_code(last_exit: Option<&str>) -> Option<i32> {
-    last_exit?
-        .strip_prefix("exited with status ")?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+#[cfg(test)]
+mod tests {
+    use berth_config::app;
+    use berth_supervisor::backoff;
+
+    /// The app spec's defaults are written in berth-config (which does not depend on the
+    /// supervisor); an app that leaves `[restart]` out must get the supervisor's policy.
+    #[test]
+    fn restart_defaults_agree_with_the_supervisor() {
+        assert_eq!(app::DEFAULT_BACKOFF_BASE, backoff::DEFAULT_BASE);
+        assert_eq!(app::DEFAULT_BACKOFF_CAP, backoff::DEFAULT_CAP);
+        assert_eq!(app::DEFAULT_CRASH_LOOP_EXITS, backoff::DEFAULT_LOOP_EXITS);
+        assert_eq!(app::DEFAULT_CRASH_LOOP_WINDOW, backoff::DEFAULT_LOOP_WINDOW);
+    }
 }

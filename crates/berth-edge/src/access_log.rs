@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -67,13 +67,11 @@ impl AccessLog {
     }
 
     pub fn log(&self, record: AccessRecord) {
-        if let Some(tx) = &self.tx {
-            match tx.try_send(record) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.metrics.access_log_dropped.inc();
-                }
-            }
+        // Full (the writer fell behind) or disconnected (it died): the line is lost either way.
+        if let Some(tx) = &self.tx
+            && tx.try_send(record).is_err()
+        {
+            self.metrics.access_log_dropped.inc();
         }
     }
 }

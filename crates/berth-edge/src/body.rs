@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::exchange::Completion;
+use crate::exchange::{Completion, End};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -136,6 +136,7 @@ impl ResponseBody {
     }
 
     pub fn upstream(body: Incoming, completion: Box<Completion>) -> Self {
+        let ended = body.is_end_stream();
         let mut this = Self {
             source: Source::Upstream(body),
             bytes: 0,
@@ -144,17 +145,15 @@ impl ResponseBody {
         };
         // Bodiless responses (HEAD, 204, 304) may never be polled: finish now so the
         // connection goes back to the pool at once.
-        if let Source::Upstream(b) = &this.source
-            && b.is_end_stream()
-        {
-            this.finish(true);
+        if ended {
+            this.finish(End::Clean);
         }
         this
     }
 
-    fn finish(&mut self, clean: bool) {
+    fn finish(&mut self, end: End) {
         if let Some(c) = self.completion.take() {
-            (*c).finish(self.bytes, clean);
+            (*c).finish(self.bytes, end);
         }
     }
 }
@@ -183,17 +182,14 @@ impl Body for ResponseBody {
                 // The total-timeout timer is armed only for bodies that actually stream, so
                 // a small response costs no timer.
                 if this.deadline.is_none()
-                    && let Some(at) = this.completion.as_ref().and_then(|c| c.deadline())
+                    && let Some(at) = this.completion.as_ref().and_then(|c| c.deadline)
                 {
                     this.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
                 }
                 if let Some(d) = this.deadline.as_mut()
                     && d.as_mut().poll(cx).is_ready()
                 {
-                    if let Some(c) = this.completion.as_mut() {
-                        c.set_error("total_timeout");
-                    }
-                    this.finish(false);
+                    this.finish(End::UpstreamFault("total_timeout"));
                     return Poll::Ready(Some(Err(Box::new(TotalTimeout))));
                 }
                 Poll::Pending
@@ -205,14 +201,11 @@ impl Body for ResponseBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                if let Some(c) = this.completion.as_mut() {
-                    c.set_error("upstream_body");
-                }
-                this.finish(false);
+                this.finish(End::UpstreamFault("upstream_body"));
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
-                this.finish(true);
+                this.finish(End::Clean);
                 Poll::Ready(None)
             }
         }
@@ -238,12 +231,11 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         // hyper stops polling a body whose length is met, so an ended stream is a clean
         // finish; anything else means the client went away mid-response.
-        if self.completion.is_some() {
-            let clean = self.is_end_stream();
-            if !clean && let Some(c) = self.completion.as_mut() {
-                c.set_error("client_closed");
-            }
-            self.finish(clean);
-        }
+        let end = if self.is_end_stream() {
+            End::Clean
+        } else {
+            End::ClientGone
+        };
+        self.finish(end);
     }
 }

@@ -10,6 +10,7 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::body::BoxError;
 use crate::spec::ActiveHealthSpec;
 use crate::upstream::Upstream;
 
@@ -41,5 +42,3 @@ async fn probe(up: &Upstream, spec: &ActiveHealthSpec) -> Result<http::StatusCod
         .body(Empty::<Bytes>::new())?;
     Ok(sender.send_request(req).await?.status())
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -99,22 +99,15 @@ pub fn verdict(s: Snapshot, limits: &ClientLimits) -> Verdict {
     if s.active > 0 {
         return Verdict::Keep;
     }
-    let ms = |d: Duration| d.as_millis() as u64;
-    if s.head_started_ms != 0 {
-        if s.now_ms - s.head_started_ms.min(s.now_ms) >= ms(limits.header_timeout) {
-            return Verdict::SlowHead;
-        }
-        return Verdict::Keep;
-    }
-    if s.requests == 0 {
-        return if s.now_ms >= ms(limits.header_timeout) {
-            Verdict::SlowHead
-        } else {
-            Verdict::Keep
-        };
-    }
-    if s.now_ms.saturating_sub(s.last_end_ms) >= ms(limits.idle_timeout) {
-        Verdict::Idle
+    // A head is awaited from its first byte, or from connect (0) while nothing has come at all;
+    // otherwise the connection sits idle between requests.
+    let (since, limit, expired) = if s.head_started_ms != 0 || s.requests == 0 {
+        (s.head_started_ms, limits.header_timeout, Verdict::SlowHead)
+    } else {
+        (s.last_end_ms, limits.idle_timeout, Verdict::Idle)
+    };
+    if s.now_ms.saturating_sub(since) >= limit.as_millis() as u64 {
+        expired
     } else {
         Verdict::Keep
     }
@@ -194,53 +187,42 @@ mod tests {
         }
     }
 
-    fn snap(now_ms: u64, active: usize, requests: u64, last_end_ms: u64, head: u64) -> Snapshot {
-        Snapshot {
+    fn at(now_ms: u64, active: usize, requests: u64, last_end_ms: u64, head: u64) -> Verdict {
+        let s = Snapshot {
             now_ms,
             active,
             requests,
             last_end_ms,
             head_started_ms: head,
-        }
+        };
+        verdict(s, &limits())
     }
 
     #[test]
     fn silent_new_connection_is_cut_at_the_header_timeout() {
-        assert_eq!(verdict(snap(9_999, 0, 0, 0, 0), &limits()), Verdict::Keep);
-        assert_eq!(
-            verdict(snap(10_000, 0, 0, 0, 0), &limits()),
-            Verdict::SlowHead
-        );
+        assert_eq!(at(9_999, 0, 0, 0, 0), Verdict::Keep);
+        assert_eq!(at(10_000, 0, 0, 0, 0), Verdict::SlowHead);
     }
 
     #[test]
     fn slow_head_is_timed_from_its_first_byte() {
         // Idle for 50 s after a request, then a head trickles in from 50 s.
-        assert_eq!(
-            verdict(snap(59_000, 0, 1, 0, 50_000), &limits()),
-            Verdict::Keep
-        );
-        assert_eq!(
-            verdict(snap(60_000, 0, 1, 0, 50_000), &limits()),
-            Verdict::SlowHead
-        );
+        assert_eq!(at(59_000, 0, 1, 0, 50_000), Verdict::Keep);
+        assert_eq!(at(60_000, 0, 1, 0, 50_000), Verdict::SlowHead);
+        // Once a head has started, the idle limit no longer applies.
+        assert_eq!(at(65_000, 0, 1, 0, 60_000), Verdict::Keep);
     }
 
     #[test]
     fn idle_keep_alive_lasts_the_idle_timeout_not_the_header_timeout() {
-        assert_eq!(
-            verdict(snap(30_000, 0, 1, 5_000, 0), &limits()),
-            Verdict::Keep
-        );
-        assert_eq!(
-            verdict(snap(65_000, 0, 1, 5_000, 0), &limits()),
-            Verdict::Idle
-        );
+        assert_eq!(at(30_000, 0, 1, 5_000, 0), Verdict::Keep);
+        assert_eq!(at(65_000, 0, 1, 5_000, 0), Verdict::Idle);
     }
 
     #[test]
     fn a_request_in_flight_is_never_cut() {
-        assert_eq!(verdict(snap(999_999, 1, 1, 0, 0), &limits()), Verdict::Keep);
+        assert_eq!(at(999_999, 1, 1, 0, 0), Verdict::Keep);
+        assert_eq!(at(999_999, 1, 0, 0, 1), Verdict::Keep);
     }
 
     #[test]

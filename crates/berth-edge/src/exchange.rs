@@ -22,6 +22,8 @@ pub struct ConnInfo {
     pub peer_ip: HeaderValue,
     pub proto: &'static str,
     pub activity: Arc<ConnActivity>,
+    /// Held per connection, so a request does not clone the log's handles.
+    pub log: AccessLog,
 }
 
 /// Decrements a route's concurrency counter when the exchange ends.
@@ -31,6 +33,17 @@ impl Drop for RoutePermit {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// How a response body ended, which decides what happens to the upstream connection and
+/// whether the upstream's health pays for it.
+pub enum End {
+    /// The last byte went out: the connection may serve another request.
+    Clean,
+    /// The upstream failed mid-body, or the total timeout passed: the access-log error label.
+    UpstreamFault(&'static str),
+    /// The client went away first; not the upstream's fault.
+    ClientGone,
 }
 
 pub struct Completion {
@@ -54,35 +67,38 @@ pub struct Completion {
     pub sender: Option<Sender>,
     pub deadline: Option<tokio::time::Instant>,
     pub error: Option<&'static str>,
-    pub log: AccessLog,
 }
 
 impl Completion {
-    pub fn deadline(&self) -> Option<tokio::time::Instant> {
-        self.deadline
-    }
-
     pub fn set_error(&mut self, e: &'static str) {
         self.error.get_or_insert(e);
     }
 
-    pub fn finish(mut self, bytes: u64, clean: bool) {
+    pub fn finish(mut self, bytes: u64, end: End) {
         let elapsed = self.start.elapsed();
-        if let Some(inflight) = &self.upstream {
-            let up = inflight.upstream();
-            if clean {
-                if let Some(s) = self.sender.take() {
+        let up = self.upstream.as_ref().map(InFlight::upstream);
+        match end {
+            End::Clean => {
+                if let (Some(up), Some(s)) = (up, self.sender.take()) {
                     up.checkin(s);
                 }
-            } else if self.error == Some("upstream_body") || self.error == Some("total_timeout") {
-                up.record(Outcome::Failure, Instant::now());
+            }
+            End::UpstreamFault(error) => {
+                self.error.get_or_insert(error);
+                if let Some(up) = up {
+                    up.record(Outcome::Failure);
+                }
+            }
+            End::ClientGone => {
+                self.error.get_or_insert("client_closed");
             }
         }
         if let Some(m) = &self.metrics {
             m.observe(self.status, elapsed.as_secs_f64());
         }
-        if self.log.enabled() {
-            self.log.log(AccessRecord {
+        let log = &self.conn.log;
+        if log.enabled() {
+            log.log(AccessRecord {
                 time: self.time,
                 request_id: String::from_utf8_lossy(self.request_id.as_bytes()).into_owned(),
                 client: self.conn.peer.ip(),

@@ -25,14 +25,20 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// The `Upgrade` token of a request or response that asks to switch protocols.
-pub fn upgrade_token(headers: &HeaderMap) -> Option<HeaderValue> {
-    let connection_upgrade = headers
-        .get_all(header::CONNECTION)
+/// The comma-separated tokens of every `name` header, trimmed (RFC 9110 §5.6.1 lists).
+fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        .map(str::trim)
+}
+
+/// The `Upgrade` token of a request or response that asks to switch protocols.
+pub fn upgrade_token(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade =
+        tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"));
     if connection_upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
@@ -52,18 +58,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) 
     if upgrade.is_none() && !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let wants_trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+    let wants_trailers = tokens(headers, header::TE).any(|t| t.eq_ignore_ascii_case("trailers"));
+    let named: Vec<HeaderName> = tokens(headers, header::CONNECTION)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);

@@ -77,7 +77,6 @@ impl Edge {
         let edge = Edge {
             shared: Arc::new(Shared {
                 table: ArcSwap::from_pointee(table),
-                limits: ArcSwap::from_pointee(spec.client.clone()),
                 metrics,
                 log,
             }),
@@ -122,7 +121,6 @@ impl Edge {
     pub fn apply(&self, spec: &EdgeSpec) -> ApplyReport {
         let table = Table::build(spec, &self.carry, &self.shared.metrics);
         self.shared.table.store(Arc::new(table));
-        self.shared.limits.store(Arc::new(spec.client.clone()));
         self.start_checkers();
         ApplyReport {
             listeners_changed: !self.bound.is_empty() && spec.listeners != self.bound,

@@ -1,5 +1,7 @@
-//! The edge's Prometheus metrics. Hot-path handles are resolved once per routing-table build
-//! (see [`RouteMetrics`]) so a request never hashes label sets.
+//! The edge's Prometheus metrics. The handles every answered request touches are resolved once
+//! per routing-table build (see [`RouteMetrics`]), so a request that goes through without a
+//! retry or an error hashes no label set; rejections, upstream errors, retries and fail-open
+//! still look theirs up.
 
 use std::sync::Arc;
 

@@ -7,15 +7,15 @@ use std::time::Instant;
 
 use http::HeaderMap;
 
-use crate::balance::{self, COHORTS};
+use crate::balance;
 use crate::headers::cookie;
 use crate::spec::Balance;
 use crate::table::{Group, Pool};
 use crate::upstream::Upstream;
 
-pub struct Choice {
+pub struct Choice<'g> {
     pub pool: usize,
-    pub upstream: Arc<Upstream>,
+    pub upstream: &'g Arc<Upstream>,
     /// Every instance of the chosen pool was down, so one was used anyway.
     pub fail_open: bool,
 }
@@ -38,7 +38,7 @@ pub fn release_pick(group: &Group, headers: &HeaderMap) -> ReleasePick {
     let cohort = group.spec.sticky.as_ref().map(|s| {
         match cookie(headers, &s.cookie).and_then(balance::parse_cohort) {
             Some(c) => (c, false),
-            None => (rand::random_range(0..COHORTS), true),
+            None => (balance::random_cohort(&mut rand::rng()), true),
         }
     });
     ReleasePick { forced, cohort }
@@ -50,12 +50,12 @@ fn pool_has_available(pool: &Pool, now: Instant) -> bool {
 
 /// Picks an instance, avoiding `avoid` (instances already tried for this request) while any
 /// other is available.
-pub fn choose(
-    group: &Group,
+pub fn choose<'g>(
+    group: &'g Group,
     pick: &ReleasePick,
-    avoid: &[Arc<Upstream>],
+    avoid: &[&Arc<Upstream>],
     now: Instant,
-) -> Option<Choice> {
+) -> Option<Choice<'g>> {
     let pool = choose_pool(group, pick, now)?;
     let instances = &group.pools[pool].instances;
     let usable =
@@ -82,7 +82,7 @@ pub fn choose(
     }?;
     Some(Choice {
         pool,
-        upstream: instances[idx].clone(),
+        upstream: &instances[idx],
         fail_open,
     })
 }

@@ -110,7 +110,8 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     shared.metrics.connections.inc();
     shared.metrics.open_connections.inc();
-    let limits = shared.limits.load_full();
+    // Fixed for the connection's life: hyper's builder and the watchdog are set up once.
+    let limits = shared.table.load().limits.clone();
     let opened = Instant::now();
     let activity = Arc::new(ConnActivity::new(opened));
     let info = Arc::new(ConnInfo {
@@ -119,6 +120,7 @@ async fn serve(
             .unwrap_or(http::HeaderValue::from_static("unknown")),
         proto: "http",
         activity: activity.clone(),
+        log: shared.log.clone(),
     });
     let svc_shared = shared.clone();
     let service = service_fn(move |req| proxy::handle(svc_shared.clone(), info.clone(), req));

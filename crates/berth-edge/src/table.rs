@@ -3,13 +3,14 @@
 //! reload keeps health history, warm connections and limits.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::balance::SmoothWeighted;
 use crate::metrics::{EdgeMetrics, RouteMetrics};
-use crate::spec::{EdgeSpec, GroupSpec, HostPattern, RouteSpec};
+use crate::spec::{ClientLimits, EdgeSpec, GroupSpec, HostPattern, RouteSpec};
 use crate::upstream::{InstanceSettings, Upstream};
 
 pub struct Table {
@@ -17,8 +18,11 @@ pub struct Table {
     /// Longest suffix first, so `*.api.example.com` wins over `*.example.com`.
     wildcard: Vec<(String, Vec<usize>)>,
     any: Vec<usize>,
-    pub routes: Vec<Route>,
-    pub groups: Vec<Arc<Group>>,
+    routes: Vec<Route>,
+    groups: Vec<Arc<Group>>,
+    /// Swapped in with the routes, so a request never pairs one spec's routes with another's
+    /// limits.
+    pub limits: ClientLimits,
 }
 
 pub struct Route {
@@ -36,6 +40,7 @@ pub struct Group {
     pub name: Arc<str>,
     pub spec: GroupSpec,
     pub pools: Vec<Pool>,
+    /// Indexed like `pools`.
     pub weights: Vec<u32>,
     pub wrr: Mutex<SmoothWeighted>,
     pub rr: AtomicU64,
@@ -43,18 +48,20 @@ pub struct Group {
 
 pub struct Pool {
     pub release: Arc<str>,
-    pub weight: u32,
     pub instances: Vec<Arc<Upstream>>,
 }
 
 /// Released label used for answers the edge gives itself.
 pub const EDGE_RELEASE: &str = "-";
 
+/// Values by key, held weakly: every live one, since a replaced value may still be in use.
+type Registry<K, T> = Mutex<HashMap<K, Vec<Weak<T>>>>;
+
 /// State that outlives one table.
 #[derive(Default)]
 pub struct Carry {
-    instances: Mutex<HashMap<(String, String, SocketAddr), Weak<Upstream>>>,
-    route_in_flight: Mutex<HashMap<String, Weak<AtomicUsize>>>,
+    instances: Registry<(String, String, SocketAddr), Upstream>,
+    route_in_flight: Registry<String, AtomicUsize>,
 }
 
 impl Table {
@@ -64,62 +71,60 @@ impl Table {
             .iter()
             .map(|g| (g.name.as_str(), Arc::new(Group::build(g, carry, metrics))))
             .collect();
-        let mut table = Table {
-            exact: HashMap::new(),
-            wildcard: Vec::new(),
-            any: Vec::new(),
-            routes: Vec::new(),
-            groups: groups.values().cloned().collect(),
-        };
-        for route in &spec.routes {
-            // Validation guarantees the group exists; a route without one is skipped rather
-            // than trusted.
-            let Some(group) = groups.get(route.group.as_str()) else {
-                tracing::error!(route = %route.name, group = %route.group, "route names an unknown group; skipped");
-                continue;
-            };
-            let idx = table.routes.len();
-            for host in &route.hosts {
+        let routes: Vec<Route> = spec
+            .routes
+            .iter()
+            .filter_map(|route| {
+                // Validation guarantees the group exists; a route without one is skipped
+                // rather than trusted.
+                let Some(group) = groups.get(route.group.as_str()) else {
+                    tracing::error!(route = %route.name, group = %route.group, "route names an unknown group; skipped");
+                    return None;
+                };
+                Some(Route {
+                    name: Arc::from(route.name.as_str()),
+                    in_flight: carry.route_counter(&route.name),
+                    metrics: group
+                        .pools
+                        .iter()
+                        .map(|p| metrics.route(&route.name, &p.release))
+                        .collect(),
+                    edge_metrics: metrics.route(&route.name, EDGE_RELEASE),
+                    group: group.clone(),
+                    spec: route.clone(),
+                })
+            })
+            .collect();
+        let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut wildcard: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut any = Vec::new();
+        // Indexed longest prefix first (a stable sort keeps the file's order among equals), so
+        // every host's list is already in the order `lookup` tries it.
+        let mut by_prefix_len: Vec<usize> = (0..routes.len()).collect();
+        by_prefix_len.sort_by_key(|&i| std::cmp::Reverse(routes[i].spec.path_prefix.len()));
+        for idx in by_prefix_len {
+            for host in &routes[idx].spec.hosts {
                 match host {
-                    HostPattern::Exact(h) => table.exact.entry(h.clone()).or_default().push(idx),
+                    HostPattern::Exact(h) => exact.entry(h.clone()).or_default().push(idx),
                     HostPattern::Wildcard(suffix) => {
-                        match table.wildcard.iter_mut().find(|(s, _)| s == suffix) {
+                        match wildcard.iter_mut().find(|(s, _)| s == suffix) {
                             Some((_, list)) => list.push(idx),
-                            None => table.wildcard.push((suffix.clone(), vec![idx])),
+                            None => wildcard.push((suffix.clone(), vec![idx])),
                         }
                     }
-                    HostPattern::Any => table.any.push(idx),
+                    HostPattern::Any => any.push(idx),
                 }
             }
-            table.routes.push(Route {
-                name: Arc::from(route.name.as_str()),
-                in_flight: carry.route_counter(&route.name),
-                metrics: group
-                    .pools
-                    .iter()
-                    .map(|p| metrics.route(&route.name, &p.release))
-                    .collect(),
-                edge_metrics: metrics.route(&route.name, EDGE_RELEASE),
-                group: group.clone(),
-                spec: route.clone(),
-            });
         }
-        let by_prefix_len = |routes: &Vec<Route>, list: &mut Vec<usize>| {
-            list.sort_by_key(|&i| std::cmp::Reverse(routes[i].spec.path_prefix.len()));
-        };
-        for list in table.exact.values_mut() {
-            by_prefix_len(&table.routes, list);
+        wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        Table {
+            exact,
+            wildcard,
+            any,
+            routes,
+            groups: groups.into_values().collect(),
+            limits: spec.client.clone(),
         }
-        for (_, list) in table.wildcard.iter_mut() {
-            by_prefix_len(&table.routes, list);
-        }
-        let mut any = std::mem::take(&mut table.any);
-        by_prefix_len(&table.routes, &mut any);
-        table.any = any;
-        table
-            .wildcard
-            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-        table
     }
 
     /// Host (lower-case, no port) and path to a route: the most specific host pattern that
@@ -176,7 +181,6 @@ impl Group {
             .iter()
             .map(|p| Pool {
                 release: Arc::from(p.release.as_str()),
-                weight: p.weight,
                 instances: p
                     .upstreams
                     .iter()
@@ -184,7 +188,7 @@ impl Group {
                     .collect(),
             })
             .collect();
-        let weights: Vec<u32> = pools.iter().map(|p| p.weight).collect();
+        let weights: Vec<u32> = spec.pools.iter().map(|p| p.weight).collect();
         Group {
             name: Arc::from(spec.name.as_str()),
             spec: spec.clone(),
@@ -205,7 +209,7 @@ impl Carry {
         };
         map.iter()
             .filter(|((g, r, _), _)| g == group && r == release)
-            .filter_map(|(_, w)| w.upgrade())
+            .flat_map(|(_, held)| held.iter().filter_map(Weak::upgrade))
             .map(|u| u.in_flight())
             .sum()
     }
@@ -218,50 +222,164 @@ impl Carry {
         settings: &InstanceSettings,
         metrics: &EdgeMetrics,
     ) -> Arc<Upstream> {
-        let key = (group.to_owned(), release.to_owned(), addr);
-        let Ok(mut map) = self.instances.lock() else {
-            return Arc::new(Upstream::new(
-                addr,
-                group,
-                release,
-                settings.clone(),
-                metrics,
-            ));
-        };
-        map.retain(|_, w| w.strong_count() > 0);
-        if let Some(existing) = map.get(&key).and_then(Weak::upgrade)
-            && existing.settings == *settings
-        {
-            return existing;
-        }
-        let fresh = Arc::new(Upstream::new(
-            addr,
-            group,
-            release,
-            settings.clone(),
-            metrics,
-        ));
-        map.insert(key, Arc::downgrade(&fresh));
-        fresh
+        carried(
+            &self.instances,
+            (group.to_owned(), release.to_owned(), addr),
+            |existing| existing.settings == *settings,
+            || Upstream::new(addr, group, release, settings.clone(), metrics),
+        )
     }
 
     fn route_counter(&self, route: &str) -> Arc<AtomicUsize> {
-        let Ok(mut map) = self.route_in_flight.lock() else {
-            return Arc::new(AtomicUsize::new(0));
-        };
-        map.retain(|_, w| w.strong_count() > 0);
-        if let Some(c) = map.get(route).and_then(Weak::upgrade) {
-            return c;
-        }
-        let fresh = Arc::new(AtomicUsize::new(0));
-        map.insert(route.to_owned(), Arc::downgrade(&fresh));
-        fresh
+        carried(
+            &self.route_in_flight,
+            route.to_owned(),
+            |_| true,
+            || AtomicUsize::new(0),
+        )
     }
+}
+
+/// The live value registered under `key` that `reusable` accepts, else a new one registered
+/// beside the others. Values a replaced table's requests still hold stay registered until
+/// nobody holds them, so [`Carry::in_flight`] still counts them (a reload that changes an
+/// instance's health settings must not make a drain end early). Entries nobody holds any
+/// more are dropped on the way. A poisoned registry carries nothing over rather than failing
+/// the build.
+fn carried<K: Eq + Hash, T>(
+    registry: &Registry<K, T>,
+    key: K,
+    reusable: impl Fn(&T) -> bool,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    let Ok(mut map) = registry.lock() else {
+        return Arc::new(make());
+    };
+    map.retain(|_, held| {
+        held.retain(|w| w.strong_count() > 0);
+        !held.is_empty()
+    });
+    let held = map.entry(key).or_default();
+    if let Some(existing) = held
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|existing| reusable(existing))
+    {
+        return existing;
+    }
+    let fresh = Arc::new(make());
+    held.push(Arc::downgrade(&fresh));
+    fresh
 }
 
 #[cfg(test)]
 mod tests {
+    use prometheus_client::registry::Registry;
+
     use super::*;
+    use crate::spec::{ClientLimits, GroupSpec, PoolSpec, defaults};
+
+    /// A reload that changes an instance's settings makes a new instance; requests still on
+    /// the old one must go on counting, or a drain would end while they run.
+    #[test]
+    fn in_flight_counts_instances_replaced_by_a_reload() {
+        let metrics = EdgeMetrics::new(&mut Registry::default());
+        let carry = Carry::default();
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        let settings = |idle: u64| InstanceSettings {
+            active: None,
+            passive: Default::default(),
+            idle_timeout: std::time::Duration::from_secs(idle),
+        };
+        let old = carry.instance("g", "r1", addr, &settings(1), &metrics);
+        let _request = old.begin();
+        let new = carry.instance("g", "r1", addr, &settings(2), &metrics);
+        assert!(!Arc::ptr_eq(&old, &new));
+        assert_eq!(carry.in_flight("g", "r1"), 1);
+        // The same settings again reuse the live instance rather than adding a third.
+        let again = carry.instance("g", "r1", addr, &settings(2), &metrics);
+        assert!(Arc::ptr_eq(&again, &new));
+        assert_eq!(carry.in_flight("g", "r2"), 0);
+        drop(_request);
+        assert_eq!(carry.in_flight("g", "r1"), 0);
+    }
+
+    fn route(name: &str, hosts: &[HostPattern], prefix: &str) -> RouteSpec {
+        RouteSpec {
+            name: name.to_owned(),
+            hosts: hosts.to_vec(),
+            path_prefix: prefix.to_owned(),
+            strip_prefix: false,
+            group: "g".to_owned(),
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            max_concurrent: defaults::MAX_CONCURRENT,
+            timeouts: Default::default(),
+            retry: Default::default(),
+            security: Default::default(),
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+            maintenance: None,
+        }
+    }
+
+    fn table(routes: Vec<RouteSpec>) -> Table {
+        let group = GroupSpec {
+            name: "g".to_owned(),
+            balance: Default::default(),
+            sticky: None,
+            force: Default::default(),
+            health: None,
+            passive: Default::default(),
+            upstream_idle_timeout: defaults::UPSTREAM_IDLE_TIMEOUT,
+            pools: vec![PoolSpec {
+                release: defaults::RELEASE.to_owned(),
+                weight: defaults::POOL_WEIGHT,
+                upstreams: Vec::new(),
+            }],
+        };
+        let spec = EdgeSpec {
+            listeners: Vec::new(),
+            client: ClientLimits::default(),
+            routes,
+            groups: vec![group],
+        };
+        let metrics = EdgeMetrics::new(&mut Registry::default());
+        Table::build(&spec, &Carry::default(), &metrics)
+    }
+
+    fn routed<'t>(t: &'t Table, host: &str, path: &str) -> Option<&'t str> {
+        t.lookup(host, path).map(|r| &*r.name)
+    }
+
+    #[test]
+    fn lookup_prefers_host_specificity_then_prefix_length_then_file_order() {
+        use HostPattern::{Any, Exact, Wildcard};
+        let t = table(vec![
+            route("any", &[Any], "/"),
+            route("site", &[Exact("a.test".into())], "/"),
+            route("site-api", &[Exact("a.test".into())], "/api"),
+            route("site-api-again", &[Exact("a.test".into())], "/api"),
+            route("wild-docs", &[Wildcard(".test".into())], "/docs"),
+            route("deep-wild", &[Wildcard(".b.test".into())], "/"),
+        ]);
+        assert_eq!(routed(&t, "a.test", "/api/x"), Some("site-api"));
+        assert_eq!(routed(&t, "a.test", "/other"), Some("site"));
+        // A host pattern without a matching prefix falls through to the less specific ones.
+        assert_eq!(routed(&t, "x.b.test", "/docs"), Some("deep-wild"));
+        assert_eq!(routed(&t, "c.test", "/docs"), Some("wild-docs"));
+        assert_eq!(routed(&t, "c.test", "/"), Some("any"));
+        // A wildcard needs at least one label in front of its suffix.
+        assert_eq!(routed(&t, "b.test", "/"), Some("any"));
+    }
+
+    #[test]
+    fn routes_naming_an_unknown_group_are_skipped() {
+        let mut orphan = route("orphan", &[HostPattern::Any], "/");
+        orphan.group = "missing".to_owned();
+        let t = table(vec![orphan, route("kept", &[HostPattern::Any], "/x")]);
+        assert_eq!(routed(&t, "h", "/x"), Some("kept"));
+        assert_eq!(routed(&t, "h", "/"), None);
+    }
 
     #[test]
     fn prefixes_match_on_segment_boundaries() {

@@ -112,10 +112,19 @@ impl Upstream {
         InFlight(self.clone())
     }
 
-    pub fn record(&self, outcome: Outcome, now: Instant) {
-        if matches!(outcome, Outcome::Success) && self.fail_streak.load(Ordering::Relaxed) == 0 {
+    /// Passive health. A success while no failure streak is pending skips both the lock and
+    /// the clock read, so the common case costs one atomic load.
+    pub fn record(&self, outcome: Outcome) {
+        // A success changes nothing while there is no failure streak and no ejection; an
+        // ejection must still be looked at, or one that has run out is never ended (its
+        // gauge would stay 0 for good when no active check runs).
+        if matches!(outcome, Outcome::Success)
+            && self.fail_streak.load(Ordering::Relaxed) == 0
+            && self.ejected_until.load(Ordering::Relaxed) == 0
+        {
             return;
         }
+        let now = Instant::now();
         let transition = self.with_state(|s| s.on_outcome(outcome, now), now);
         self.note(transition);
     }
@@ -252,5 +261,49 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+    use crate::spec::PassiveHealthSpec;
+
+    fn upstream(cool_off: Duration) -> Upstream {
+        let metrics = EdgeMetrics::new(&mut Registry::default());
+        let settings = InstanceSettings {
+            active: None,
+            passive: PassiveHealthSpec {
+                consecutive_failures: 1,
+                cool_off,
+                max_cool_off: cool_off,
+                ..PassiveHealthSpec::default()
+            },
+            idle_timeout: Duration::from_secs(1),
+        };
+        Upstream::new(
+            SocketAddr::from(([127, 0, 0, 1], 9)),
+            "g",
+            "r",
+            settings,
+            &metrics,
+        )
+    }
+
+    /// Without active checks only requests end an ejection: the first success after the
+    /// cool-off must, although the failure streak was already reset at the ejection.
+    #[test]
+    fn an_ejection_that_ran_out_ends_on_the_next_success() {
+        let u = upstream(Duration::from_millis(20));
+        u.record(Outcome::Failure);
+        assert!(!u.is_available(Instant::now()));
+        assert_eq!(u.healthy_gauge.get(), 0);
+        std::thread::sleep(Duration::from_millis(40));
+        u.record(Outcome::Success);
+        assert_eq!(u.healthy_gauge.get(), 1);
+        assert_eq!(u.ejected_until.load(Ordering::Relaxed), 0);
+        assert!(u.is_available(Instant::now()));
     }
 }

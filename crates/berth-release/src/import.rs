@@ -308,18 +308,18 @@ fn existing_release(
         Err(e) => return Err(Error::io(&target)(e)),
         Ok(_) => {}
     }
-    if let Some(existing) = read_release(releases_dir, &summary.id)? {
-        if existing.digest != summary.digest {
-            return Err(Error::Collision {
-                id: summary.id.to_string(),
-            });
-        }
-        return Ok(Some(existing));
-    }
-    if hash_tree(&target)?.digest != summary.digest {
+    let stored = read_release(releases_dir, &summary.id)?;
+    let same_content = match &stored {
+        Some(existing) => existing.digest == summary.digest,
+        None => hash_tree(&target)?.digest == summary.digest,
+    };
+    if !same_content {
         return Err(Error::Collision {
             id: summary.id.to_string(),
         });
+    }
+    if stored.is_some() {
+        return Ok(stored);
     }
     let release = Release {
         id: summary.id.clone(),

@@ -2,12 +2,13 @@
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_release::meta::meta_path;
 use berth_release::{
-    Error, Limits, Origin, ReleaseId, hash_tree, import_dir, import_dir_with, import_tarball,
-    import_tarball_built, import_tarball_with, list_releases, prune, read_release,
+    Error, Limits, Origin, Release, ReleaseId, hash_tree, import_dir, import_dir_with,
+    import_tarball, import_tarball_built, import_tarball_with, list_releases, prune, read_release,
 };
 use flate2::{Compression, write::GzEncoder};
 use tar::{EntryType, Header};
@@ -96,12 +97,36 @@ fn app_entries() -> Vec<(&'static str, EntryType, &'static str, u32)> {
     ]
 }
 
-#[test]
-fn import_dir_copies_skips_git_records_commit_and_freezes() {
+/// `app_dir`, imported into the `releases` directory of a fresh data directory.
+struct Imported {
+    src: tempfile::TempDir,
+    /// Bind it (`data: _data`), not `..`: dropping it deletes the releases.
+    data: tempfile::TempDir,
+    releases: PathBuf,
+    release: Release,
+}
+
+fn imported_app() -> Imported {
     let src = app_dir();
     let data = tempfile::tempdir().unwrap();
     let releases = data.path().join("releases");
-    let r = import_dir(src.path(), &releases).unwrap();
+    let release = import_dir(src.path(), &releases).unwrap();
+    Imported {
+        src,
+        data,
+        releases,
+        release,
+    }
+}
+
+#[test]
+fn import_dir_copies_skips_git_records_commit_and_freezes() {
+    let Imported {
+        src,
+        releases,
+        release: r,
+        data: _data,
+    } = imported_app();
 
     assert_eq!(r.path, releases.join(r.id.as_str()));
     assert_eq!(r.git_commit.as_deref(), Some(COMMIT));
@@ -133,10 +158,12 @@ fn import_dir_copies_skips_git_records_commit_and_freezes() {
 
 #[test]
 fn reimport_is_idempotent_and_tarball_of_same_content_has_same_id() {
-    let src = app_dir();
-    let data = tempfile::tempdir().unwrap();
-    let releases = data.path().join("releases");
-    let first = import_dir(src.path(), &releases).unwrap();
+    let Imported {
+        src,
+        data,
+        releases,
+        release: first,
+    } = imported_app();
     let before = listing(&releases);
     let again = import_dir(src.path(), &releases).unwrap();
     assert_eq!(
@@ -508,4 +535,118 @@ fn packing_refuses_an_absolute_symlink_with_a_hint() {
     );
     fs::write(app.path().join(".berthignore"), ".venv/\n").unwrap();
     berth_release::pack_dir(app.path(), std::io::sink()).unwrap();
+}
+
+#[test]
+fn same_id_with_a_different_digest_is_a_collision_not_a_reuse() {
+    let Imported {
+        src,
+        releases,
+        release: r,
+        data: _data,
+    } = imported_app();
+    // What an earlier release whose digest shares the id's 48 bits would have left.
+    let meta = meta_path(&releases, &r.id);
+    let text = fs::read_to_string(&meta).unwrap();
+    fs::write(&meta, text.replace(&r.digest, &"0".repeat(r.digest.len()))).unwrap();
+    let before = listing(&releases);
+    let err = import_dir(src.path(), &releases).unwrap_err();
+    assert!(
+        matches!(&err, Error::Collision { id } if *id == r.id.to_string()),
+        "{err}"
+    );
+    assert_eq!(listing(&releases), before);
+}
+
+#[test]
+fn a_tree_left_without_metadata_is_adopted_when_its_content_matches() {
+    let Imported {
+        src,
+        releases,
+        release: r,
+        data: _data,
+    } = imported_app();
+    let before = listing(&releases);
+    // A crash between the rename and the metadata write.
+    fs::remove_file(meta_path(&releases, &r.id)).unwrap();
+    assert_eq!(list_releases(&releases).unwrap(), []);
+
+    let again = import_dir(src.path(), &releases).unwrap();
+    assert_eq!(again.id, r.id);
+    assert_eq!((again.files, &again.digest), (r.files, &r.digest));
+    assert_eq!(listing(&releases), before);
+    assert_eq!(read_release(&releases, &r.id).unwrap(), Some(again));
+
+    // The same, but the stored tree was changed meanwhile: it is not what the id names.
+    fs::remove_file(meta_path(&releases, &r.id)).unwrap();
+    let css = r.path.join("static/css/site.css");
+    fs::set_permissions(r.path.join("static/css"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&css, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&css, "body{color:red}").unwrap();
+    let err = import_dir(src.path(), &releases).unwrap_err();
+    assert!(matches!(err, Error::Collision { .. }), "{err}");
+}
+
+#[test]
+fn a_built_tree_left_without_metadata_is_built_again() {
+    let data = tempfile::tempdir().unwrap();
+    let releases = data.path().join("releases");
+    let archive = tarball(data.path(), &app_entries());
+    let mut builds = 0;
+    let mut build = |dir: &Path| -> Result<(), String> {
+        builds += 1;
+        fs::write(dir.join("built.txt"), "x").map_err(|e| e.to_string())
+    };
+    let r = import_tarball_built(
+        &archive,
+        &releases,
+        Limits::default(),
+        Origin::default(),
+        Some(&mut build),
+    )
+    .unwrap();
+    // A crash after the build, before the metadata was written.
+    fs::remove_file(meta_path(&releases, &r.id)).unwrap();
+    let again = import_tarball_built(
+        &archive,
+        &releases,
+        Limits::default(),
+        Origin::default(),
+        Some(&mut build),
+    )
+    .unwrap();
+    assert_eq!(builds, 2);
+    assert_eq!(again.id, r.id);
+    assert!(again.path.join("built.txt").is_file());
+    assert_eq!(list_releases(&releases).unwrap(), [again]);
+}
+
+#[test]
+fn read_root_file_finds_a_root_entry_with_or_without_dot_slash() {
+    use EntryType::*;
+    let data = tempfile::tempdir().unwrap();
+    let archive = tarball(
+        data.path(),
+        &[
+            ("./", Directory, "", 0o755),
+            ("./berth.toml", Regular, "name = \"a\"\n", 0o644),
+            ("sub/", Directory, "", 0o755),
+            ("sub/other.toml", Regular, "x", 0o644),
+            ("README", Regular, "0123456789", 0o644),
+        ],
+    );
+    let read = |name: &str, max: u64| berth_release::read_root_file(&archive, name, max).unwrap();
+    assert_eq!(
+        read("berth.toml", 1024).as_deref(),
+        Some(&b"name = \"a\"\n"[..])
+    );
+    assert_eq!(read("README", 1024).as_deref(), Some(&b"0123456789"[..]));
+    assert_eq!(
+        read("README", 4).as_deref(),
+        Some(&b"0123"[..]),
+        "cut at max"
+    );
+    assert_eq!(read("other.toml", 1024), None, "only the root is searched");
+    assert_eq!(read("sub", 1024), None, "a directory is not a file");
+    assert_eq!(read("missing", 1024), None);
 }

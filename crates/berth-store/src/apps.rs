@@ -11,7 +11,7 @@ use crate::Store;
 use crate::actor::Actor;
 use crate::audit::NewAuditEntry;
 use crate::db::{with_pool, with_tx};
-use crate::error::StoreError;
+use crate::error::{StoreError, json_column};
 use crate::names::check_name;
 use crate::time::{from_ms, now_ms};
 use crate::tx::Tx;
@@ -32,30 +32,35 @@ pub struct App {
 
 /// How an app is named in audit targets and errors: `app/environment`, as docs/store.md
 /// describes targets.
-fn target(environment: &str, name: &str) -> String {
+pub(crate) fn app_target(environment: &str, name: &str) -> String {
     format!("{name}/{environment}")
 }
 
 type AppRow = (i64, String, String, String, i64, i64);
 
 fn app_from_row(r: AppRow) -> Result<App, StoreError> {
-    let spec = serde_json::from_str(&r.3).map_err(|e| StoreError::Corrupt {
-        what: "apps.spec",
-        reason: e.to_string(),
-    })?;
     Ok(App {
         id: r.0,
         environment: r.1,
         name: r.2,
-        spec,
+        spec: json_column("apps.spec", &r.3)?,
         created: from_ms(r.4),
         updated: from_ms(r.5),
     })
 }
 
-const SELECT_APPS: &str = "SELECT a.id, e.name, a.name, a.spec, a.created_ms, a.updated_ms \
-     FROM apps a JOIN environments e ON e.id = a.environment_id \
-     WHERE e.name = $1 AND a.removed_ms IS NULL ORDER BY a.name";
+/// The current apps of environment `$1`, with `$tail` (more conditions, an order) appended,
+/// as one literal.
+macro_rules! select_apps {
+    ($tail:literal) => {
+        concat!(
+            "SELECT a.id, e.name, a.name, a.spec, a.created_ms, a.updated_ms \
+             FROM apps a JOIN environments e ON e.id = a.environment_id \
+             WHERE e.name = $1 AND a.removed_ms IS NULL ",
+            $tail
+        )
+    };
+}
 
 impl Store {
     /// Creates an app in `environment` (see [`Tx::create_app`]).
@@ -86,10 +91,20 @@ impl Store {
     /// The current apps of `environment`, by name; empty for an environment that has none
     /// or does not exist yet.
     pub async fn list_apps(&self, environment: &str) -> Result<Vec<App>, StoreError> {
+        let sql = select_apps!("ORDER BY a.name");
         let rows: Vec<AppRow> = with_pool!(&self.pool, p => {
-            sqlx::query_as(SELECT_APPS).bind(environment).fetch_all(p).await
+            sqlx::query_as(sql).bind(environment).fetch_all(p).await
         })?;
         rows.into_iter().map(app_from_row).collect()
+    }
+
+    /// The current app `name` in `environment`, if there is one.
+    pub async fn app(&self, environment: &str, name: &str) -> Result<Option<App>, StoreError> {
+        let sql = select_apps!("AND a.name = $2");
+        let row: Option<AppRow> = with_pool!(&self.pool, p => {
+            sqlx::query_as(sql).bind(environment).bind(name).fetch_optional(p).await
+        })?;
+        row.map(app_from_row).transpose()
     }
 }
 
@@ -141,11 +156,11 @@ impl Tx {
             .fetch_one(&mut *c)
             .await
         })
-        .map_err(|e| StoreError::from_insert(e, "app", &target(environment, name)))?;
+        .map_err(|e| StoreError::from_insert(e, "app", &app_target(environment, name)))?;
         self.audit(NewAuditEntry::new(
             actor,
             "app.create",
-            target(environment, name),
+            app_target(environment, name),
             json!({ "environment_created": environment_created }),
         ))
         .await?;
@@ -184,12 +199,12 @@ impl Tx {
             .map(|r| r.rows_affected())
         })?;
         if removed == 0 {
-            return Err(StoreError::not_found("app", target(environment, name)));
+            return Err(StoreError::not_found("app", app_target(environment, name)));
         }
         self.audit(NewAuditEntry::new(
             actor,
             "app.remove",
-            target(environment, name),
+            app_target(environment, name),
             json!({}),
         ))
         .await?;
@@ -198,12 +213,23 @@ impl Tx {
 
     /// [`Store::list_apps`] inside this transaction (it sees the transaction's own changes).
     pub async fn list_apps(&mut self, environment: &str) -> Result<Vec<App>, StoreError> {
+        let sql = select_apps!("ORDER BY a.name");
         let rows: Vec<AppRow> = with_tx!(&mut self.conn, c => {
-            sqlx::query_as(SELECT_APPS)
-                .bind(environment)
-                .fetch_all(&mut *c)
-                .await
+            sqlx::query_as(sql).bind(environment).fetch_all(&mut *c).await
         })?;
         rows.into_iter().map(app_from_row).collect()
+    }
+
+    /// The current app `name` of `environment`, as this transaction sees it.
+    pub(crate) async fn current_app(
+        &mut self,
+        environment: &str,
+        name: &str,
+    ) -> Result<Option<App>, StoreError> {
+        let sql = select_apps!("AND a.name = $2");
+        let row: Option<AppRow> = with_tx!(&mut self.conn, c => {
+            sqlx::query_as(sql).bind(environment).bind(name).fetch_optional(&mut *c).await
+        })?;
+        row.map(app_from_row).transpose()
     }
 }

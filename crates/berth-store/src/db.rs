@@ -183,3 +183,38 @@ impl TxConn {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The settings docs/store.md promises, as a pooled connection reports them.
+    #[tokio::test]
+    async fn sqlite_files_run_with_the_documented_settings() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let Pool::Sqlite(pool) = Pool::open_sqlite_file(&dir.path().join("berth.db"))
+            .await
+            .expect("open")
+        else {
+            panic!("a SQLite file opened as another dialect");
+        };
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&pool)
+            .await
+            .expect("journal_mode");
+        assert_eq!(journal, "wal");
+        for (pragma, expected) in [
+            // 1 is NORMAL.
+            ("PRAGMA synchronous", 1),
+            ("PRAGMA foreign_keys", 1),
+            ("PRAGMA busy_timeout", 5000),
+        ] {
+            let value: i64 = sqlx::query_scalar(pragma)
+                .fetch_one(&pool)
+                .await
+                .expect(pragma);
+            assert_eq!(value, expected, "{pragma}");
+        }
+        pool.close().await;
+    }
+}

@@ -5,6 +5,7 @@
 //! deployer's own bookkeeping, many per deploy, and their meaning is carried by the audited
 //! `deploy.start` and `deploy.finish`.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -12,9 +13,10 @@ use serde_json::json;
 
 use crate::Store;
 use crate::actor::Actor;
+use crate::apps::app_target;
 use crate::audit::NewAuditEntry;
 use crate::db::{with_pool, with_tx};
-use crate::error::StoreError;
+use crate::error::{StoreError, json_column};
 use crate::releases::ReleaseRecord;
 use crate::time::{from_ms, now_ms};
 use crate::tx::Tx;
@@ -66,7 +68,7 @@ type DeploymentRow = (
 
 /// The deployment query with `$tail` appended, as one literal.
 macro_rules! select_deployments {
-    ($tail:literal) => {
+    ($($tail:expr),+) => {
         concat!(
             "SELECT d.id, e.name, a.name, r.version, p.version, d.strategy, \
      d.state, d.requested_by, d.started_ms, d.finished_ms, d.detail \
@@ -74,13 +76,70 @@ macro_rules! select_deployments {
      JOIN environments e ON e.id = a.environment_id \
      JOIN releases r ON r.id = d.release_id \
      LEFT JOIN releases p ON p.id = d.previous_release_id ",
-            $tail
+            $($tail),+
         )
     };
 }
 
-fn target(environment: &str, app: &str) -> String {
-    format!("{app}/{environment}")
+/// The ids of the newest `$3` deployments of app `$2` in environment `$1`: what a listing
+/// shows, and whose steps it reads.
+macro_rules! newest_deployment_ids {
+    () => {
+        "SELECT d.id FROM deployments d JOIN apps a ON a.id = d.app_id \
+         JOIN environments e ON e.id = a.environment_id \
+         WHERE e.name = $1 AND a.name = $2 AND a.removed_ms IS NULL \
+         ORDER BY d.id DESC LIMIT $3"
+    };
+}
+
+/// The decision-log query with `$tail` (which deployments, then `ORDER BY deployment_id,
+/// seq`) appended, as one literal.
+macro_rules! select_steps {
+    ($($tail:expr),+) => {
+        concat!(
+            "SELECT deployment_id, seq, time_ms, step, decision, reason, measurements \
+             FROM deployment_decisions ",
+            $($tail),+
+        )
+    };
+}
+
+type StepRow = (i64, i64, i64, String, String, String, String);
+
+/// Groups decision-log rows (ordered by deployment, then `seq`) by deployment id.
+fn steps_by_deployment(rows: Vec<StepRow>) -> Result<HashMap<i64, Vec<DeployStep>>, StoreError> {
+    let mut by_deployment: HashMap<i64, Vec<DeployStep>> = HashMap::new();
+    for (deployment, seq, time_ms, step, decision, reason, measurements) in rows {
+        by_deployment
+            .entry(deployment)
+            .or_default()
+            .push(DeployStep {
+                seq,
+                time: from_ms(time_ms),
+                step,
+                decision,
+                reason,
+                measurements: json_column("deployment_decisions.measurements", &measurements)?,
+            });
+    }
+    Ok(by_deployment)
+}
+
+fn deployment_from_row(r: DeploymentRow, steps: Vec<DeployStep>) -> Deployment {
+    Deployment {
+        id: r.0,
+        environment: r.1,
+        app: r.2,
+        release: r.3,
+        previous_release: r.4,
+        strategy: r.5,
+        state: r.6,
+        requested_by: r.7,
+        started: from_ms(r.8),
+        finished: r.9.map(from_ms),
+        detail: r.10,
+        steps,
+    }
 }
 
 impl Tx {
@@ -112,7 +171,7 @@ impl Tx {
         self.audit(NewAuditEntry::new(
             actor,
             "deploy.start",
-            target(&release.environment, &release.app),
+            app_target(&release.environment, &release.app),
             json!({
                 "deployment": id,
                 "release": release.version,
@@ -160,12 +219,15 @@ impl Tx {
             .map(|_| ())
         })?;
         let params = json!({ "deployment": id, "state": state, "detail": detail });
-        let entry = if state == "succeeded" {
-            NewAuditEntry::new(actor, "deploy.finish", target(&environment, &app), params)
-        } else {
-            NewAuditEntry::new(actor, "deploy.finish", target(&environment, &app), params)
-                .with_outcome(format!("error: {state}"))
-        };
+        let mut entry = NewAuditEntry::new(
+            actor,
+            "deploy.finish",
+            app_target(&environment, &app),
+            params,
+        );
+        if state != "succeeded" {
+            entry = entry.with_outcome(format!("error: {state}"));
+        }
         self.audit(entry).await.map(|_| ())
     }
 }
@@ -211,70 +273,47 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Deployment>, StoreError> {
         let sql = select_deployments!(
-            "WHERE e.name = $1 AND a.name = $2 AND a.removed_ms IS NULL ORDER BY d.id DESC LIMIT $3"
+            "WHERE d.id IN (",
+            newest_deployment_ids!(),
+            ") ORDER BY d.id DESC"
         );
-        let rows: Vec<DeploymentRow> = with_pool!(&self.pool, p => {
-            sqlx::query_as(sql).bind(environment).bind(app).bind(i64::from(limit)).fetch_all(p).await
+        // The steps of all of them in one query rather than one per deployment.
+        let steps_sql = select_steps!(
+            "WHERE deployment_id IN (",
+            newest_deployment_ids!(),
+            ") ORDER BY deployment_id, seq"
+        );
+        let limit = i64::from(limit);
+        let (rows, steps): (Vec<DeploymentRow>, Vec<StepRow>) = with_pool!(&self.pool, p => {
+            let rows = sqlx::query_as(sql).bind(environment).bind(app).bind(limit).fetch_all(p).await?;
+            let steps = sqlx::query_as(steps_sql).bind(environment).bind(app).bind(limit).fetch_all(p).await?;
+            Ok::<_, sqlx::Error>((rows, steps))
         })?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push(self.deployment_from_row(row).await?);
-        }
-        Ok(out)
+        let mut steps = steps_by_deployment(steps)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let own = steps.remove(&r.0).unwrap_or_default();
+                deployment_from_row(r, own)
+            })
+            .collect())
     }
 
     /// One deployment by id.
     pub async fn get_deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
         let sql = select_deployments!("WHERE d.id = $1");
+        let steps_sql = select_steps!("WHERE deployment_id = $1 ORDER BY deployment_id, seq");
         let row: Option<DeploymentRow> = with_pool!(&self.pool, p => {
             sqlx::query_as(sql).bind(id).fetch_optional(p).await
         })?;
-        match row {
-            Some(row) => Ok(Some(self.deployment_from_row(row).await?)),
-            None => Ok(None),
-        }
-    }
-
-    async fn deployment_from_row(&self, r: DeploymentRow) -> Result<Deployment, StoreError> {
-        let steps: Vec<(i64, i64, String, String, String, String)> = with_pool!(&self.pool, p => {
-            sqlx::query_as(
-                "SELECT seq, time_ms, step, decision, reason, measurements \
-                 FROM deployment_decisions WHERE deployment_id = $1 ORDER BY seq",
-            )
-            .bind(r.0)
-            .fetch_all(p)
-            .await
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let steps: Vec<StepRow> = with_pool!(&self.pool, p => {
+            sqlx::query_as(steps_sql).bind(id).fetch_all(p).await
         })?;
-        let steps = steps
-            .into_iter()
-            .map(|s| {
-                Ok(DeployStep {
-                    seq: s.0,
-                    time: from_ms(s.1),
-                    step: s.2,
-                    decision: s.3,
-                    reason: s.4,
-                    measurements: serde_json::from_str(&s.5).map_err(|e| StoreError::Corrupt {
-                        what: "deployment_decisions.measurements",
-                        reason: e.to_string(),
-                    })?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(Deployment {
-            id: r.0,
-            environment: r.1,
-            app: r.2,
-            release: r.3,
-            previous_release: r.4,
-            strategy: r.5,
-            state: r.6,
-            requested_by: r.7,
-            started: from_ms(r.8),
-            finished: r.9.map(from_ms),
-            detail: r.10,
-            steps,
-        })
+        let steps = steps_by_deployment(steps)?.remove(&id).unwrap_or_default();
+        Ok(Some(deployment_from_row(row, steps)))
     }
 
     /// Marks deployments that were in flight when berth stopped as `interrupted` (the

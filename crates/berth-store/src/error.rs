@@ -25,6 +25,10 @@ pub enum StoreError {
     #[error("invalid {what}: {reason}")]
     Invalid { what: &'static str, reason: String },
 
+    /// Removing this user would leave nobody with admin on every environment.
+    #[error("{name:?} is the last admin on all environments; add another first")]
+    LastAdmin { name: String },
+
     /// A value read back from the database does not parse (a hand-edited or corrupted row).
     #[error("unexpected value in the database ({what}): {reason}")]
     Corrupt { what: &'static str, reason: String },
@@ -34,11 +38,23 @@ pub enum StoreError {
     AuditChainBroken(BadEntry),
 }
 
+/// Parses a JSON text column (`what` names it, e.g. `apps.spec`).
+pub(crate) fn json_column(what: &'static str, text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::corrupt(what, e))
+}
+
 impl StoreError {
     pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
         StoreError::Invalid {
             what,
             reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn corrupt(what: &'static str, reason: impl ToString) -> Self {
+        StoreError::Corrupt {
+            what,
+            reason: reason.to_string(),
         }
     }
 

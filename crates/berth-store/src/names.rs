@@ -4,6 +4,7 @@ use crate::error::StoreError;
 use crate::roles::ALL_ENVIRONMENTS;
 
 const MAX_NAME: usize = 64;
+const MAX_LABEL: usize = 200;
 
 /// User and environment names: 1–64 characters of `A-Z a-z 0-9 . _ @ -`, starting with a
 /// letter or digit. Restrictive on purpose: they are shown in terminals and logs, and
@@ -43,8 +44,11 @@ pub(crate) fn check_environment(env: &str) -> Result<(), StoreError> {
 
 /// Free text such as a token label: bounded, no control characters.
 pub(crate) fn check_label(what: &'static str, text: &str) -> Result<(), StoreError> {
-    if text.len() > 200 {
-        return Err(StoreError::invalid(what, "longer than 200 bytes"));
+    if text.len() > MAX_LABEL {
+        return Err(StoreError::invalid(
+            what,
+            format!("longer than {MAX_LABEL} bytes"),
+        ));
     }
     if text.chars().any(char::is_control) {
         return Err(StoreError::invalid(what, "contains control characters"));
@@ -67,5 +71,7 @@ mod tests {
         assert!(check_environment("*").is_ok());
         assert!(check_environment("prod*").is_err());
         assert!(check_label("label", "laptop\n").is_err());
+        assert!(check_label("label", &"a".repeat(200)).is_ok());
+        assert!(check_label("label", &"a".repeat(201)).is_err());
     }
 }

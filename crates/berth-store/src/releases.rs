@@ -11,10 +11,10 @@ use serde_json::json;
 
 use crate::Store;
 use crate::actor::Actor;
-use crate::apps::App;
+use crate::apps::{App, app_target};
 use crate::audit::NewAuditEntry;
 use crate::db::{with_pool, with_tx};
-use crate::error::StoreError;
+use crate::error::{StoreError, json_column};
 use crate::time::{from_ms, now_ms};
 use crate::tx::Tx;
 
@@ -78,12 +78,6 @@ macro_rules! select_releases {
 }
 
 fn release_from_row(r: ReleaseRow) -> Result<ReleaseRecord, StoreError> {
-    let json = |what: &'static str, text: &str| {
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-            what,
-            reason: e.to_string(),
-        })
-    };
     Ok(ReleaseRecord {
         id: r.0,
         app_id: r.1,
@@ -91,16 +85,12 @@ fn release_from_row(r: ReleaseRow) -> Result<ReleaseRecord, StoreError> {
         app: r.3,
         version: r.4,
         artifact: r.5,
-        spec: json("releases.spec", &r.6)?,
-        meta: json("releases.meta", &r.7)?,
+        spec: json_column("releases.spec", &r.6)?,
+        meta: json_column("releases.meta", &r.7)?,
         created: from_ms(r.8),
         created_by: r.9,
         active: r.10,
     })
-}
-
-fn target(environment: &str, app: &str) -> String {
-    format!("{app}/{environment}")
 }
 
 impl Store {
@@ -151,12 +141,7 @@ impl Tx {
         name: &str,
         spec: &serde_json::Value,
     ) -> Result<App, StoreError> {
-        let existing = self
-            .list_apps(environment)
-            .await?
-            .into_iter()
-            .find(|a| a.name == name);
-        let mut app = match existing {
+        let mut app = match self.current_app(environment, name).await? {
             Some(app) => app,
             None => self.create_app(actor, environment, name).await?,
         };
@@ -209,7 +194,7 @@ impl Tx {
         self.audit(NewAuditEntry::new(
             actor,
             "release.create",
-            target(&app.environment, &app.name),
+            app_target(&app.environment, &app.name),
             json!({ "release": new.version, "source": new.meta.get("source") }),
         ))
         .await?;
@@ -257,7 +242,7 @@ impl Tx {
         self.audit(NewAuditEntry::new(
             actor,
             "release.activate",
-            target(&release.environment, &release.app),
+            app_target(&release.environment, &release.app),
             json!({ "release": release.version, "previous": previous }),
         ))
         .await

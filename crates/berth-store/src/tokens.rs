@@ -79,6 +79,17 @@ fn public_id_of(token: &str) -> Option<&str> {
 
 type TokenRow = (i64, String, String, String, i64, Option<i64>, Option<i64>);
 
+/// The token listing query with `$tail` (conditions, an order) appended, as one literal.
+macro_rules! select_tokens {
+    ($tail:literal) => {
+        concat!(
+            "SELECT t.id, u.name, t.label, t.public_id, t.created_ms, t.last_used_ms, \
+             t.revoked_ms FROM tokens t JOIN users u ON u.id = t.user_id ",
+            $tail
+        )
+    };
+}
+
 fn token_from_row(r: TokenRow) -> TokenInfo {
     TokenInfo {
         id: r.0,
@@ -116,17 +127,20 @@ impl Store {
     /// Tokens, revoked ones included, oldest first; only `user`'s when given (including
     /// those of removed users of that name).
     pub async fn list_tokens(&self, user: Option<&str>) -> Result<Vec<TokenInfo>, StoreError> {
+        let sql = select_tokens!("WHERE ($1 IS NULL OR u.name = $1) ORDER BY t.id");
         let rows: Vec<TokenRow> = with_pool!(&self.pool, p => {
-            sqlx::query_as(
-                "SELECT t.id, u.name, t.label, t.public_id, t.created_ms, t.last_used_ms, \
-                 t.revoked_ms FROM tokens t JOIN users u ON u.id = t.user_id \
-                 WHERE ($1 IS NULL OR u.name = $1) ORDER BY t.id",
-            )
-            .bind(user)
-            .fetch_all(p)
-            .await
+            sqlx::query_as(sql).bind(user).fetch_all(p).await
         })?;
         Ok(rows.into_iter().map(token_from_row).collect())
+    }
+
+    /// One token by id, revoked or not (as [`Store::list_tokens`] describes it).
+    pub async fn get_token(&self, id: i64) -> Result<Option<TokenInfo>, StoreError> {
+        let sql = select_tokens!("WHERE t.id = $1");
+        let row: Option<TokenRow> = with_pool!(&self.pool, p => {
+            sqlx::query_as(sql).bind(id).fetch_optional(p).await
+        })?;
+        Ok(row.map(token_from_row))
     }
 
     /// The user and token a presented token belongs to, if it is valid: well-formed, known,
@@ -210,13 +224,7 @@ impl Tx {
         label: &str,
     ) -> Result<(TokenInfo, String), StoreError> {
         check_label("token label", label)?;
-        let user_id: Option<i64> = with_tx!(&mut self.conn, c => {
-            sqlx::query_scalar("SELECT id FROM users WHERE name = $1 AND removed_ms IS NULL")
-                .bind(user)
-                .fetch_optional(&mut *c)
-                .await
-        })?;
-        let Some(user_id) = user_id else {
+        let Some(user_id) = self.current_user_id(user).await? else {
             return Err(StoreError::not_found("user", user));
         };
         let public_id = random_hex(PUBLIC_ID_BYTES);

@@ -34,12 +34,11 @@ impl User {
     }
 }
 
-fn parse_role(s: &str) -> Result<Role, StoreError> {
-    s.parse()
-        .map_err(|e: crate::roles::UnknownRole| StoreError::Corrupt {
-            what: "grants.role",
-            reason: e.to_string(),
-        })
+fn grant_from_row(role: &str, environment: String) -> Result<Grant, StoreError> {
+    let role = role
+        .parse()
+        .map_err(|e| StoreError::corrupt("grants.role", e))?;
+    Ok(Grant { role, environment })
 }
 
 type UserRow = (i64, String, i64);
@@ -49,10 +48,10 @@ type GrantRow = (i64, String, String);
 fn grants_by_user_from_rows(rows: Vec<GrantRow>) -> Result<BTreeMap<i64, Vec<Grant>>, StoreError> {
     let mut by_user: BTreeMap<i64, Vec<Grant>> = BTreeMap::new();
     for (user_id, role, environment) in rows {
-        by_user.entry(user_id).or_default().push(Grant {
-            role: parse_role(&role)?,
-            environment,
-        });
+        by_user
+            .entry(user_id)
+            .or_default()
+            .push(grant_from_row(&role, environment)?);
     }
     for grants in by_user.values_mut() {
         grants.sort();
@@ -131,16 +130,20 @@ impl Store {
         }))
     }
 
+    /// The user's grants, sorted.
     pub(crate) async fn grants_of(&self, user_id: i64) -> Result<Vec<Grant>, StoreError> {
-        let rows: Vec<GrantRow> = with_pool!(&self.pool, p => {
-            sqlx::query_as("SELECT user_id, role, environment FROM grants WHERE user_id = $1")
+        let rows: Vec<(String, String)> = with_pool!(&self.pool, p => {
+            sqlx::query_as("SELECT role, environment FROM grants WHERE user_id = $1")
                 .bind(user_id)
                 .fetch_all(p)
                 .await
         })?;
-        Ok(grants_by_user_from_rows(rows)?
-            .remove(&user_id)
-            .unwrap_or_default())
+        let mut grants = rows
+            .into_iter()
+            .map(|(role, environment)| grant_from_row(&role, environment))
+            .collect::<Result<Vec<_>, _>>()?;
+        grants.sort();
+        Ok(grants)
     }
 
     /// On a store with no users, creates `admin` with the admin role on every environment and
@@ -172,6 +175,17 @@ impl Store {
 }
 
 impl Tx {
+    /// The id of the current (not removed) user `name`.
+    pub(crate) async fn current_user_id(&mut self, name: &str) -> Result<Option<i64>, StoreError> {
+        let id = with_tx!(&mut self.conn, c => {
+            sqlx::query_scalar("SELECT id FROM users WHERE name = $1 AND removed_ms IS NULL")
+                .bind(name)
+                .fetch_optional(&mut *c)
+                .await
+        })?;
+        Ok(id)
+    }
+
     /// Adds a user. Names: 1–64 characters of letters, digits and `. _ @ -`; unique among
     /// current users ([`StoreError::AlreadyExists`] otherwise). Audited as `user.add`.
     pub async fn add_user(
@@ -227,41 +241,24 @@ impl Tx {
     /// the last user holding admin on `"*"`, which would leave nobody able to manage users.
     /// Audited as `user.remove`.
     pub async fn remove_user(&mut self, actor: &Actor, name: &str) -> Result<(), StoreError> {
-        let id: Option<i64> = with_tx!(&mut self.conn, c => {
-            sqlx::query_scalar("SELECT id FROM users WHERE name = $1 AND removed_ms IS NULL")
-                .bind(name)
-                .fetch_optional(&mut *c)
-                .await
-        })?;
-        let Some(id) = id else {
+        let Some(id) = self.current_user_id(name).await? else {
             return Err(StoreError::not_found("user", name));
         };
-        let other_admins: i64 = with_tx!(&mut self.conn, c => {
+        let admins: Vec<i64> = with_tx!(&mut self.conn, c => {
             sqlx::query_scalar(
-                "SELECT COUNT(*) FROM users u JOIN grants g ON g.user_id = u.id \
-                 WHERE u.removed_ms IS NULL AND u.id <> $1 AND g.role = 'admin' \
-                 AND g.environment = $2",
+                "SELECT u.id FROM users u JOIN grants g ON g.user_id = u.id \
+                 WHERE u.removed_ms IS NULL AND g.role = $1 AND g.environment = $2",
             )
-            .bind(id)
+            .bind(Role::Admin.as_str())
             .bind(ALL_ENVIRONMENTS)
-            .fetch_one(&mut *c)
+            .fetch_all(&mut *c)
             .await
         })?;
-        let is_admin: i64 = with_tx!(&mut self.conn, c => {
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM grants WHERE user_id = $1 AND role = 'admin' \
-                 AND environment = $2",
-            )
-            .bind(id)
-            .bind(ALL_ENVIRONMENTS)
-            .fetch_one(&mut *c)
-            .await
-        })?;
-        if is_admin > 0 && other_admins == 0 {
-            return Err(StoreError::invalid(
-                "user removal",
-                format!("{name:?} is the last admin on all environments; add another first"),
-            ));
+        // Each user holds a grant once (primary key), so this user is the only admin on `*`.
+        if admins == [id] {
+            return Err(StoreError::LastAdmin {
+                name: name.to_owned(),
+            });
         }
         let now = now_ms();
         let revoked = with_tx!(&mut self.conn, c => {

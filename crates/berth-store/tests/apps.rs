@@ -5,7 +5,7 @@ mod support;
 
 use berth_store::{AuditFilter, StoreError};
 use serde_json::json;
-use support::{KEY, TestDb, admin};
+use support::{KEY, TestDb, admin, app_names};
 
 both!(
     apps_create_list_remove,
@@ -30,6 +30,9 @@ async fn apps_create_list_remove(db: TestDb) {
     let names: Vec<&str> = staging.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["blog", "shop"]);
     assert_eq!(staging[1], shop);
+    assert_eq!(s.app("staging", "shop").await.unwrap(), Some(shop.clone()));
+    assert_eq!(s.app("staging", "nope").await.unwrap(), None);
+    assert_eq!(s.app("nowhere", "shop").await.unwrap(), None);
     assert_eq!(s.list_apps("production").await.unwrap().len(), 1);
     assert!(s.list_apps("nowhere").await.unwrap().is_empty());
 
@@ -38,14 +41,7 @@ async fn apps_create_list_remove(db: TestDb) {
         Err(StoreError::AlreadyExists { kind: "app", .. })
     ));
     s.delete_app(&admin(), "staging", "shop").await.unwrap();
-    let names: Vec<String> = s
-        .list_apps("staging")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
-    assert_eq!(names, ["blog"]);
+    assert_eq!(app_names(s, "staging").await, ["blog"]);
     assert_eq!(s.list_apps("production").await.unwrap().len(), 1);
     assert!(matches!(
         s.delete_app(&admin(), "staging", "shop").await,

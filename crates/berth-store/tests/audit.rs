@@ -26,6 +26,7 @@ both!(
     prune_writes_a_checkpoint_that_verifies,
     forged_checkpoint_fails,
     prune_refuses_a_tampered_chain,
+    prune_cuts_only_a_prefix,
     concurrent_appends_keep_one_chain,
 );
 
@@ -42,6 +43,16 @@ async fn seed(db: &TestDb, n: usize) {
             .await
             .unwrap();
     }
+}
+
+/// Appends `before` entries, then `after` more: the time returned lies between the two.
+async fn seed_around_cutoff(db: &TestDb, before: usize, after: usize) -> SystemTime {
+    seed(db, before).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cutoff = SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    seed(db, after).await;
+    cutoff
 }
 
 async fn all(db: &TestDb) -> Vec<AuditEntry> {
@@ -459,11 +470,7 @@ async fn cut_off_tail_is_named(db: TestDb) {
 
 async fn prune_writes_a_checkpoint_that_verifies(db: TestDb) {
     let s = &db.store;
-    seed(&db, 5).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let cutoff = SystemTime::now();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    seed(&db, 3).await;
+    let cutoff = seed_around_cutoff(&db, 5, 3).await;
 
     assert!(matches!(
         s.audit_prune(&admin(), cutoff, b"short").await,
@@ -504,11 +511,7 @@ async fn prune_writes_a_checkpoint_that_verifies(db: TestDb) {
 
 async fn forged_checkpoint_fails(db: TestDb) {
     let s = &db.store;
-    seed(&db, 4).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let cutoff = SystemTime::now();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    seed(&db, 4).await;
+    let cutoff = seed_around_cutoff(&db, 4, 4).await;
     assert_eq!(s.audit_prune(&admin(), cutoff, KEY).await.unwrap(), 4);
     assert_eq!(first_bad(&db).await, None);
 
@@ -566,6 +569,33 @@ async fn prune_refuses_a_tampered_chain(db: TestDb) {
         "nothing removed"
     );
     assert_eq!(db.int("SELECT COUNT(*) FROM audit_checkpoints").await, 0);
+}
+
+/// The clock stepped back: entry 4 is older than entries 1 to 3. Pruning stops at the first
+/// entry newer than the cutoff, so nothing is cut and the chain stays whole.
+async fn prune_cuts_only_a_prefix(db: TestDb) {
+    seed(&db, 3).await;
+    let log = all(&db).await;
+    // A correctly linked and hashed entry dated 2023 (what a clock stepped back writes).
+    let old = forged(4, &log[2].hash);
+    db.exec(&insert_sql(&old)).await;
+    db.exec(&format!(
+        "UPDATE audit_head SET seq = 4, hash = '{}'",
+        old.hash
+    ))
+    .await;
+    assert_eq!(first_bad(&db).await, None);
+
+    let cutoff = SystemTime::now() - Duration::from_secs(24 * 60 * 60);
+    assert!(old.time < cutoff && log[0].time > cutoff);
+    assert_eq!(
+        db.store.audit_prune(&admin(), cutoff, KEY).await.unwrap(),
+        0
+    );
+    let seqs: Vec<i64> = all(&db).await.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert_eq!(db.int("SELECT COUNT(*) FROM audit_checkpoints").await, 0);
+    assert!(db.store.audit_verify(KEY).await.unwrap().is_valid());
 }
 
 async fn concurrent_appends_keep_one_chain(db: TestDb) {

@@ -4,7 +4,7 @@
 #[macro_use]
 mod support;
 
-use berth_store::{AuditFilter, NewInstance, NewRelease};
+use berth_store::{App, AuditFilter, NewInstance, NewRelease, ReleaseRecord, Tx};
 use serde_json::json;
 use support::{TestDb, admin};
 
@@ -23,6 +23,13 @@ fn release(version: &str) -> NewRelease {
     }
 }
 
+/// Records `version` of `app` as the admin.
+async fn record(tx: &mut Tx, app: &App, version: &str) -> ReleaseRecord {
+    tx.record_release(&admin(), app, &release(version))
+        .await
+        .unwrap()
+}
+
 async fn releases_are_recorded_once_and_one_is_active(db: TestDb) {
     let s = &db.store;
     let mut tx = s.transaction().await.unwrap();
@@ -35,20 +42,11 @@ async fn releases_are_recorded_once_and_one_is_active(db: TestDb) {
         )
         .await
         .unwrap();
-    let r1 = tx
-        .record_release(&admin(), &app, &release("r-000000000001"))
-        .await
-        .unwrap();
+    let r1 = record(&mut tx, &app, "r-000000000001").await;
     // The same content deployed twice is one release.
-    let again = tx
-        .record_release(&admin(), &app, &release("r-000000000001"))
-        .await
-        .unwrap();
+    let again = record(&mut tx, &app, "r-000000000001").await;
     assert_eq!(again.id, r1.id);
-    let r2 = tx
-        .record_release(&admin(), &app, &release("r-000000000002"))
-        .await
-        .unwrap();
+    let r2 = record(&mut tx, &app, "r-000000000002").await;
     tx.activate_release(&admin(), &r1).await.unwrap();
     tx.commit().await.unwrap();
 
@@ -140,14 +138,8 @@ async fn deployments_keep_their_steps_and_restart_interrupts_them(db: TestDb) {
         .ensure_app(&admin(), "production", "shop", &json!({}))
         .await
         .unwrap();
-    let r1 = tx
-        .record_release(&admin(), &app, &release("r-000000000001"))
-        .await
-        .unwrap();
-    let r2 = tx
-        .record_release(&admin(), &app, &release("r-000000000002"))
-        .await
-        .unwrap();
+    let r1 = record(&mut tx, &app, "r-000000000001").await;
+    let r2 = record(&mut tx, &app, "r-000000000002").await;
     let d1 = tx
         .start_deployment(&admin(), &r1, None, "rolling")
         .await
@@ -203,6 +195,9 @@ async fn deployments_keep_their_steps_and_restart_interrupts_them(db: TestDb) {
     let states: Vec<(i64, &str)> = list.iter().map(|d| (d.id, d.state.as_str())).collect();
     assert_eq!(states, [(d2, "interrupted"), (d1, "succeeded")]);
     assert!(list[0].finished.is_some());
+    // Each deployment in a listing carries its own steps, in order.
+    assert_eq!(list[0].steps, d.steps);
+    assert!(list[1].steps.is_empty());
     assert_eq!(
         s.list_deployments("production", "shop", 1)
             .await
@@ -218,6 +213,42 @@ async fn deployments_keep_their_steps_and_restart_interrupts_them(db: TestDb) {
         .map(|e| e.outcome.as_str())
         .collect();
     assert_eq!(finish, ["ok"]);
+
+    // Any other end is on record as an error, with the state it ended in.
+    let mut tx = s.transaction().await.unwrap();
+    let d3 = tx
+        .start_deployment(&admin(), &r2, Some(&r1), "rolling")
+        .await
+        .unwrap();
+    tx.finish_deployment(&admin(), d3, "failed", "web-1 exited")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let finished = s
+        .audit_list(&AuditFilter {
+            action_prefix: Some("deploy.finish".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let outcomes: Vec<(&str, &str)> = finished
+        .iter()
+        .map(|e| (e.outcome.as_str(), e.target.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("error: failed", "shop/production"),
+            ("ok", "shop/production")
+        ]
+    );
+    let d = s.get_deployment(d3).await.unwrap().unwrap();
+    assert_eq!(
+        (d.state.as_str(), d.detail.as_deref()),
+        ("failed", Some("web-1 exited"))
+    );
+    assert!(d.steps.is_empty());
+    assert_eq!(s.get_deployment(d3 + 1).await.unwrap(), None);
 }
 
 async fn instances_are_tracked_and_lost_on_restart(db: TestDb) {
@@ -227,10 +258,7 @@ async fn instances_are_tracked_and_lost_on_restart(db: TestDb) {
         .ensure_app(&admin(), "production", "shop", &json!({}))
         .await
         .unwrap();
-    let r1 = tx
-        .record_release(&admin(), &app, &release("r-000000000001"))
-        .await
-        .unwrap();
+    let r1 = record(&mut tx, &app, "r-000000000001").await;
     tx.commit().await.unwrap();
     let new = |name: &'static str| NewInstance {
         release: &r1,

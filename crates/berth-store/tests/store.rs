@@ -8,7 +8,7 @@ use std::process::Command;
 use berth_store::{AuditFilter, NewAuditEntry, Store, StoreError};
 use serde_json::json;
 use sqlx::Connection as _;
-use support::{Backend, KEY, TestDb, admin};
+use support::{Backend, KEY, TestDb, admin, user_names};
 
 both!(migrations_apply_once, dropped_transaction_leaves_nothing);
 
@@ -16,6 +16,11 @@ async fn migrations_apply_once(db: TestDb) {
     db.store.add_user(&admin(), "alice", &[]).await.unwrap();
     let migrations = db.int("SELECT COUNT(*) FROM _sqlx_migrations").await;
     assert!(migrations >= 2, "{migrations} migrations recorded");
+    assert_eq!(
+        migrations,
+        migration_files(db.backend),
+        "every migration is applied"
+    );
     // Every start runs the migrator; on an up-to-date database it changes nothing.
     for _ in 0..2 {
         let again = db.reopen().await;
@@ -39,6 +44,43 @@ async fn migrations_apply_once(db: TestDb) {
     }
     db.store.add_user(&admin(), "bob", &[]).await.unwrap();
     assert!(db.store.audit_verify(KEY).await.unwrap().is_valid());
+}
+
+/// How many migrations the store ships for `backend`'s dialect.
+fn migration_files(backend: Backend) -> i64 {
+    let dialect = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dialect);
+    let files = std::fs::read_dir(&dir).expect("migrations directory");
+    let sql = files.filter(|f| {
+        f.as_ref()
+            .is_ok_and(|f| f.path().extension().is_some_and(|e| e == "sql"))
+    });
+    sql.count() as i64
+}
+
+/// Two processes starting at once on a fresh PostgreSQL database: the migrator's advisory
+/// lock lets one apply the migrations and the other find them applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_migrate_once_on_postgres() {
+    let url = berth_store::testing::TempPostgres::fresh_database().await;
+    let (a, b) = tokio::join!(Store::open(&url), Store::open(&url));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    a.add_user(&admin(), "alice", &[]).await.unwrap();
+    assert_eq!(b.list_users().await.unwrap().len(), 1);
+    let mut raw = sqlx::PgConnection::connect(&url).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(applied, migration_files(Backend::Postgres));
+    raw.close().await.ok();
+    a.close().await;
+    b.close().await;
 }
 
 async fn dropped_transaction_leaves_nothing(db: TestDb) {
@@ -130,14 +172,7 @@ async fn crash(backend: Backend, test_name: &str) {
     );
 
     let store = db.reopen().await;
-    let users: Vec<String> = store
-        .list_users()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| u.name)
-        .collect();
-    assert_eq!(users, ["alice"]);
+    assert_eq!(user_names(&store).await, ["alice"]);
     assert!(store.list_tokens(None).await.unwrap().is_empty());
     assert_eq!(
         store

@@ -4,7 +4,7 @@
 mod support;
 
 use berth_store::{Actor, Grant, Role, StoreError};
-use support::{TestDb, admin};
+use support::{TestDb, admin, user_names};
 
 both!(
     users_create_list_remove,
@@ -56,14 +56,7 @@ async fn users_create_list_remove(db: TestDb) {
     assert_eq!(s.get_user("alice").await.unwrap(), Some(alice.clone()));
 
     s.remove_user(&admin(), "alice").await.unwrap();
-    let names: Vec<String> = s
-        .list_users()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| u.name)
-        .collect();
-    assert_eq!(names, ["bob"]);
+    assert_eq!(user_names(s).await, ["bob"]);
     assert_eq!(s.get_user("alice").await.unwrap(), None);
     // The name can be given out again, to a new user.
     let again = s.add_user(&admin(), "alice", &[]).await.unwrap();
@@ -121,7 +114,7 @@ async fn last_admin_cannot_be_removed(db: TestDb) {
         .unwrap();
     assert!(matches!(
         s.remove_user(&admin(), "root").await,
-        Err(StoreError::Invalid { .. })
+        Err(StoreError::LastAdmin { .. })
     ));
     s.add_user(&admin(), "root2", &[Grant::everywhere(Role::Admin)])
         .await
@@ -191,6 +184,30 @@ async fn authenticate_and_revoke(db: TestDb) {
     let listed = s.list_tokens(None).await.unwrap();
     assert!(listed[0].last_used.is_some(), "last_used is recorded");
 
+    // last_used is refreshed at most once a minute: a use 30 s after the last one writes
+    // nothing, one 61 s after it does.
+    let last_used = format!("SELECT last_used_ms FROM tokens WHERE id = {}", info.id);
+    let recent = db.int(&last_used).await - 30_000;
+    db.exec(&format!(
+        "UPDATE tokens SET last_used_ms = {recent} WHERE id = {}",
+        info.id
+    ))
+    .await;
+    let (_, tok) = s.authenticate(&secret).await.unwrap().expect("valid token");
+    assert_eq!(db.int(&last_used).await, recent);
+    assert_eq!(
+        tok.last_used,
+        s.get_token(info.id).await.unwrap().unwrap().last_used
+    );
+    let stale = recent - 31_000;
+    db.exec(&format!(
+        "UPDATE tokens SET last_used_ms = {stale} WHERE id = {}",
+        info.id
+    ))
+    .await;
+    s.authenticate(&secret).await.unwrap().expect("valid token");
+    assert!(db.int(&last_used).await >= recent + 30_000);
+
     // Wrong secret with the right public id, garbage, and near misses: all refused.
     let mut wrong = secret.clone();
     let last = wrong.pop().unwrap();
@@ -209,6 +226,12 @@ async fn authenticate_and_revoke(db: TestDb) {
     assert_eq!(s.authenticate(&secret).await.unwrap(), None);
     let listed = s.list_tokens(Some("alice")).await.unwrap();
     assert!(listed[0].revoked.is_some());
+    // One token by id reads as it is listed, revoked ones included.
+    assert_eq!(
+        s.get_token(info.id).await.unwrap().as_ref(),
+        Some(&listed[0])
+    );
+    assert_eq!(s.get_token(info.id + 1000).await.unwrap(), None);
     // Revoking again is harmless.
     s.revoke_token(&admin(), info.id).await.unwrap();
 }

@@ -1,7 +1,7 @@
 //! When to restart an exited instance, and when to give up on it.
 //!
 //! Pure and clock-free like `berth-edge`'s `health.rs`: every call takes `now`, so the tests
-//! drive it with a fake clock and never sleep. The run loop (not built yet) owns the sleeping.
+//! drive it with a fake clock and never sleep. The run loop (`runner.rs`) owns the sleeping.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -50,7 +50,7 @@ pub enum Decision {
     Failing,
 }
 
-/// Restart bookkeeping for one process type.
+/// Restart bookkeeping for one instance.
 #[derive(Debug, Clone)]
 pub struct RestartState {
     policy: RestartPolicy,
@@ -122,7 +122,8 @@ impl RestartState {
         Decision::RestartAfter(delay)
     }
 
-    /// An operator cleared the failure (a new release, `berth restart`): start from scratch.
+    /// Starts from scratch, clearing a crash loop. The run loop never does: a failing instance
+    /// stays failing until it is stopped, and a deploy or a restart of berth starts a new one.
     pub fn reset(&mut self) {
         *self = Self::new(self.policy);
     }

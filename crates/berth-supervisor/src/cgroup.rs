@@ -292,7 +292,7 @@ mod tests {
         };
         let cgroup = Cgroup::create(&support, "unit-test").expect("create");
         let dir = cgroup.dir.clone();
-        let confinement = Confinement::with_cgroup(cgroup, &ResourceLimits::default());
+        let confinement = Confinement::new(Ok(cgroup), &ResourceLimits::default());
         // `setsid` takes the sleep out of the instance's session and process group, beyond
         // the reach of `killpg`.
         let spec = CommandSpec::new("sh", "/")

@@ -6,7 +6,7 @@
 //!   and stops it gracefully or, when its handle is dropped, at once. Its [`Status`] says
 //!   what it is doing and, when it fails, why, with its last output lines.
 //! - [`backoff`]: pure restart decisions: exponential backoff with a cap, reset after a stable
-//!   run, and crash-loop detection that marks a process type failing until an explicit reset.
+//!   run, and crash-loop detection that marks the instance failing.
 //! - [`process`]: spawning an instance in its own process group with `PORT` and its
 //!   environment, killed by the kernel if berth dies (`PR_SET_PDEATHSIG`), and stopping it as
 //!   a group (signal, timeout, SIGKILL).
@@ -20,9 +20,8 @@
 //! - [`sweep_stale`]: at start-up, kills instances a `kill -9`ed berth left behind.
 //! - [`allocate_port`], [`port_is_free`]: loopback ports for instances.
 //!
-//! Not built yet (issue 4 continues): releases (unpacking an artifact into a release
-//! directory, the process types it declares) and health-gated registration of instances
-//! with the edge through `Edge::apply`.
+//! Releases, the processes an app spec declares and routing healthy instances through the
+//! edge are the deployer's (`berth-deploy`), which runs one [`Supervised`] per instance.
 
 pub mod backoff;
 mod cgroup;
@@ -45,6 +44,6 @@ pub use output::{Capture, LogConfig, RotatingLog, Stream, Tail, capture};
 pub use port::{allocate_port, port_is_free};
 pub use probe::ProbeSpec;
 pub use process::{CommandSpec, Ending, Instance, Signal};
-pub use run::{RunSpec, Supervised};
+pub use run::{RunSpec, Supervised, wait_ready};
 pub use status::{Phase, Status};
 pub use sweep::{INSTANCE_ENV, sweep_stale};

@@ -95,72 +95,52 @@ impl Confinement {
     /// Decides how to enforce `limits` for `instance`, creating its cgroup if cgroup v2 is
     /// usable. Never fails: what cannot be enforced is noted instead.
     pub(crate) fn prepare(instance: &str, limits: &ResourceLimits) -> Confinement {
-        match cgroup::support() {
-            Ok(support) => match Cgroup::create(support, instance) {
-                Ok(cgroup) => Self::with_cgroup(cgroup, limits),
-                Err(e) => Self::with_rlimits(limits, &format!("cgroup not created: {e}")),
-            },
-            Err(reason) => Self::with_rlimits(limits, reason),
-        }
+        let cgroup = match cgroup::support() {
+            Ok(support) => {
+                Cgroup::create(support, instance).map_err(|e| format!("cgroup not created: {e}"))
+            }
+            Err(reason) => Err(reason.clone()),
+        };
+        Self::new(cgroup, limits)
     }
 
-    pub(crate) fn with_cgroup(cgroup: Cgroup, limits: &ResourceLimits) -> Confinement {
+    /// Puts each limit in `cgroup` where it can go there, and falls back to an rlimit (or to
+    /// nothing) with a note saying why where it cannot: the cgroup's own error, or, when
+    /// there is no cgroup, the reason there is none.
+    pub(crate) fn new(cgroup: Result<Cgroup, String>, limits: &ResourceLimits) -> Confinement {
+        let in_cgroup = |set: &dyn Fn(&Cgroup) -> io::Result<()>| match &cgroup {
+            Ok(cgroup) => set(cgroup).map_err(|e| e.to_string()),
+            Err(reason) => Err(reason.clone()),
+        };
         let mut notes = Vec::new();
         let mut rlimits = Vec::new();
         if let Some(bytes) = limits.memory_bytes
-            && let Err(e) = cgroup.set_memory(bytes)
+            && let Err(why) = in_cgroup(&|c| c.set_memory(bytes))
         {
             notes.push(format!(
-                "memory limit applied per process as address space (RLIMIT_AS): {e}"
+                "memory limit applied per process as address space (RLIMIT_AS): {why}"
             ));
             rlimits.push((Resource::AddressSpace, bytes));
         }
         if let Some(cores) = limits.cpu
-            && let Err(e) = cgroup.set_cpu(cores)
+            && let Err(why) = in_cgroup(&|c| c.set_cpu(cores))
         {
-            notes.push(format!("cpu limit not enforced: {e}"));
+            notes.push(format!("cpu limit not enforced: {why}"));
         }
         if let Some(n) = limits.processes
-            && let Err(e) = cgroup.set_pids(n)
+            && let Err(why) = in_cgroup(&|c| c.set_pids(n))
         {
-            notes.push(processes_note(&e.to_string()));
+            notes.push(processes_note(&why));
             rlimits.push((Resource::Processes, n));
         }
+        // cgroups have no limit on open files: always an rlimit.
         if let Some(n) = limits.open_files {
             let (n, note) = open_files_limit(n);
             notes.extend(note);
             rlimits.push((Resource::OpenFiles, n));
         }
         Confinement {
-            cgroup: Some(cgroup),
-            rlimits,
-            note: join(notes),
-        }
-    }
-
-    fn with_rlimits(limits: &ResourceLimits, reason: &str) -> Confinement {
-        let mut notes = Vec::new();
-        let mut rlimits = Vec::new();
-        if let Some(bytes) = limits.memory_bytes {
-            notes.push(format!(
-                "memory limit applied per process as address space (RLIMIT_AS): {reason}"
-            ));
-            rlimits.push((Resource::AddressSpace, bytes));
-        }
-        if limits.cpu.is_some() {
-            notes.push(format!("cpu limit not enforced: {reason}"));
-        }
-        if let Some(n) = limits.processes {
-            notes.push(processes_note(reason));
-            rlimits.push((Resource::Processes, n));
-        }
-        if let Some(n) = limits.open_files {
-            let (n, note) = open_files_limit(n);
-            notes.extend(note);
-            rlimits.push((Resource::OpenFiles, n));
-        }
-        Confinement {
-            cgroup: None,
+            cgroup: cgroup.ok(),
             rlimits,
             note: join(notes),
         }
@@ -215,4 +195,57 @@ fn open_files_limit(wanted: u64) -> (u64, Option<String>) {
 
 fn join(notes: Vec<String>) -> Option<String> {
     (!notes.is_empty()).then(|| notes.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fallback without a cgroup, whatever the machine running the tests has.
+    #[test]
+    fn without_a_cgroup_limits_become_rlimits_and_notes_say_why() {
+        let limits = ResourceLimits {
+            memory_bytes: Some(512 << 20),
+            cpu: Some(0.5),
+            open_files: Some(256),
+            processes: Some(4000),
+        };
+        let confinement = Confinement::new(Err("cgroup v2 not available".into()), &limits);
+        assert!(confinement.cgroup.is_none());
+        let resources: Vec<Resource> = confinement.rlimits.iter().map(|&(r, _)| r).collect();
+        assert_eq!(
+            resources,
+            [
+                Resource::AddressSpace,
+                Resource::Processes,
+                Resource::OpenFiles
+            ]
+        );
+        assert_eq!(confinement.rlimits[0].1, 512 << 20);
+        assert_eq!(confinement.rlimits[1].1, 4000);
+        let note = confinement.note.clone().expect("a note");
+        for part in [
+            "memory limit applied per process as address space (RLIMIT_AS): cgroup v2 not available",
+            "cpu limit not enforced: cgroup v2 not available",
+        ] {
+            assert!(note.contains(part), "{part:?} not in {note}");
+        }
+        assert!(
+            note.matches("cgroup v2 not available").count() >= 3,
+            "the processes note names the reason too: {note}"
+        );
+        let setup = confinement.child_setup().expect("rlimits to set");
+        assert_eq!(setup.cgroup_procs, None);
+        assert_eq!(setup.rlimits, confinement.rlimits);
+    }
+
+    #[test]
+    fn no_limits_need_no_child_setup_and_no_note() {
+        let confinement = Confinement::new(
+            Err("cgroup v2 not available".into()),
+            &ResourceLimits::default(),
+        );
+        assert_eq!(confinement.note, None);
+        assert!(confinement.child_setup().is_none());
+    }
 }

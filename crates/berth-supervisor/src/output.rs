@@ -380,6 +380,40 @@ mod tests {
     }
 
     #[test]
+    fn a_line_over_the_limit_goes_in_whole_into_a_fresh_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            dir: dir.path().to_owned(),
+            max_bytes: 10,
+            keep: 1,
+        };
+        let mut log = RotatingLog::open(&config, "web.1").expect("open");
+        let long = format!("{}\n", "x".repeat(30));
+        log.write_line(b"short\n").expect("write");
+        log.write_line(long.as_bytes()).expect("write");
+        let live = dir.path().join("web.1.log");
+        assert_eq!(read(&live), long);
+        assert_eq!(read(&rotated(&live, 1)), "short\n");
+    }
+
+    #[test]
+    fn keep_zero_keeps_only_the_live_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            dir: dir.path().to_owned(),
+            max_bytes: 10,
+            keep: 0,
+        };
+        let mut log = RotatingLog::open(&config, "web.1").expect("open");
+        for line in ["one.....\n", "two.....\n"] {
+            log.write_line(line.as_bytes()).expect("write");
+        }
+        let live = dir.path().join("web.1.log");
+        assert_eq!(read(&live), "two.....\n");
+        assert!(!rotated(&live, 1).exists());
+    }
+
+    #[test]
     fn reopening_appends() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = LogConfig {
@@ -414,8 +448,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_line_of_exactly_the_limit_is_one_line() {
+    /// Captures the two streams to completion; returns the log's text.
+    async fn captured(stdout: &str, stderr: &'static [u8]) -> String {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = LogConfig {
             dir: dir.path().to_owned(),
@@ -423,11 +457,15 @@ mod tests {
             keep: 1,
         };
         let log = RotatingLog::open(&config, "x").expect("open");
-        let out = format!("{}\nnext\n", "b".repeat(MAX_LINE_BYTES));
-        let capture =
-            capture(std::io::Cursor::new(out.into_bytes()), &b""[..], log).expect("capture");
+        let stdout = std::io::Cursor::new(stdout.as_bytes().to_vec());
+        let capture = capture(stdout, stderr, log).expect("capture");
         capture.finish().await.expect("finish");
-        let text = read(&dir.path().join("x.log"));
+        read(&dir.path().join("x.log"))
+    }
+
+    #[tokio::test]
+    async fn a_line_of_exactly_the_limit_is_one_line() {
+        let text = captured(&format!("{}\nnext\n", "b".repeat(MAX_LINE_BYTES)), b"").await;
         let lens: Vec<usize> = text
             .lines()
             .map(|l| {
@@ -440,19 +478,8 @@ mod tests {
 
     #[tokio::test]
     async fn splits_overlong_lines_and_keeps_a_last_partial_line() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = LogConfig {
-            dir: dir.path().to_owned(),
-            max_bytes: 1 << 20,
-            keep: 1,
-        };
-        let log = RotatingLog::open(&config, "x").expect("open");
         let long = "a".repeat(MAX_LINE_BYTES + 10);
-        let out = format!("{long}\nend");
-        let capture =
-            capture(std::io::Cursor::new(out.into_bytes()), &b"oops\n"[..], log).expect("capture");
-        capture.finish().await.expect("finish");
-        let text = read(&dir.path().join("x.log"));
+        let text = captured(&format!("{long}\nend"), b"oops\n").await;
         let mut stdout: Vec<&str> = text
             .lines()
             .filter(|l| l.contains(" stdout "))

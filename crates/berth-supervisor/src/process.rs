@@ -217,10 +217,7 @@ impl Instance {
         if let Some(ending) = self.ended {
             return Ok(ending);
         }
-        let status = self.child.wait().await.map_err(|source| Error::Wait {
-            pid: self.pid,
-            source,
-        })?;
+        let status = self.child.wait().await.map_err(wait_error(self.pid))?;
         Ok(self.reaped(Ending::from_status(status)))
     }
 
@@ -230,31 +227,20 @@ impl Instance {
         if let Some(ending) = self.ended {
             return Ok(ending);
         }
-        if let Some(status) = self.child.try_wait().map_err(|source| Error::Wait {
-            pid: self.pid,
-            source,
-        })? {
+        if let Some(status) = self.child.try_wait().map_err(wait_error(self.pid))? {
             return Ok(self.reaped(Ending::from_status(status)));
         }
 
         killpg(self.pid, signal.as_raw())?;
-        match tokio::time::timeout(timeout, self.child.wait()).await {
-            Ok(status) => {
-                let status = status.map_err(|source| Error::Wait {
-                    pid: self.pid,
-                    source,
-                })?;
-                Ok(self.reaped(Ending::from_status(status)))
-            }
+        let ending = match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => Ending::from_status(status.map_err(wait_error(self.pid))?),
             Err(_elapsed) => {
                 killpg(self.pid, libc::SIGKILL)?;
-                self.child.wait().await.map_err(|source| Error::Wait {
-                    pid: self.pid,
-                    source,
-                })?;
-                Ok(self.reaped(Ending::ForceKilled))
+                self.child.wait().await.map_err(wait_error(self.pid))?;
+                Ending::ForceKilled
             }
-        }
+        };
+        Ok(self.reaped(ending))
     }
 
     /// Records the ending and sweeps the group: children that ignored the signal, or that the
@@ -275,6 +261,10 @@ impl Drop for Instance {
             // tokio's orphan queue reaps the leader later; nothing to await in Drop.
         }
     }
+}
+
+fn wait_error(pid: i32) -> impl FnOnce(io::Error) -> Error {
+    move |source| Error::Wait { pid, source }
 }
 
 /// `killpg`, treating "no such group" as success: the group already ended.

@@ -76,23 +76,7 @@ impl Supervised {
     /// the status as it was when giving up: on `Failing`, `Stopped`, or after `timeout`.
     /// `Backoff` is waited through: a restart may still come up within the timeout.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Status> {
-        let mut rx = self.status.clone();
-        let settled = async {
-            rx.wait_for(|s| {
-                matches!(
-                    s.phase,
-                    Phase::Healthy | Phase::Running | Phase::Failing | Phase::Stopped
-                )
-            })
-            .await
-            .map(|s| s.clone())
-        };
-        match tokio::time::timeout(timeout, settled).await {
-            Ok(Ok(status)) if matches!(status.phase, Phase::Healthy | Phase::Running) => Ok(()),
-            Ok(Ok(status)) => Err(status),
-            // Timed out, or the task is gone (it only ends once stopped).
-            Ok(Err(_)) | Err(_) => Err(self.status()),
-        }
+        wait_ready(self.status.clone(), timeout).await
     }
 
     /// Stops the instance gracefully (`stop_signal` to its group, `stop_timeout`, SIGKILL)
@@ -104,5 +88,26 @@ impl Supervised {
         let _ = stop.send(());
         let _ = task.await;
         status.borrow().clone()
+    }
+}
+
+/// [`Supervised::wait_ready`] for a caller that holds only the instance's status channel
+/// ([`Supervised::watch`]), e.g. while another task may stop the instance meanwhile.
+pub async fn wait_ready(mut rx: watch::Receiver<Status>, timeout: Duration) -> Result<(), Status> {
+    let settled = async {
+        rx.wait_for(|s| {
+            matches!(
+                s.phase,
+                Phase::Healthy | Phase::Running | Phase::Failing | Phase::Stopped
+            )
+        })
+        .await
+        .map(|s| s.clone())
+    };
+    match tokio::time::timeout(timeout, settled).await {
+        Ok(Ok(status)) if matches!(status.phase, Phase::Healthy | Phase::Running) => Ok(()),
+        Ok(Ok(status)) => Err(status),
+        // Timed out, or the task is gone (it only ends once stopped).
+        Ok(Err(_)) | Err(_) => Err(rx.borrow().clone()),
     }
 }

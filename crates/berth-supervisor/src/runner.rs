@@ -326,6 +326,10 @@ impl Run<'_> {
         self.status.send_modify(|s| {
             if let Some(ending) = ending {
                 s.last_exit = Some(status::describe_ending(ending));
+                s.exit_code = match ending {
+                    Ending::Exited { code } => Some(code),
+                    Ending::Signaled { .. } | Ending::ForceKilled => None,
+                };
             }
             s.pid = None;
             s.started = None;

@@ -18,6 +18,8 @@ pub struct Status {
     pub started: Option<SystemTime>,
     /// How the previous process ended, e.g. "exited with status 3".
     pub last_exit: Option<String>,
+    /// The previous process's exit status, when it exited rather than being killed.
+    pub exit_code: Option<i32>,
     /// Why the last start or run failed, with the instance's last output lines when there
     /// were any. Kept through backoff and restart until the instance is healthy again, or,
     /// without a probe, has run for the restart policy's `stable_after`.
@@ -36,6 +38,7 @@ impl Status {
             restarts: 0,
             started: None,
             last_exit: None,
+            exit_code: None,
             error: None,
             limits_note: None,
         }
@@ -54,10 +57,27 @@ pub enum Phase {
     Running,
     /// Ended or failed to start; waiting before the next start.
     Backoff,
-    /// Crash loop: no more restarts until it is started anew.
+    /// A crash loop, or a spec that cannot work (a probe without a port): no more restarts,
+    /// and it stays so until stopped.
     Failing,
     Stopping,
     Stopped,
+}
+
+impl Phase {
+    /// The phase's name, as serialised (`"backoff"`): for metric labels and store rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Healthy => "healthy",
+            Phase::Unhealthy => "unhealthy",
+            Phase::Running => "running",
+            Phase::Backoff => "backoff",
+            Phase::Failing => "failing",
+            Phase::Stopping => "stopping",
+            Phase::Stopped => "stopped",
+        }
+    }
 }
 
 /// How `/bin/sh -c` reports a command it cannot find.
@@ -193,6 +213,19 @@ mod tests {
         status.phase = Phase::Backoff;
         let json = serde_json::to_value(&status).expect("json");
         assert_eq!(json["phase"], "backoff");
+        // as_str and serde agree on every phase.
+        for phase in [
+            Phase::Starting,
+            Phase::Healthy,
+            Phase::Unhealthy,
+            Phase::Running,
+            Phase::Backoff,
+            Phase::Failing,
+            Phase::Stopping,
+            Phase::Stopped,
+        ] {
+            assert_eq!(serde_json::to_value(phase).expect("json"), phase.as_str());
+        }
         assert_eq!(json["instance"], "web-1");
     }
 }

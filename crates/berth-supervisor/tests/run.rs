@@ -492,6 +492,9 @@ async fn a_probe_without_a_port_fails_at_once() {
     sup.stop().await;
 }
 
+/// End to end, where there is no cgroup v2 (and a no-op where there is: memory and processes
+/// then go to the cgroup). The fallback itself is checked on every machine by the unit tests
+/// in `limits.rs`.
 #[tokio::test]
 async fn limits_fall_back_to_rlimits_without_cgroup_v2() {
     if cgroup_v2_available() {
@@ -536,12 +539,17 @@ async fn open_files_is_an_rlimit_and_nothing_is_noted_for_it() {
     sup.stop().await;
 }
 
+/// Needs a machine where berth may create cgroups v2 below its own, so it is ignored by
+/// default and shows as such; run it there with `cargo test -p berth-supervisor -- --ignored
+/// cgroup_v2`. Run anywhere else, it fails rather than pass without checking anything.
 #[tokio::test]
+#[ignore = "needs a writable cgroup v2 at /sys/fs/cgroup (root on a cgroup v2 host, a delegated \
+            unit or a container with its own cgroup namespace): run with --ignored there"]
 async fn cgroup_v2_confines_the_instance() {
-    if !cgroup_v2_available() {
-        eprintln!("skipped: no writable cgroup v2 on this machine");
-        return;
-    }
+    assert!(
+        cgroup_v2_available(),
+        "no writable cgroup v2 on this machine, so nothing here can be checked"
+    );
     let fx = Fixture::new();
     let mut spec = fx.spec("web-1", sh("exec sleep 600"));
     spec.limits = ResourceLimits {
@@ -565,10 +573,19 @@ async fn cgroup_v2_confines_the_instance() {
     assert!(rel.contains("/berth-web-1-"), "{rel}");
     let dir = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-    if sup.status().limits_note.is_none() {
-        assert_eq!(read("memory.max").trim(), (256u64 << 20).to_string());
-        assert_eq!(read("cpu.max").trim(), "50000 100000");
-        assert_eq!(read("pids.max").trim(), "64");
+    // Each limit is in the cgroup, or the note says why not (a controller berth's cgroup
+    // does not delegate).
+    let note = sup.status().limits_note.unwrap_or_default();
+    for (file, value, noted) in [
+        ("memory.max", (256u64 << 20).to_string(), "memory limit"),
+        ("cpu.max", "50000 100000".to_owned(), "cpu limit"),
+        ("pids.max", "64".to_owned(), "processes limit"),
+    ] {
+        assert!(
+            read(file).trim() == value || note.contains(noted),
+            "{file} is {:?}, not {value:?}, and the note does not say why: {note:?}",
+            read(file).trim()
+        );
     }
     sup.stop().await;
     assert!(!dir.exists(), "cgroup {} not removed", dir.display());

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use tempfile::TempDir;
+use tokio::io::AsyncRead;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -401,22 +402,8 @@ impl BerthProcessBuilder {
         })?;
         let pid = child.id().unwrap_or(0);
         let mut readers = Vec::new();
-        let stdout = match child.stdout.take() {
-            Some(pipe) => {
-                let (out, task) = CapturedOutput::spawn("stdout", pipe);
-                readers.push(task);
-                out
-            }
-            None => CapturedOutput::spawn("stdout", tokio::io::empty()).0,
-        };
-        let stderr = match child.stderr.take() {
-            Some(pipe) => {
-                let (out, task) = CapturedOutput::spawn("stderr", pipe);
-                readers.push(task);
-                out
-            }
-            None => CapturedOutput::spawn("stderr", tokio::io::empty()).0,
-        };
+        let stdout = capture("stdout", child.stdout.take(), &mut readers);
+        let stderr = capture("stderr", child.stderr.take(), &mut readers);
         let mut berth = BerthProcess {
             child,
             pid,
@@ -434,6 +421,23 @@ impl BerthProcessBuilder {
                 .await?;
         }
         Ok(berth)
+    }
+}
+
+/// Starts reading `pipe`, keeping its reader task in `readers` so it can be drained and
+/// aborted; a pipe that was not set up reads as empty.
+fn capture(
+    stream: &'static str,
+    pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
+    readers: &mut Vec<JoinHandle<()>>,
+) -> Arc<CapturedOutput> {
+    match pipe {
+        Some(pipe) => {
+            let (out, task) = CapturedOutput::spawn(stream, pipe);
+            readers.push(task);
+            out
+        }
+        None => CapturedOutput::spawn(stream, tokio::io::empty()).0,
     }
 }
 

@@ -119,6 +119,9 @@ impl CapturedOutput {
         // Subscribing before looking means no line can slip in unnoticed.
         let mut changes = self.version.subscribe();
         let mut checked = 0;
+        // Set once the stream has closed or time is up: one more look, for lines that came
+        // with the closing bump or just before the deadline, then give up.
+        let mut last_look = false;
         loop {
             {
                 let lines = lock(&self.lines);
@@ -127,14 +130,7 @@ impl CapturedOutput {
                 }
                 checked = lines.len();
             }
-            let closed = self.closed.load(Ordering::SeqCst);
-            if closed || !matches!(timeout_at(deadline, changes.changed()).await, Ok(Ok(()))) {
-                // One last look: the closing bump may have come with new lines.
-                let lines = lock(&self.lines);
-                if let Some(line) = lines[checked..].iter().find(|l| pred(l)) {
-                    return Ok(line.clone());
-                }
-                drop(lines);
+            if last_look {
                 return Err(WaitError {
                     stream: self.stream,
                     waited: limit,
@@ -142,6 +138,8 @@ impl CapturedOutput {
                     captured: self.text(),
                 });
             }
+            last_look = self.closed.load(Ordering::SeqCst)
+                || !matches!(timeout_at(deadline, changes.changed()).await, Ok(Ok(())));
         }
     }
 }

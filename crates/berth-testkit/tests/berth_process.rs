@@ -218,6 +218,19 @@ async fn wait_exit_sees_a_process_that_ends_by_itself() {
     let status = berth.wait_exit(WAIT).await.unwrap();
     assert_eq!(status.code(), Some(4));
     assert_eq!(berth.stdout_lines(), ["bye"]);
+    // Waiting on a closed stream gives up at once instead of using up the limit.
+    let asked = Instant::now();
+    let err = berth
+        .wait_for_stdout(|l| l == "never", WAIT)
+        .await
+        .unwrap_err();
+    assert!(err.closed, "{err}");
+    assert!(asked.elapsed() < WAIT / 2, "waited {:?}", asked.elapsed());
+    assert!(err.to_string().contains("bye"), "{err}");
+    assert_eq!(
+        berth.wait_for_stdout(|l| l == "bye", WAIT).await.unwrap(),
+        "bye"
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Behaviour of FakeUpstream over real sockets.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use berth_testkit::{
@@ -13,6 +14,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(3);
+
+/// `GET /` on a fresh connection, read until the upstream closes it or `WAIT` passes: the
+/// reply's bytes, and its text in lower case for matching header lines.
+async fn raw_get(addr: SocketAddr) -> (Vec<u8>, String) {
+    let reply = raw_exchange(addr, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", WAIT).await;
+    let text = String::from_utf8_lossy(&reply).to_lowercase();
+    (reply, text)
+}
 
 fn body_after_head(reply: &[u8]) -> &[u8] {
     let at = reply
@@ -63,7 +72,7 @@ async fn drops_every_nth_request_without_a_response() {
     }
     assert_eq!(outcomes, [true, true, false, true, true]);
     // The 6th is dropped too: no byte at all comes back.
-    let reply = raw_exchange(up.addr(), b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", WAIT).await;
+    let (reply, _) = raw_get(up.addr()).await;
     assert!(
         reply.is_empty(),
         "got {:?}",
@@ -124,7 +133,12 @@ async fn slow_body_streams_in_chunks_with_content_length() {
     let all: Vec<u8> = chunks.iter().flat_map(|(d, _)| d.to_vec()).collect();
     assert_eq!(all, b"abcdefgh");
     assert_eq!(chunks.len(), 4, "chunks: {chunks:?}");
-    // The head comes at once; the body takes three pauses after it.
+    // The head comes at once, not after the body's three pauses (300 ms); the body takes
+    // those pauses after it.
+    assert!(
+        head_at < Duration::from_millis(250),
+        "head took {head_at:?}"
+    );
     let body_time = chunks.last().unwrap().1 - head_at;
     assert!(
         body_time >= Duration::from_millis(250),
@@ -139,8 +153,7 @@ async fn drop_mid_body_announces_full_length_then_closes() {
         .drop_mid_body(4)
         .start()
         .await;
-    let reply = raw_exchange(up.addr(), b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", WAIT).await;
-    let text = String::from_utf8_lossy(&reply).to_lowercase();
+    let (reply, text) = raw_get(up.addr()).await;
     assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
     assert!(text.contains("content-length: 10\r\n"), "{text}");
     assert_eq!(body_after_head(&reply), b"0123");
@@ -155,8 +168,7 @@ async fn drop_mid_body_pads_short_bodies() {
         .drop_mid_body(3)
         .start()
         .await;
-    let reply = raw_exchange(up.addr(), b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", WAIT).await;
-    let text = String::from_utf8_lossy(&reply).to_lowercase();
+    let (reply, text) = raw_get(up.addr()).await;
     assert!(text.contains("content-length: 4\r\n"), "{text}");
     assert_eq!(body_after_head(&reply), b"axx");
 }

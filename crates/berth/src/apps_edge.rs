@@ -3,14 +3,20 @@
 //! composition (an atomic table swap; nothing is re-bound, nothing in flight is dropped).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use berth_deploy::routes::{compose, group_name, host_conflict};
 use berth_deploy::{AppKey, AppRoute, Publisher};
-use berth_edge::ApplyReport;
 use berth_edge::spec::EdgeSpec;
+use berth_edge::{ApplyReport, Edge};
 
 use crate::serve::Server;
+
+/// Locks `m` even after a panic elsewhere: both halves are replaced whole, never edited in
+/// place, so a poisoned lock still holds a complete value.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The two halves of the routing table.
 pub struct Routes {
@@ -26,28 +32,28 @@ impl Routes {
         }
     }
 
-    /// The composed spec (the file's routes first: on a shared host and path they win).
-    pub fn composed(&self) -> EdgeSpec {
-        let apps = self.apps.lock().map(|a| a.clone()).unwrap_or_default();
-        let file = self.file.lock().map(|f| f.clone());
-        match file {
-            Ok(file) => compose(&file, &apps),
-            Err(poisoned) => compose(&poisoned.into_inner().clone(), &apps),
-        }
+    /// Applies the composition (the file's routes first: on a shared host and path they
+    /// win). The locks are held through `Edge::apply`, so when two changes race, the table
+    /// applied last is built from both: a publish can never be undone by an older compose.
+    /// Lock order, everywhere: the file's half, then the apps'.
+    pub fn apply(&self, edge: &Edge) -> ApplyReport {
+        let file = lock(&self.file);
+        let apps = lock(&self.apps);
+        edge.apply(&compose(&file, &apps))
     }
 
-    /// Replaces the file's part (a reload); returns warnings about app hosts it now hides.
+    /// Replaces the file's part (a reload; [`Routes::apply`] follows); returns warnings about
+    /// app hosts it now hides.
     pub fn set_file(&self, spec: EdgeSpec) -> Vec<String> {
-        let apps = self.apps.lock().map(|a| a.clone()).unwrap_or_default();
-        let mut warnings = Vec::new();
-        for (key, route) in &apps {
-            if let Some(why) = host_conflict(&spec, &BTreeMap::new(), key, route) {
-                warnings.push(format!("app {key}: {why}; the file's route wins"));
-            }
-        }
-        if let Ok(mut f) = self.file.lock() {
-            *f = spec;
-        }
+        let mut file = lock(&self.file);
+        let warnings = lock(&self.apps)
+            .iter()
+            .filter_map(|(key, route)| {
+                let why = host_conflict(&spec, &BTreeMap::new(), key, route)?;
+                Some(format!("app {key}: {why}; the file's route wins"))
+            })
+            .collect();
+        *file = spec;
         warnings
     }
 }
@@ -55,37 +61,23 @@ impl Routes {
 /// The deployer's [`Publisher`]: changes the app half and applies the whole.
 pub struct EdgePublisher(pub Arc<Server>);
 
-impl EdgePublisher {
-    fn apply(&self) -> ApplyReport {
-        self.0.edge.apply(&self.0.routes.composed())
-    }
-}
-
 impl Publisher for EdgePublisher {
     fn check(&self, key: &AppKey, route: &AppRoute) -> Option<String> {
-        let apps = self
-            .0
-            .routes
-            .apps
-            .lock()
-            .map(|a| a.clone())
-            .unwrap_or_default();
-        let file = self.0.routes.file.lock().ok()?.clone();
+        let routes = &self.0.routes;
+        let file = lock(&routes.file);
+        let apps = lock(&routes.apps);
         host_conflict(&file, &apps, key, route)
     }
 
     fn publish(&self, key: &AppKey, route: Option<AppRoute>) {
-        if let Ok(mut apps) = self.0.routes.apps.lock() {
+        {
+            let mut apps = lock(&self.0.routes.apps);
             match route {
-                Some(r) => {
-                    apps.insert(key.clone(), r);
-                }
-                None => {
-                    apps.remove(key);
-                }
-            }
+                Some(r) => apps.insert(key.clone(), r),
+                None => apps.remove(key),
+            };
         }
-        self.apply();
+        self.0.routes.apply(&self.0.edge);
     }
 
     fn in_flight(&self, key: &AppKey, release: &str) -> usize {

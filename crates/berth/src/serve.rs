@@ -111,7 +111,7 @@ impl Server {
             Err(e) => return ReloadOutcome::Refused(format!("reload task failed: {e}")),
         };
         let mut warnings = self.routes.set_file(next.edge.clone());
-        let report = self.edge.apply(&self.routes.composed());
+        let report = self.routes.apply(&self.edge);
         if report.listeners_changed {
             warnings.push("server.listen changed: listeners are never re-bound live; restart berth to apply it".to_owned());
         }

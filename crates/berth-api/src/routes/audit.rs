@@ -10,10 +10,10 @@ use http::{Method, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Endpoint, JsonBody, QueryParam, json, query_pairs};
+use super::{Endpoint, JsonBody, QueryParam, json, listing, query_pairs};
 use crate::auth::{Attempt, Ctx};
 use crate::error::ApiError;
-use crate::openapi::schema_ref;
+use crate::openapi::{list_of, schema_ref};
 use crate::policy::Need;
 
 /// Entries returned when the request names no `limit`.
@@ -22,16 +22,19 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 10_000;
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// How attempts at this endpoint are named in the audit log.
+const AUDIT_PRUNE: &str = "audit.prune";
+
 pub(super) fn endpoints() -> Vec<Endpoint> {
     vec![
         Endpoint {
             method: Method::GET,
             path: "/api/v1/audit",
             operation_id: "listAudit",
+            audit: None,
             summary: "Audit entries, newest first",
             access: "viewer@* (any role granted on *)",
             token_only: false,
-            mutating: false,
             query: &[
                 QueryParam {
                     name: "actor",
@@ -65,7 +68,11 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
                 },
             ],
             body: None,
-            success: (StatusCode::OK, "the entries", Some(entries_schema)),
+            success: (
+                StatusCode::OK,
+                "the entries",
+                Some(|| list_of("entries", "AuditEntry")),
+            ),
             errors: &[StatusCode::BAD_REQUEST],
             handler: |m| on(m, list),
         },
@@ -73,10 +80,10 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             method: Method::GET,
             path: "/api/v1/audit/verify",
             operation_id: "verifyAudit",
+            audit: None,
             summary: "Verify the hash chain; 200 with `valid: false` and the first bad entry when it is broken",
             access: "viewer@* (any role granted on *)",
             token_only: false,
-            mutating: false,
             query: &[],
             body: None,
             success: (
@@ -91,10 +98,10 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             method: Method::POST,
             path: "/api/v1/audit/prune",
             operation_id: "pruneAudit",
+            audit: Some(AUDIT_PRUNE),
             summary: "Remove entries older than N days, leaving a signed checkpoint (refused when the chain is broken)",
             access: "admin@*",
             token_only: false,
-            mutating: true,
             query: &[],
             body: Some(prune_schema),
             success: (
@@ -106,14 +113,6 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             handler: |m| on(m, prune),
         },
     ]
-}
-
-fn entries_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["entries"],
-        "properties": { "entries": { "type": "array", "items": schema_ref("AuditEntry") } },
-    })
 }
 
 fn prune_schema() -> Value {
@@ -171,7 +170,7 @@ async fn list(ctx: Ctx, uri: Uri) -> Result<Response, ApiError> {
     let filter = filter_from(&uri)?;
     ctx.allow(&Need::everywhere(Role::Viewer))?;
     let entries = ctx.store().audit_list(&filter).await?;
-    Ok(json(StatusCode::OK, json!({ "entries": entries })))
+    listing("entries", &entries)
 }
 
 async fn verify(ctx: Ctx) -> Result<Response, ApiError> {
@@ -197,7 +196,7 @@ struct Prune {
 
 async fn prune(ctx: Ctx, JsonBody(body): JsonBody<Prune>) -> Result<Response, ApiError> {
     let days = body.older_than_days;
-    let attempt = Attempt::new("audit.prune", "audit", json!({ "older_than_days": days }));
+    let attempt = Attempt::new(AUDIT_PRUNE, "audit", json!({ "older_than_days": days }));
     ctx.mutate(attempt, Need::everywhere(Role::Admin), async |actor| {
         // At least a day: 0 would cut the whole log, which is never what retention means.
         if days == 0 {

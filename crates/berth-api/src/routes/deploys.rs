@@ -1,6 +1,7 @@
 //! Deploying and watching an app: upload a release (`berth deploy`), see its instances
 //! (`berth ps`), read their output (`berth logs`), list releases and deployments.
 
+use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -10,16 +11,17 @@ use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
 use axum::response::Response;
 use axum::routing::on;
-use berth_deploy::{AppKey, DeployError, DeployRequest, Deployer, LogQuery};
+use berth_deploy::{DeployError, DeployRequest, Deployer, LogQuery};
 use berth_store::Role;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use super::{Endpoint, QueryParam, epoch_ms, json, query_pairs};
+use super::{Endpoint, QueryParam, app_of, epoch_ms, json_of, listing, query_pairs};
 use crate::auth::{Attempt, Ctx};
 use crate::error::ApiError;
+use crate::openapi::any_object;
 use crate::policy::Need;
 
 /// The largest upload accepted: a compressed release bigger than this is a mistake.
@@ -57,16 +59,19 @@ const LOG_QUERY: &[QueryParam] = &[
     },
 ];
 
+/// How attempts at this endpoint are named in the audit log.
+const DEPLOY_REQUEST: &str = "deploy.request";
+
 pub(super) fn endpoints() -> Vec<Endpoint> {
     vec![
         Endpoint {
             method: Method::POST,
             path: "/api/v1/envs/{env}/apps/{name}/deploys",
             operation_id: "deploy",
+            audit: Some(DEPLOY_REQUEST),
             summary: "Deploy a release: the body is a .tar.gz of the app's source with berth.toml at its root",
             access: "deployer@{env}",
             token_only: false,
-            mutating: true,
             query: &[],
             body: Some(
                 || json!({ "type": "string", "format": "binary", "description": "application/gzip tarball" }),
@@ -89,17 +94,17 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             method: Method::GET,
             path: "/api/v1/envs/{env}/apps/{name}/deploys",
             operation_id: "listDeploys",
+            audit: None,
             summary: "The app's deployments, newest first, with every step and decision",
             access: "viewer@{env}",
             token_only: false,
-            mutating: false,
             query: &[QueryParam {
                 name: "limit",
                 kind: "integer",
                 description: "at most this many (default 20)",
             }],
             body: None,
-            success: (StatusCode::OK, "the deployments", Some(object_schema)),
+            success: (StatusCode::OK, "the deployments", Some(any_object)),
             errors: &[StatusCode::BAD_REQUEST],
             handler: |m| on(m, list_deploys),
         },
@@ -107,13 +112,13 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             method: Method::GET,
             path: "/api/v1/envs/{env}/apps/{name}/ps",
             operation_id: "ps",
+            audit: None,
             summary: "The app's instances: release, process, pid, port, phase, restarts, uptime",
             access: "viewer@{env}",
             token_only: false,
-            mutating: false,
             query: &[],
             body: None,
-            success: (StatusCode::OK, "the instances", Some(object_schema)),
+            success: (StatusCode::OK, "the instances", Some(any_object)),
             errors: &[
                 StatusCode::BAD_REQUEST,
                 StatusCode::NOT_FOUND,
@@ -125,13 +130,13 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             method: Method::GET,
             path: "/api/v1/envs/{env}/apps/{name}/releases",
             operation_id: "listReleases",
+            audit: None,
             summary: "The app's releases, newest first; `active` marks the one serving",
             access: "viewer@{env}",
             token_only: false,
-            mutating: false,
             query: &[],
             body: None,
-            success: (StatusCode::OK, "the releases", Some(object_schema)),
+            success: (StatusCode::OK, "the releases", Some(any_object)),
             errors: &[StatusCode::BAD_REQUEST],
             handler: |m| on(m, list_releases),
         },
@@ -139,10 +144,10 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             method: Method::GET,
             path: "/api/v1/envs/{env}/apps/{name}/logs",
             operation_id: "logs",
+            audit: None,
             summary: "The instances' output as text lines `<time> <release> <instance> <stream> <text>`",
             access: "viewer@{env}",
             token_only: false,
-            mutating: false,
             query: LOG_QUERY,
             body: None,
             success: (StatusCode::OK, "text/plain lines", None),
@@ -150,10 +155,6 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             handler: |m| on(m, logs),
         },
     ]
-}
-
-fn object_schema() -> Value {
-    json!({ "type": "object" })
 }
 
 fn report_schema() -> Value {
@@ -170,17 +171,6 @@ fn report_schema() -> Value {
             "pruned": { "type": "array", "items": { "type": "string" } },
         },
     })
-}
-
-fn app_path(path: Result<Path<(String, String)>, PathRejection>) -> Result<AppKey, ApiError> {
-    let Path((env, name)) = path.map_err(|e| ApiError::bad_request("path", e.body_text()))?;
-    if env == berth_store::ALL_ENVIRONMENTS {
-        return Err(ApiError::bad_request(
-            "env",
-            "name one environment; `*` is only for grants",
-        ));
-    }
-    Ok(AppKey::new(env, name))
 }
 
 fn deployer(ctx: &Ctx) -> Result<Arc<Deployer>, ApiError> {
@@ -275,8 +265,8 @@ async fn deploy(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let key = app_path(path)?;
-    let attempt = Attempt::new("deploy.request", key.to_string(), json!({}));
+    let key = app_of(path)?;
+    let attempt = Attempt::new(DEPLOY_REQUEST, key.to_string(), json!({}));
     let env = key.env.clone();
     ctx.mutate(attempt, Need::on(Role::Deployer, &env), async |actor| {
         let deployer = deployer(&ctx)?;
@@ -296,8 +286,7 @@ async fn deploy(
             })
             .await?;
         drop(upload);
-        let value = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
-        Ok(json(StatusCode::CREATED, value))
+        json_of(StatusCode::CREATED, &report)
     })
     .await
 }
@@ -306,18 +295,17 @@ async fn ps(
     ctx: Ctx,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let key = app_path(path)?;
+    let key = app_of(path)?;
     ctx.allow(&Need::on(Role::Viewer, &key.env))?;
     let status = deployer(&ctx)?.ps(&key).await?;
-    let value = serde_json::to_value(&status).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(json(StatusCode::OK, value))
+    json_of(StatusCode::OK, &status)
 }
 
 async fn list_releases(
     ctx: Ctx,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let key = app_path(path)?;
+    let key = app_of(path)?;
     ctx.allow(&Need::on(Role::Viewer, &key.env))?;
     let list = ctx.store().list_releases(&key.env, &key.app).await?;
     let releases: Vec<Value> = list
@@ -337,7 +325,7 @@ async fn list_releases(
             })
         })
         .collect();
-    Ok(json(StatusCode::OK, json!({ "releases": releases })))
+    listing("releases", &releases)
 }
 
 async fn list_deploys(
@@ -345,26 +333,23 @@ async fn list_deploys(
     path: Result<Path<(String, String)>, PathRejection>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let key = app_path(path)?;
+    let key = app_of(path)?;
     ctx.allow(&Need::on(Role::Viewer, &key.env))?;
-    let mut limit = 20u32;
-    for (name, value) in query_pairs(&uri, &["limit"])? {
-        if name == "limit" {
-            limit = value
-                .parse()
-                .ok()
-                .filter(|n| (1..=1000).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad_request("limit", "expected a whole number from 1 to 1000")
-                })?;
-        }
-    }
+    let limit = match query_pairs(&uri, &["limit"])?.first() {
+        None => 20,
+        Some((_, value)) => value
+            .parse()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request("limit", "expected a whole number from 1 to 1000")
+            })?,
+    };
     let list = ctx
         .store()
         .list_deployments(&key.env, &key.app, limit)
         .await?;
-    let value = serde_json::to_value(&list).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(json(StatusCode::OK, json!({ "deployments": value })))
+    listing("deployments", &list)
 }
 
 /// `10m`, `2h`, `1d` back from now, or an RFC 3339 time.
@@ -388,7 +373,7 @@ async fn logs(
     path: Result<Path<(String, String)>, PathRejection>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let key = app_path(path)?;
+    let key = app_of(path)?;
     ctx.allow(&Need::on(Role::Viewer, &key.env))?;
     let deployer = deployer(&ctx)?;
     let mut q = LogQuery::default();
@@ -416,36 +401,31 @@ async fn logs(
         }
     }
     let dir = deployer.log_dir(&key);
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);
-    if follow {
+    let body = if follow {
+        let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);
+        // Ends when the client goes (the body, and with it `rx`, is dropped).
         tokio::spawn(berth_deploy::logs::follow(dir, q, tx));
+        // The receiver as a stream: what tokio-stream's wrapper does, without the crate.
+        let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+            let line = rx.recv().await?;
+            Some((Ok::<_, Infallible>(line + "\n"), rx))
+        });
+        Body::from_stream(lines)
     } else {
         let lines = tokio::task::spawn_blocking(move || berth_deploy::logs::read_logs(&dir, &q))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
-        tokio::spawn(async move {
-            for l in lines {
-                if tx.send(l).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    let stream = tokio_stream_from(rx).map(|mut line| {
-        line.push('\n');
-        Ok::<_, std::convert::Infallible>(line)
-    });
-    let mut response = Response::new(Body::from_stream(stream));
+        Body::from(
+            lines
+                .into_iter()
+                .map(|line| line + "\n")
+                .collect::<String>(),
+        )
+    };
+    let mut response = Response::new(body);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     Ok(response)
-}
-
-/// An mpsc receiver as a stream (what `tokio-stream`'s wrapper does, in four lines).
-fn tokio_stream_from(
-    rx: tokio::sync::mpsc::Receiver<String>,
-) -> impl futures_util::Stream<Item = String> {
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|l| (l, rx)) })
 }

@@ -11,13 +11,19 @@ mod tokens;
 mod users;
 mod whoami;
 
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, Path, Request};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
+use berth_deploy::AppKey;
 use http::{HeaderValue, Method, StatusCode, Uri, header};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -45,13 +51,15 @@ pub(crate) struct Endpoint {
     /// The full path in axum's and OpenAPI's shared syntax (`/api/v1/users/{name}`).
     pub path: &'static str,
     pub operation_id: &'static str,
+    /// The dotted action every attempt is audited as (`user.add`): `Some` exactly for the
+    /// mutating endpoints, so an attempt refused before its handler runs (a body that does
+    /// not parse) is filed under the same action as the handler's own entries.
+    pub audit: Option<&'static str>,
     pub summary: &'static str,
     /// Who may call it, as docs/api.md says it (`admin@*`, `viewer@{env}`, …).
     pub access: &'static str,
     /// Needs only a valid token (no 403 possible).
     pub token_only: bool,
-    /// Changes something, so every attempt is audited.
-    pub mutating: bool,
     pub query: &'static [QueryParam],
     /// The JSON schema of the request body, if it takes one.
     pub body: Option<Schema>,
@@ -63,6 +71,13 @@ pub(crate) struct Endpoint {
     /// Makes the route from the method filter of `method`, so the method served and the
     /// method documented are one value: write it as `|m| on(m, handler_fn)`.
     pub handler: fn(MethodFilter) -> MethodRouter<Shared>,
+}
+
+impl Endpoint {
+    /// Changes something, so every attempt is audited.
+    pub(crate) fn mutating(&self) -> bool {
+        self.audit.is_some()
+    }
 }
 
 /// Every endpoint the API serves.
@@ -103,9 +118,9 @@ pub(crate) fn router(shared: Shared) -> Router {
     for e in endpoints() {
         let path = e.path.strip_prefix(PREFIX).unwrap_or(e.path);
         let mut route = (e.handler)(method_filter(&e.method));
-        if e.mutating {
+        if let Some(action) = e.audit {
             route = route.layer(middleware::from_fn_with_state(
-                (shared.clone(), e.operation_id),
+                (shared.clone(), action),
                 auth::audit_rejected_input,
             ));
         }
@@ -219,13 +234,50 @@ pub(crate) fn json(status: StatusCode, value: Value) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
-/// Milliseconds since the Unix epoch: the time format of every API answer (and of the
-/// store's JSON types).
-pub(crate) fn epoch_ms(t: std::time::SystemTime) -> i64 {
-    match t.duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(_) => 0,
+/// A response with `value` serialised as its JSON body. The store's and the deployer's
+/// types serialise to the form the API answers with (times by `berth_store::serde_ms`).
+pub(crate) fn json_of(status: StatusCode, value: &impl Serialize) -> Result<Response, ApiError> {
+    let value = serde_json::to_value(value)
+        .map_err(|e| ApiError::Internal(format!("encoding the answer: {e}")))?;
+    Ok(json(status, value))
+}
+
+/// 200 with `{key: items}`: how every listing answers (`openapi::list_of` documents it).
+pub(crate) fn listing(key: &'static str, items: &impl Serialize) -> Result<Response, ApiError> {
+    json_of(StatusCode::OK, &BTreeMap::from([(key, items)]))
+}
+
+/// A time as the store's JSON types write it ([`berth_store::serde_ms`]), for answers built
+/// field by field.
+pub(crate) fn epoch_ms(t: SystemTime) -> Value {
+    // Writing an integer into a `Value` cannot fail.
+    berth_store::serde_ms::serialize(&t, serde_json::value::Serializer).unwrap_or(Value::Null)
+}
+
+/// `*` is a grant wildcard, not an environment: asking for it would otherwise read as
+/// "needs the role on every environment" and then fail on the name.
+fn one_environment(env: String) -> Result<String, ApiError> {
+    if env == berth_store::ALL_ENVIRONMENTS {
+        return Err(ApiError::bad_request(
+            "env",
+            "name one environment; `*` is only for grants",
+        ));
     }
+    Ok(env)
+}
+
+/// The `{env}` of a path such as `/envs/{env}/apps`.
+pub(crate) fn env_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(env) = path.map_err(|e| ApiError::bad_request("env", e.body_text()))?;
+    one_environment(env)
+}
+
+/// The `{env}` and `{name}` of an app's path (`/envs/{env}/apps/{name}/…`).
+pub(crate) fn app_of(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<AppKey, ApiError> {
+    let Path((env, name)) = path.map_err(|e| ApiError::bad_request("path", e.body_text()))?;
+    Ok(AppKey::new(one_environment(env)?, name))
 }
 
 /// 204 No Content.
@@ -238,6 +290,17 @@ pub(crate) fn no_content() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exactly_the_changing_methods_are_audited_under_a_dotted_action() {
+        for e in endpoints() {
+            let audited = e.audit.is_some();
+            assert_eq!(audited, e.method != Method::GET, "{} {}", e.method, e.path);
+            if let Some(action) = e.audit {
+                assert!(action.contains('.'), "{action}");
+            }
+        }
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

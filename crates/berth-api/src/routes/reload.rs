@@ -11,15 +11,18 @@ use crate::auth::{Attempt, Ctx};
 use crate::error::ApiError;
 use crate::policy::Need;
 
+/// How attempts at this endpoint are named in the audit log.
+const CONFIG_RELOAD: &str = "config.reload";
+
 pub(super) fn endpoints() -> Vec<Endpoint> {
     vec![Endpoint {
         method: Method::POST,
         path: "/api/v1/reload",
         operation_id: "reload",
+        audit: Some(CONFIG_RELOAD),
         summary: "Re-read and apply the configuration file; an invalid file is refused (422) and the old configuration keeps serving",
         access: "admin@*",
         token_only: false,
-        mutating: true,
         query: &[],
         body: None,
         success: (
@@ -41,7 +44,7 @@ fn reloaded_schema() -> Value {
 }
 
 async fn reload(ctx: Ctx) -> Result<Response, ApiError> {
-    let attempt = Attempt::new("config.reload", "config", json!({}));
+    let attempt = Attempt::new(CONFIG_RELOAD, "config", json!({}));
     let need = Need::everywhere(Role::Admin);
     ctx.mutate(attempt, need, async |actor| {
         let warnings = ctx

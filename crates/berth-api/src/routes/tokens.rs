@@ -6,13 +6,13 @@ use axum::response::Response;
 use axum::routing::on;
 use berth_store::{Role, TokenInfo};
 use http::{Method, StatusCode, Uri};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Endpoint, JsonBody, QueryParam, epoch_ms, json, no_content, query_pairs};
+use super::{Endpoint, JsonBody, QueryParam, json_of, listing, no_content, query_pairs};
 use crate::auth::{Attempt, Ctx};
 use crate::error::ApiError;
-use crate::openapi::schema_ref;
+use crate::openapi::{list_of, schema_ref};
 use crate::policy::Need;
 
 /// The `user` value that means the caller (as does leaving it out, or the caller's name).
@@ -20,23 +20,32 @@ const SELF: &str = "self";
 /// The `user` value that lists every user's tokens.
 const ALL_USERS: &str = "*";
 
+/// How attempts at this endpoint are named in the audit log.
+const TOKEN_CREATE: &str = "token.create";
+/// How attempts at this endpoint are named in the audit log.
+const TOKEN_REVOKE: &str = "token.revoke";
+
 pub(super) fn endpoints() -> Vec<Endpoint> {
     vec![
         Endpoint {
             method: Method::GET,
             path: "/api/v1/tokens",
             operation_id: "listTokens",
+            audit: None,
             summary: "Tokens (revoked ones included), oldest first; never their secrets",
             access: "any valid token for your own; admin@* for another user's (`?user=NAME`) or everyone's (`?user=*`)",
             token_only: false,
-            mutating: false,
             query: &[QueryParam {
                 name: "user",
                 kind: "string",
                 description: "whose tokens: `self` (the default), a user name, or `*` for all",
             }],
             body: None,
-            success: (StatusCode::OK, "the tokens", Some(tokens_schema)),
+            success: (
+                StatusCode::OK,
+                "the tokens",
+                Some(|| list_of("tokens", "Token")),
+            ),
             errors: &[StatusCode::BAD_REQUEST],
             handler: |m| on(m, list),
         },
@@ -44,10 +53,10 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             method: Method::POST,
             path: "/api/v1/tokens",
             operation_id: "createToken",
+            audit: Some(TOKEN_CREATE),
             summary: "Create a token; the answer holds it, and it is shown only this once",
             access: "any valid token for yourself; admin@* for another user",
             token_only: false,
-            mutating: true,
             query: &[],
             body: Some(create_schema),
             success: (
@@ -62,10 +71,10 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             method: Method::DELETE,
             path: "/api/v1/tokens/{id}",
             operation_id: "revokeToken",
+            audit: Some(TOKEN_REVOKE),
             summary: "Revoke a token (revoking a revoked one changes nothing)",
             access: "the token's owner; admin@* for any token",
             token_only: false,
-            mutating: true,
             query: &[],
             body: None,
             success: (StatusCode::NO_CONTENT, "revoked", None),
@@ -73,14 +82,6 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             handler: |m| on(m, revoke),
         },
     ]
-}
-
-fn tokens_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["tokens"],
-        "properties": { "tokens": { "type": "array", "items": schema_ref("Token") } },
-    })
 }
 
 fn create_schema() -> Value {
@@ -112,7 +113,7 @@ impl Ctx {
 async fn list(ctx: Ctx, uri: Uri) -> Result<Response, ApiError> {
     let query = query_pairs(&uri, &["user"])?;
     let user = query.first().map(|(_, v)| v.as_str());
-    let tokens = if ctx.is_self(user) {
+    let tokens: Vec<TokenInfo> = if ctx.is_self(user) {
         ctx.allow(&Need::Token)?;
         let mine = ctx.store().list_tokens(Some(&ctx.user().name)).await?;
         mine.into_iter().filter(|t| ctx.owns(t)).collect()
@@ -121,20 +122,16 @@ async fn list(ctx: Ctx, uri: Uri) -> Result<Response, ApiError> {
         let who = user.filter(|u| *u != ALL_USERS);
         ctx.store().list_tokens(who).await?
     };
-    let tokens: Vec<Value> = tokens.iter().map(token_json).collect();
-    Ok(json(StatusCode::OK, json!({ "tokens": tokens })))
+    listing("tokens", &tokens)
 }
 
-fn token_json(t: &TokenInfo) -> Value {
-    json!({
-        "id": t.id,
-        "user": t.user,
-        "label": t.label,
-        "prefix": t.prefix,
-        "created": epoch_ms(t.created),
-        "last_used": t.last_used.map(epoch_ms),
-        "revoked": t.revoked.map(epoch_ms),
-    })
+/// The answer to a token's creation: the token as listed, plus the token itself (the
+/// `NewToken` schema).
+#[derive(Serialize)]
+struct NewToken<'a> {
+    #[serde(flatten)]
+    info: &'a TokenInfo,
+    token: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -152,28 +149,27 @@ async fn create(ctx: Ctx, JsonBody(body): JsonBody<CreateToken>) -> Result<Respo
         (user, Need::everywhere(Role::Admin))
     };
     // The secret is not known yet, and is never put in an audit entry: only the label.
-    let attempt = Attempt::new("token.create", &user, json!({ "label": body.label }));
+    let attempt = Attempt::new(TOKEN_CREATE, &user, json!({ "label": body.label }));
     ctx.mutate(attempt, need, async |actor| {
         let (info, secret) = ctx
             .store()
             .create_token(&actor, &user, &body.label)
             .await
             .map_err(|e| ApiError::from_store_naming(e, &[("token label", "label")]))?;
-        let mut answer = token_json(&info);
-        answer["token"] = json!(secret);
-        Ok(json(StatusCode::CREATED, answer))
+        json_of(
+            StatusCode::CREATED,
+            &NewToken {
+                info: &info,
+                token: &secret,
+            },
+        )
     })
     .await
 }
 
 async fn revoke(ctx: Ctx, id: Result<Path<i64>, PathRejection>) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::bad_request("id", e.body_text()))?;
-    let token = ctx
-        .store()
-        .list_tokens(None)
-        .await?
-        .into_iter()
-        .find(|t| t.id == id);
+    let token = ctx.store().get_token(id).await?;
     // An unknown id needs admin@* like someone else's token: a non-admin learns nothing
     // about which ids exist.
     let need = match &token {
@@ -181,7 +177,7 @@ async fn revoke(ctx: Ctx, id: Result<Path<i64>, PathRejection>) -> Result<Respon
         _ => Need::everywhere(Role::Admin),
     };
     let target = token.map_or_else(|| format!("#{id}"), |t| t.user);
-    let attempt = Attempt::new("token.revoke", target, json!({ "token_id": id }));
+    let attempt = Attempt::new(TOKEN_REVOKE, target, json!({ "token_id": id }));
     ctx.mutate(attempt, need, async |actor| {
         ctx.store().revoke_token(&actor, id).await?;
         Ok(no_content())

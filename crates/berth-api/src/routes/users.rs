@@ -4,16 +4,21 @@ use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
 use axum::response::Response;
 use axum::routing::on;
-use berth_store::{Grant, Role, StoreError, User};
+use berth_store::{Grant, Role, User};
 use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Endpoint, JsonBody, epoch_ms, json, no_content};
+use super::{Endpoint, JsonBody, epoch_ms, json, listing, no_content};
 use crate::auth::{Attempt, Ctx};
 use crate::error::ApiError;
-use crate::openapi::schema_ref;
+use crate::openapi::{list_of, name_property, schema_ref};
 use crate::policy::Need;
+
+/// How attempts at this endpoint are named in the audit log.
+const USER_ADD: &str = "user.add";
+/// How attempts at this endpoint are named in the audit log.
+const USER_REMOVE: &str = "user.remove";
 
 pub(super) fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -21,13 +26,17 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             method: Method::GET,
             path: "/api/v1/users",
             operation_id: "listUsers",
+            audit: None,
             summary: "Current users and their grants",
             access: "admin@*",
             token_only: false,
-            mutating: false,
             query: &[],
             body: None,
-            success: (StatusCode::OK, "the users, by name", Some(users_schema)),
+            success: (
+                StatusCode::OK,
+                "the users, by name",
+                Some(|| list_of("users", "User")),
+            ),
             errors: &[],
             handler: |m| on(m, list),
         },
@@ -35,10 +44,10 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             method: Method::POST,
             path: "/api/v1/users",
             operation_id: "addUser",
+            audit: Some(USER_ADD),
             summary: "Add a user with grants such as `deployer@staging` or `viewer@*`",
             access: "admin@*",
             token_only: false,
-            mutating: true,
             query: &[],
             body: Some(add_schema),
             success: (
@@ -53,10 +62,10 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             method: Method::DELETE,
             path: "/api/v1/users/{name}",
             operation_id: "removeUser",
+            audit: Some(USER_REMOVE),
             summary: "Remove a user and revoke all its tokens (not the last admin@*)",
             access: "admin@*",
             token_only: false,
-            mutating: true,
             query: &[],
             body: None,
             success: (StatusCode::NO_CONTENT, "removed", None),
@@ -66,33 +75,28 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-fn users_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["users"],
-        "properties": { "users": { "type": "array", "items": schema_ref("User") } },
-    })
-}
-
 fn add_schema() -> Value {
     json!({
         "type": "object",
         "required": ["name"],
         "additionalProperties": false,
         "properties": {
-            "name": { "type": "string", "description": "1-64 of A-Z a-z 0-9 . _ @ -, starting with a letter or digit" },
+            "name": name_property(),
             "grants": { "type": "array", "items": schema_ref("Grant"), "default": [] },
         },
     })
 }
 
-/// A user as the API shows it: grants as `role@environment` strings, the form they are
-/// given in.
-pub(super) fn user_json(user: &User) -> Value {
-    let grants: Vec<String> = user.grants.iter().map(Grant::to_string).collect();
+/// Grants as `role@environment` strings, the form they are given in.
+pub(super) fn grant_names(user: &User) -> Vec<String> {
+    user.grants.iter().map(Grant::to_string).collect()
+}
+
+/// A user as the API shows it.
+fn user_json(user: &User) -> Value {
     json!({
         "name": user.name,
-        "grants": grants,
+        "grants": grant_names(user),
         "created": epoch_ms(user.created),
     })
 }
@@ -101,7 +105,7 @@ async fn list(ctx: Ctx) -> Result<Response, ApiError> {
     ctx.allow(&Need::everywhere(Role::Admin))?;
     let users = ctx.store().list_users().await?;
     let users: Vec<Value> = users.iter().map(user_json).collect();
-    Ok(json(StatusCode::OK, json!({ "users": users })))
+    listing("users", &users)
 }
 
 #[derive(Deserialize)]
@@ -113,7 +117,7 @@ struct AddUser {
 }
 
 async fn add(ctx: Ctx, JsonBody(body): JsonBody<AddUser>) -> Result<Response, ApiError> {
-    let attempt = Attempt::new("user.add", &body.name, json!({ "grants": body.grants }));
+    let attempt = Attempt::new(USER_ADD, &body.name, json!({ "grants": body.grants }));
     ctx.mutate(attempt, Need::everywhere(Role::Admin), async |actor| {
         let grants = parse_grants(&body.grants)?;
         let user = ctx
@@ -141,20 +145,10 @@ fn parse_grants(grants: &[String]) -> Result<Vec<Grant>, ApiError> {
 
 async fn remove(ctx: Ctx, name: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
     let Path(name) = name.map_err(|e| ApiError::bad_request("name", e.body_text()))?;
-    let attempt = Attempt::new("user.remove", &name, json!({}));
+    let attempt = Attempt::new(USER_REMOVE, &name, json!({}));
     ctx.mutate(attempt, Need::everywhere(Role::Admin), async |actor| {
-        match ctx.store().remove_user(&actor, &name).await {
-            Ok(()) => Ok(no_content()),
-            // The store's rule: the last admin on every environment cannot be removed.
-            Err(StoreError::Invalid {
-                what: "user removal",
-                reason,
-            }) => Err(ApiError::Conflict {
-                code: "last_admin",
-                message: reason,
-            }),
-            Err(e) => Err(e.into()),
-        }
+        ctx.store().remove_user(&actor, &name).await?;
+        Ok(no_content())
     })
     .await
 }

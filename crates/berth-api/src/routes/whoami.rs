@@ -2,13 +2,13 @@
 
 use axum::response::Response;
 use axum::routing::on;
-use berth_store::Grant;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::users::grant_names;
 use super::{Endpoint, json};
 use crate::auth::Ctx;
-use crate::openapi::{self, schema_ref};
+use crate::openapi::{self, any_object, schema_ref};
 
 pub(super) fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -16,10 +16,10 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             method: Method::GET,
             path: "/api/v1/whoami",
             operation_id: "whoami",
+            audit: None,
             summary: "The token's user, its grants and the token's id",
             access: "any valid token",
             token_only: true,
-            mutating: false,
             query: &[],
             body: None,
             success: (StatusCode::OK, "the caller", Some(whoami_schema)),
@@ -30,13 +30,13 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             method: Method::GET,
             path: "/api/v1/openapi.json",
             operation_id: "openapi",
+            audit: None,
             summary: "This API's OpenAPI 3 document",
             access: "any valid token",
             token_only: true,
-            mutating: false,
             query: &[],
             body: None,
-            success: (StatusCode::OK, "the OpenAPI document", Some(object)),
+            success: (StatusCode::OK, "the OpenAPI document", Some(any_object)),
             errors: &[],
             handler: |m| on(m, openapi_document),
         },
@@ -55,16 +55,11 @@ fn whoami_schema() -> Value {
     })
 }
 
-fn object() -> Value {
-    json!({ "type": "object" })
-}
-
 async fn whoami(ctx: Ctx) -> Response {
     let user = ctx.user();
-    let grants: Vec<String> = user.grants.iter().map(Grant::to_string).collect();
     json(
         StatusCode::OK,
-        json!({ "user": user.name, "grants": grants, "token_id": ctx.caller.token.id }),
+        json!({ "user": user.name, "grants": grant_names(user), "token_id": ctx.caller.token.id }),
     )
 }
 

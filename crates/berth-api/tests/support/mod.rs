@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use berth_api::{AccessPolicy, ApiMetrics, ApiState, Control, register_metrics, router};
 use berth_store::testing::TempPostgres;
-use berth_store::{Actor, Grant, Role, Store};
+use berth_store::{Actor, Grant, Store};
 use futures_util::future::BoxFuture;
 use prometheus_client::registry::Registry;
 use reqwest::Method;
@@ -186,6 +186,16 @@ impl Harness {
         }
     }
 
+    /// Requests with `token` (or none) to the server inside the restricted networks.
+    pub fn inside_as<'a>(&'a self, token: Option<&'a str>) -> As<'a> {
+        As::new(&self.client, &self.inside.base, token)
+    }
+
+    /// Requests with `token` (or none) to the server outside the restricted networks.
+    pub fn outside_as<'a>(&'a self, token: Option<&'a str>) -> As<'a> {
+        As::new(&self.client, &self.outside.base, token)
+    }
+
     pub async fn admin(&self) -> Person {
         self.person("root", &["admin@*"]).await
     }
@@ -263,6 +273,51 @@ impl Answer {
     pub fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or("")
     }
+
+    /// On a 400, the request field at fault.
+    pub fn field(&self) -> Option<&str> {
+        self.body["field"].as_str()
+    }
+}
+
+/// One caller of one server: requests to `base` with `token` as bearer token (or none).
+#[derive(Clone, Copy)]
+pub struct As<'a> {
+    client: &'a reqwest::Client,
+    base: &'a str,
+    token: Option<&'a str>,
+}
+
+impl<'a> As<'a> {
+    pub fn new(client: &'a reqwest::Client, base: &'a str, token: Option<&'a str>) -> As<'a> {
+        As {
+            client,
+            base,
+            token,
+        }
+    }
+
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Answer {
+        call(self.client, self.base, method, path, self.token, body).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(Method::GET, path, None).await
+    }
+
+    /// `POST` with `body` as JSON.
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// `POST` without a body.
+    pub async fn post_empty(&self, path: &str) -> Answer {
+        self.send(Method::POST, path, None).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send(Method::DELETE, path, None).await
+    }
 }
 
 /// Sends one request to `base` + `path`, with `token` as bearer token and `body` as JSON.
@@ -315,8 +370,4 @@ pub fn auth_failures(text: &str, reason: &str) -> u64 {
         .trim()
         .parse()
         .unwrap()
-}
-
-pub fn role_name(r: Role) -> &'static str {
-    r.as_str()
 }

@@ -131,7 +131,7 @@ impl ProcessSpec {
     /// The app's environment with this process's own variables laid over it.
     pub fn environment(&self, app: &AppSpec) -> BTreeMap<String, String> {
         let mut env = app.env.clone();
-        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(self.env.clone());
         env
     }
 }
@@ -203,9 +203,17 @@ impl StopSignal {
 
     /// `TERM`, `SIGTERM`, `term` and `SigTerm` all name [`StopSignal::Term`].
     pub fn from_name(name: &str) -> Option<StopSignal> {
-        let upper = name.to_ascii_uppercase();
-        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        let bare = bare_signal_name(name);
         StopSignal::ALL.into_iter().find(|s| s.as_str() == bare)
+    }
+}
+
+/// A signal's name upper-cased and without `SIG`, as [`StopSignal::as_str`] spells it.
+fn bare_signal_name(name: &str) -> String {
+    let upper = name.to_ascii_uppercase();
+    match upper.strip_prefix("SIG") {
+        Some(bare) => bare.to_owned(),
+        None => upper,
     }
 }
 

@@ -55,6 +55,11 @@ impl<'t, 'i> Table<'t, 'i> {
         self.table.iter()
     }
 
+    /// Where the value of `name` is written, if it is.
+    pub(super) fn span_of(&self, name: &str) -> Option<Range<usize>> {
+        self.get(name).map(|value| value.span())
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.table.is_empty()
     }
@@ -265,9 +270,20 @@ impl<'a> Reader<'a> {
         max: Option<i64>,
         default: T,
     ) -> T {
+        self.optional_int(t, name, min, max).unwrap_or(default)
+    }
+
+    /// An integer in `min..=max`, or `None` when absent or wrong (reported).
+    pub(super) fn optional_int<T: TryFrom<i64>>(
+        &mut self,
+        t: &Table<'_, '_>,
+        name: &str,
+        min: i64,
+        max: Option<i64>,
+    ) -> Option<T> {
         let field = t.at(name);
         let value = t.get(name).and_then(|v| self.int_value(v, &field));
-        self.c.int(&value, &field, min, max, default)
+        self.c.checked_int(&value, &field, min, max)
     }
 
     /// A number, integer or float.
@@ -340,23 +356,18 @@ impl<'a> Reader<'a> {
     /// A size in bytes, or `None` when absent or wrong (reported).
     pub(super) fn size(&mut self, t: &Table<'_, '_>, name: &str) -> Option<Spanned<u64>> {
         let value: SizeField = self.scalar(t, name);
-        let scalar = value.as_ref()?;
-        let span = scalar.span();
+        let span = value.as_ref()?.span();
         let field = t.at(name);
-        // `Checker::size` reports a problem and returns the default in exactly these cases.
-        let valid = match scalar.get_ref() {
-            Scalar::Text(text, _) => match (parse_size(text), ambiguous_size_unit(text)) {
-                (Ok(_), _) => true,
-                (Err(message), Some(hint)) => {
-                    self.error(span, &field, message).hint(hint);
-                    return None;
-                }
-                (Err(_), None) => false,
-            },
-            Scalar::Integer(n) => *n >= 0,
-        };
-        let bytes = self.c.size(&value, &field, 0, 0);
-        valid.then(|| Spanned::new(span, bytes))
+        // A `K`, `M` or `G` unit gets a hint of its own instead of the list of units.
+        if let Some(Scalar::Text(text, _)) = value.as_ref().map(Spanned::get_ref)
+            && let Some(hint) = ambiguous_size_unit(text)
+            && let Err(message) = parse_size(text)
+        {
+            self.error(span, &field, message).hint(hint);
+            return None;
+        }
+        let bytes = self.c.checked_size(&value, &field, 0)?;
+        Some(Spanned::new(span, bytes))
     }
 }
 

@@ -5,7 +5,6 @@ use std::ops::Range;
 use std::path::{Component, Path};
 
 use berth_edge::spec::HostPattern;
-use http::uri::PathAndQuery;
 use toml::de::{DeTable, DeValue};
 
 use super::read::{Reader, Table, Value};
@@ -13,7 +12,7 @@ use super::*;
 use crate::diagnostic::{ConfigError, Source};
 use crate::locate;
 use crate::path::{index, key};
-use crate::validate::host;
+use crate::validate::{health, host};
 
 const ROOT_KEYS: &[&str] = &[
     "name",
@@ -56,6 +55,9 @@ const RESTART_KEYS: &[&str] = &[
 ];
 
 const NAME_HINT: &str = "names are 1 to 63 lower-case letters, digits and `-`, starting with a letter and not ending in `-`";
+
+/// For a host written with a port: an app does not choose the edge's ports.
+const PORT_HINT: &str = "hosts are matched by name alone; berth's edge decides the ports";
 
 const PROCESSES_HINT: &str =
     "add a [processes.web] table with the command that starts the app's web server";
@@ -187,23 +189,16 @@ fn check_hosts(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Vec<String> {
             r.type_error(item, &field, "a string");
             continue;
         };
-        let host = match host::parse(text) {
-            Ok(HostPattern::Exact(name)) => name,
-            Ok(HostPattern::Wildcard(suffix)) => format!("*{suffix}"),
+        let host = match host::parse(text, PORT_HINT) {
             Ok(HostPattern::Any) => {
                 r.error(item.span(), &field, "`*` would claim every host")
                     .hint("list the app's host names, or a wildcard such as \"*.example.com\"");
                 continue;
             }
+            Ok(pattern) => host::pattern_text(&pattern),
             Err(err) => {
-                // The edge's hint for a port speaks of its own config file.
-                let hint = if err.message.ends_with("has a port") {
-                    Some("hosts are matched by name alone; berth's edge decides the ports")
-                } else {
-                    err.hint
-                };
                 let diagnostic = r.error(item.span(), &field, err.message);
-                if let Some(hint) = hint {
+                if let Some(hint) = err.hint {
                     diagnostic.hint(hint);
                 }
                 continue;
@@ -501,7 +496,7 @@ fn check_health(
         }
     };
     if !http {
-        // Still read the table, so its own mistakes are reported too.
+        // Still read the table, so its unknown keys are reported too.
         if let DeValue::Table(_) = value.get_ref() {
             let _ = r.table(value, field.clone(), HEALTH_KEYS);
         }
@@ -525,41 +520,20 @@ fn check_health(
 }
 
 fn check_health_table(r: &mut Reader<'_>, t: &Table<'_, '_>) -> HealthSpec {
-    let path = match r.string(t, "path") {
-        Some(path)
-            if path.get_ref().starts_with('/')
-                && path.get_ref().parse::<PathAndQuery>().is_ok() =>
-        {
-            path.into_inner()
-        }
-        Some(path) => {
-            r.error(
-                path.span(),
-                &t.at("path"),
-                format!("`{}` is not a URL path", path.get_ref()),
-            )
-            .hint("a health check path starts with `/`, e.g. \"/health\"");
-            DEFAULT_HEALTH_PATH.to_owned()
-        }
-        None => DEFAULT_HEALTH_PATH.to_owned(),
-    };
+    let path = r.string(t, "path");
+    let path = health::check_path(&mut r.c, path.as_ref(), &t.at("path"), DEFAULT_HEALTH_PATH);
     let interval = r.duration(t, "interval", DEFAULT_HEALTH_INTERVAL);
     let timeout = r.duration(t, "timeout", DEFAULT_HEALTH_TIMEOUT);
-    // The defaults satisfy this, so one of the two was given and is the one to point at.
-    let given = match (t.get("timeout"), t.get("interval")) {
-        (Some(value), _) => Some((value.span(), "timeout")),
-        (None, Some(value)) => Some((value.span(), "interval")),
-        (None, None) => None,
-    };
-    if timeout > interval
-        && let Some((span, name)) = given
-    {
-        r.error(
-            span,
-            &t.at(name),
+    if timeout > interval {
+        r.c.conflict(
+            &t.field,
+            [
+                ("timeout", t.span_of("timeout")),
+                ("interval", t.span_of("interval")),
+            ],
             format!("the timeout ({timeout:?}) is longer than the interval ({interval:?})"),
-        )
-        .hint("a check still running when the next one is due would overlap it");
+            health::OVERLAP_HINT,
+        );
     }
     HealthSpec {
         path,
@@ -589,8 +563,7 @@ fn check_stop_signal(r: &mut Reader<'_>, t: &Table<'_, '_>) -> StopSignal {
         "use one of {} (with or without SIG, in any case)",
         known.join(", ")
     );
-    let upper = name.get_ref().to_ascii_uppercase();
-    if upper.strip_prefix("SIG").unwrap_or(&upper) == "KILL" {
+    if bare_signal_name(name.get_ref()) == "KILL" {
         hint.push_str("; berth sends KILL itself when stop_timeout runs out");
     }
     r.error(
@@ -634,42 +607,29 @@ fn check_limits(r: &mut Reader<'_>, t: &Table<'_, '_>) -> ResourceLimits {
         .hint("e.g. cpu = 0.5 for half a core, cpu = 2 for two");
         None
     });
-    let optional_int = |r: &mut Reader<'_>, name: &str, min: i64| -> Option<u64> {
-        t.get(name)?;
-        // 0 is below every minimum here, so it marks a value that was reported.
-        match r.int(t, name, min, None, 0u64) {
-            0 => None,
-            n => Some(n),
-        }
-    };
     ResourceLimits {
         memory_bytes,
         cpu,
-        open_files: optional_int(r, "open_files", MIN_OPEN_FILES as i64),
-        processes: optional_int(r, "processes", 1),
+        open_files: r.optional_int(t, "open_files", MIN_OPEN_FILES as i64, None),
+        processes: r.optional_int(t, "processes", 1, None),
     }
 }
 
 fn check_restart(r: &mut Reader<'_>, t: &Table<'_, '_>) -> RestartSpec {
     let backoff_base = r.duration(t, "backoff_base", DEFAULT_BACKOFF_BASE);
     let backoff_cap = r.duration(t, "backoff_cap", DEFAULT_BACKOFF_CAP);
-    // The defaults satisfy this, so one of the two was given and is the one to point at.
-    let given = match (t.get("backoff_cap"), t.get("backoff_base")) {
-        (Some(value), _) => Some((value.span(), "backoff_cap")),
-        (None, Some(value)) => Some((value.span(), "backoff_base")),
-        (None, None) => None,
-    };
-    if backoff_cap < backoff_base
-        && let Some((span, name)) = given
-    {
-        r.error(
-            span,
-            &t.at(name),
+    if backoff_cap < backoff_base {
+        r.c.conflict(
+            &t.field,
+            [
+                ("backoff_cap", t.span_of("backoff_cap")),
+                ("backoff_base", t.span_of("backoff_base")),
+            ],
             format!(
                 "backoff_cap ({backoff_cap:?}) is shorter than backoff_base ({backoff_base:?})"
             ),
-        )
-        .hint("backoff_cap caps the doubling restart delay, so it must be at least backoff_base");
+            "backoff_cap caps the doubling restart delay, so it must be at least backoff_base",
+        );
     }
     RestartSpec {
         backoff_base,

@@ -6,8 +6,12 @@ use http::uri::PathAndQuery;
 use toml::Spanned;
 
 use super::Checker;
-use crate::file::{HealthFile, PassiveFile, Toggle};
+use crate::file::{HealthFile, PassiveFile, Text, Toggle};
 use crate::path::{index, key};
+
+/// Why a health check's timeout may not outlast its interval; the app spec shares it.
+pub(crate) const OVERLAP_HINT: &str =
+    "a check still running when the next one is due would overlap it";
 
 pub(super) fn check_health(
     c: &mut Checker<'_>,
@@ -20,41 +24,19 @@ pub(super) fn check_health(
         Toggle::Table(file) => file,
     };
     let at = |name| key(field, name);
-    let path = match &file.path {
-        None => defaults::HEALTH_PATH.to_owned(),
-        Some(path)
-            if path.get_ref().starts_with('/')
-                && path.get_ref().parse::<PathAndQuery>().is_ok() =>
-        {
-            path.get_ref().clone()
-        }
-        Some(path) => {
-            c.error(
-                path.span(),
-                &at("path"),
-                format!("`{}` is not a URL path", path.get_ref()),
-            )
-            .hint("a health check path starts with `/`, e.g. \"/health\"");
-            defaults::HEALTH_PATH.to_owned()
-        }
-    };
+    let path = check_path(c, file.path.as_ref(), &at("path"), defaults::HEALTH_PATH);
     let interval = c.duration(&file.interval, &at("interval"), defaults::HEALTH_INTERVAL);
     let timeout = c.duration(&file.timeout, &at("timeout"), defaults::HEALTH_TIMEOUT);
-    // The defaults satisfy this, so one of the two was given and is the one to point at.
-    let given = match (&file.timeout, &file.interval) {
-        (Some(timeout), _) => Some((timeout.span(), "timeout")),
-        (None, Some(interval)) => Some((interval.span(), "interval")),
-        (None, None) => None,
-    };
-    if timeout >= interval
-        && let Some((span, name)) = given
-    {
-        c.error(
-            span,
-            &at(name),
+    if timeout >= interval {
+        c.conflict(
+            field,
+            [
+                ("timeout", file.timeout.as_ref().map(Spanned::span)),
+                ("interval", file.interval.as_ref().map(Spanned::span)),
+            ],
             format!("the timeout ({timeout:?}) must be shorter than the interval ({interval:?})"),
-        )
-        .hint("a check still running when the next one is due would overlap it");
+            OVERLAP_HINT,
+        );
     }
     Some(ActiveHealthSpec {
         path,
@@ -76,6 +58,29 @@ pub(super) fn check_health(
         ),
         expect: check_expect(c, file.expect.as_ref(), &at("expect")),
     })
+}
+
+/// A health check's `path`, shared with the app spec: it starts with `/` and parses as a path
+/// and query. `default` when absent or reported.
+pub(crate) fn check_path(
+    c: &mut Checker<'_>,
+    path: Option<&Text>,
+    field: &str,
+    default: &str,
+) -> String {
+    let Some(path) = path else {
+        return default.to_owned();
+    };
+    if path.get_ref().starts_with('/') && path.get_ref().parse::<PathAndQuery>().is_ok() {
+        return path.get_ref().clone();
+    }
+    c.error(
+        path.span(),
+        field,
+        format!("`{}` is not a URL path", path.get_ref()),
+    )
+    .hint("a health check path starts with `/`, e.g. \"/health\"");
+    default.to_owned()
 }
 
 fn check_expect(
@@ -143,24 +148,22 @@ pub(super) fn check_passive(
             defaults::PASSIVE_MAX_COOL_OFF,
         ),
     };
-    // The defaults satisfy this, so one of the two was given and is the one to point at.
-    let given = match (&file.max_cool_off, &file.cool_off) {
-        (Some(max), _) => Some((max.span(), "max_cool_off")),
-        (None, Some(cool_off)) => Some((cool_off.span(), "cool_off")),
-        (None, None) => None,
-    };
-    if spec.max_cool_off < spec.cool_off
-        && let Some((span, name)) = given
-    {
-        c.error(
-            span,
-            &at(name),
+    if spec.max_cool_off < spec.cool_off {
+        c.conflict(
+            field,
+            [
+                (
+                    "max_cool_off",
+                    file.max_cool_off.as_ref().map(Spanned::span),
+                ),
+                ("cool_off", file.cool_off.as_ref().map(Spanned::span)),
+            ],
             format!(
                 "max_cool_off ({:?}) is shorter than cool_off ({:?})",
                 spec.max_cool_off, spec.cool_off
             ),
-        )
-        .hint("max_cool_off caps the doubling ejection time, so it must be at least cool_off");
+            "max_cool_off caps the doubling ejection time, so it must be at least cool_off",
+        );
     }
     spec
 }

@@ -18,8 +18,10 @@ fn error(message: String, hint: Option<&'static str>) -> HostError {
     HostError { message, hint }
 }
 
-/// Parses a pattern, lower-casing it because host names match case-insensitively.
-pub(crate) fn parse(raw: &str) -> Result<HostPattern, HostError> {
+/// Parses a pattern, lower-casing it because host names match case-insensitively. A pattern
+/// with a port is refused with `port_hint`, which says where the ports come from in the file at
+/// hand.
+pub(crate) fn parse(raw: &str, port_hint: &'static str) -> Result<HostPattern, HostError> {
     let pattern = raw.to_ascii_lowercase();
     if pattern == "*" {
         return Ok(HostPattern::Any);
@@ -50,11 +52,21 @@ pub(crate) fn parse(raw: &str) -> Result<HostPattern, HostError> {
     if pattern.contains(':') {
         return Err(error(
             format!("host pattern `{raw}` has a port"),
-            Some("routes match the host name alone; the ports are those in server.listen"),
+            Some(port_hint),
         ));
     }
     check_name(raw, &pattern)?;
     Ok(HostPattern::Exact(pattern))
+}
+
+/// The pattern as written in a file, lower-cased: `app.example.com`, `*.example.com`, `*`.
+/// `*` cannot occur in an exact name, so no two patterns give the same text.
+pub(crate) fn pattern_text(pattern: &HostPattern) -> String {
+    match pattern {
+        HostPattern::Exact(name) => name.clone(),
+        HostPattern::Wildcard(suffix) => format!("*{suffix}"),
+        HostPattern::Any => "*".to_owned(),
+    }
 }
 
 fn misplaced_star(raw: &str) -> HostError {
@@ -103,6 +115,10 @@ fn check_name(raw: &str, name: &str) -> Result<(), HostError> {
 mod tests {
     use super::*;
 
+    fn parse(raw: &str) -> Result<HostPattern, HostError> {
+        super::parse(raw, "the port hint")
+    }
+
     #[test]
     fn patterns_are_recognised_and_lower_cased() {
         assert_eq!(parse("*"), Ok(HostPattern::Any));
@@ -148,7 +164,15 @@ mod tests {
     fn a_port_gets_its_own_message() {
         let err = parse("example.com:8080").unwrap_err();
         assert!(err.message.contains("port"), "{}", err.message);
-        assert!(err.hint.is_some());
+        assert_eq!(err.hint, Some("the port hint"));
+    }
+
+    #[test]
+    fn pattern_text_is_the_lower_cased_pattern() {
+        for text in ["app.example.com", "*.example.com", "*", "[::1]"] {
+            let pattern = parse(&text.to_ascii_uppercase()).expect("valid");
+            assert_eq!(pattern_text(&pattern), text);
+        }
     }
 
     #[test]

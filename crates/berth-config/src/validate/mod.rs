@@ -5,7 +5,7 @@
 
 mod group;
 mod headers;
-mod health;
+pub(crate) mod health;
 pub(crate) mod host;
 mod maintenance;
 mod pool;
@@ -21,13 +21,11 @@ use berth_edge::spec::EdgeSpec;
 use crate::Config;
 use crate::diagnostic::{ConfigError, Diagnostic, Source};
 use crate::file::{DurationField, FileConfig, Int, Scalar, SizeField};
+use crate::path::key;
 use crate::units::{parse_duration, parse_size};
 
 pub(crate) fn validate(file: &FileConfig, source: &Source<'_>) -> Result<Config, ConfigError> {
-    let mut checker = Checker {
-        source,
-        diagnostics: Vec::new(),
-    };
+    let mut checker = Checker::new(source);
     let (server, listeners, client) = server::check(&mut checker, &file.server);
     let groups = group::check_all(&mut checker, &file.group);
     let routes = route::check_all(&mut checker, &file.route, &groups);
@@ -124,29 +122,50 @@ impl Checker<'_> {
     }
 
     pub(crate) fn size(&mut self, value: &SizeField, field: &str, default: u64, min: u64) -> u64 {
-        let Some(value) = value else {
-            return default;
-        };
+        self.checked_size(value, field, min).unwrap_or(default)
+    }
+
+    /// A size of at least `min` bytes; `None` when it is absent or was reported.
+    pub(crate) fn checked_size(&mut self, value: &SizeField, field: &str, min: u64) -> Option<u64> {
+        let value = value.as_ref()?;
         let result = match value.get_ref() {
             Scalar::Text(text, _) => parse_size(text),
             Scalar::Integer(n) => u64::try_from(*n).map_err(|_| format!("`{n}` is negative")),
         };
         match result {
-            Ok(bytes) if bytes >= min => bytes,
+            Ok(bytes) if bytes >= min => Some(bytes),
             Ok(bytes) => {
                 self.error(
                     value.span(),
                     field,
                     format!("{bytes} bytes is below the minimum of {min}"),
                 );
-                default
+                None
             }
             Err(message) => {
                 self.error(value.span(), field, message).hint(
                     "write a number of bytes or a string with a unit: B, KB, KiB, MB, MiB, GB, GiB",
                 );
-                default
+                None
             }
+        }
+    }
+
+    /// Reports two values of the table at `table` that contradict each other, at the first of
+    /// `given` the file writes. Every pair's defaults agree, so when they contradict at least one
+    /// of the two was given.
+    pub(crate) fn conflict(
+        &mut self,
+        table: &str,
+        given: [(&str, Option<Range<usize>>); 2],
+        message: String,
+        hint: &str,
+    ) {
+        if let Some((name, span)) = given
+            .into_iter()
+            .find_map(|(name, span)| Some((name, span?)))
+        {
+            self.error(span, &key(table, name), message).hint(hint);
         }
     }
 
@@ -159,13 +178,22 @@ impl Checker<'_> {
         max: Option<i64>,
         default: T,
     ) -> T {
-        let Some(value) = value else {
-            return default;
-        };
+        self.checked_int(value, field, min, max).unwrap_or(default)
+    }
+
+    /// An integer within `min..=max`; `None` when it is absent or was reported.
+    pub(crate) fn checked_int<T: TryFrom<i64>>(
+        &mut self,
+        value: &Option<Int>,
+        field: &str,
+        min: i64,
+        max: Option<i64>,
+    ) -> Option<T> {
+        let value = value.as_ref()?;
         let n = *value.get_ref();
         let in_range = n >= min && max.is_none_or(|max| n <= max);
         match T::try_from(n) {
-            Ok(n) if in_range => n,
+            Ok(n) if in_range => Some(n),
             _ => {
                 let message = match max {
                     Some(max) => format!("{n} is out of range: must be between {min} and {max}"),
@@ -173,7 +201,7 @@ impl Checker<'_> {
                     None => format!("{n} is too large"),
                 };
                 self.error(value.span(), field, message);
-                default
+                None
             }
         }
     }

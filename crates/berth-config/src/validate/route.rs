@@ -15,6 +15,9 @@ use crate::path::{index, key};
 
 const DEFAULT_PATH_PREFIX: &str = "/";
 
+/// For a host pattern written with a port.
+const PORT_HINT: &str = "routes match the host name alone; the ports are those in server.listen";
+
 /// What earlier routes have claimed, to refuse a second claim on the same names and requests.
 #[derive(Default)]
 struct Claims {
@@ -152,7 +155,7 @@ fn check_hosts(
     let mut hosts = Vec::new();
     for (h, text) in route.hosts.get_ref().iter().enumerate() {
         let field = index(field, h);
-        let pattern = match host::parse(text.get_ref()) {
+        let pattern = match host::parse(text.get_ref(), PORT_HINT) {
             Ok(pattern) => pattern,
             Err(err) => {
                 let diagnostic = c.error(text.span(), &field, err.message);
@@ -162,7 +165,7 @@ fn check_hosts(
                 continue;
             }
         };
-        let claim = (claim_key(&pattern), path_prefix.to_owned());
+        let claim = (host::pattern_text(&pattern), path_prefix.to_owned());
         match claims.requests.get(&claim) {
             Some(&owner) if owner == i => {
                 c.error(
@@ -189,15 +192,6 @@ fn check_hosts(
         hosts.push(pattern);
     }
     hosts
-}
-
-/// A string standing for a pattern; `*` cannot occur in exact names, so none collide.
-fn claim_key(pattern: &HostPattern) -> String {
-    match pattern {
-        HostPattern::Exact(name) => name.clone(),
-        HostPattern::Wildcard(suffix) => format!("*{suffix}"),
-        HostPattern::Any => "*".to_owned(),
-    }
 }
 
 fn check_group(c: &mut Checker<'_>, group: &Text, field: &str, groups: &[GroupSpec]) {

@@ -19,7 +19,8 @@ use crate::{
 const MIN_HEADER_BYTES: u64 = 1024;
 
 const ACCESS_LOG_STDOUT: &str = "stdout";
-const ACCESS_LOG_OFF: &str = "off";
+/// Turns the access log or the admin socket off.
+const OFF: &str = "off";
 
 pub(super) fn check(
     c: &mut Checker<'_>,
@@ -145,7 +146,7 @@ fn check_access_log(c: &mut Checker<'_>, server: &ServerFile) -> AccessLog {
     };
     match text.get_ref().as_str() {
         ACCESS_LOG_STDOUT => AccessLog::Stdout,
-        ACCESS_LOG_OFF => AccessLog::Off,
+        OFF => AccessLog::Off,
         "" => {
             c.error(text.span(), "server.access_log", "empty path")
                 .hint("use \"stdout\", \"off\" or a file path");
@@ -195,7 +196,7 @@ fn check_admin_socket(
 ) -> Option<PathBuf> {
     match &server.admin_socket {
         None => Some(data_dir.join(ADMIN_SOCKET_FILE)),
-        Some(t) if t.get_ref() == ACCESS_LOG_OFF => None,
+        Some(t) if t.get_ref() == OFF => None,
         Some(t) if t.get_ref().is_empty() => {
             c.error(t.span(), "server.admin_socket", "empty path")
                 .hint("give a path, or \"off\" for no Unix socket");

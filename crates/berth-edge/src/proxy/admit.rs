@@ -11,22 +11,22 @@ use super::respond::{client_message, edge_response};
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::exchange::{Completion, RoutePermit};
+use crate::spec::{ClientLimits, Maintenance};
 use crate::table::Route;
 
 /// Why phase 3 refused a request.
-pub(super) enum Rejection {
+pub(super) enum Rejection<'r> {
     Limit(ProxyError),
-    Maintenance,
+    Maintenance(&'r Maintenance),
 }
 
 /// Phase 3: refuse what the route will not take, before touching an upstream.
-pub(super) fn admit(
-    shared: &Shared,
-    route: &Route,
+pub(super) fn admit<'r>(
+    limits: &ClientLimits,
+    route: &'r Route,
     req: &Request<Incoming>,
     done: &mut Completion,
-) -> Result<(), Rejection> {
-    let limits = shared.limits.load();
+) -> Result<(), Rejection<'r>> {
     let head_bytes: usize = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
         + req
             .headers()
@@ -51,7 +51,7 @@ pub(super) fn admit(
     if let Some(m) = &route.spec.maintenance {
         let ip = done.conn.peer.ip();
         if !m.allow.iter().any(|net| net.contains(&ip)) {
-            return Err(Rejection::Maintenance);
+            return Err(Rejection::Maintenance(m));
         }
     }
     let previous = route.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -68,27 +68,28 @@ pub(super) fn admit(
 pub(super) fn rejection_response(
     shared: &Shared,
     route: &Route,
-    rejection: Rejection,
+    rejection: Rejection<'_>,
     mut done: Box<Completion>,
 ) -> Response<ResponseBody> {
     match rejection {
-        Rejection::Maintenance => {
+        Rejection::Maintenance(m) => {
             shared.metrics.reject(&route.name, "maintenance");
             done.set_error("maintenance");
-            let page = route
-                .spec
-                .maintenance
-                .as_ref()
-                .map(|m| (m.page.clone(), m.retry_after.as_secs()))
-                .unwrap_or_default();
-            let mut resp =
-                edge_response(done, StatusCode::SERVICE_UNAVAILABLE, page.0, Some(route));
+            let mut resp = edge_response(
+                done,
+                StatusCode::SERVICE_UNAVAILABLE,
+                m.page.clone(),
+                Some(route),
+            );
             let h = resp.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/html; charset=utf-8"),
             );
-            h.insert(header::RETRY_AFTER, HeaderValue::from(page.1));
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(m.retry_after.as_secs()),
+            );
             resp
         }
         Rejection::Limit(e) => {

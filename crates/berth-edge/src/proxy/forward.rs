@@ -17,7 +17,7 @@ use crate::health::Outcome;
 use crate::metrics::{GroupLabels, RouteLabels};
 use crate::select::{self, ReleasePick};
 use crate::table::Route;
-use crate::upstream::{InFlight, Sender};
+use crate::upstream::{InFlight, Sender, Upstream};
 
 /// A response from the upstream, and what is needed to finish the exchange.
 pub struct Sent {
@@ -44,10 +44,11 @@ pub(super) async fn forward(
 ) -> Result<Sent, ProxyError> {
     let spec = &route.spec;
     let group = &route.group;
-    let started = Instant::now();
-    done.deadline = Some(tokio::time::Instant::from_std(
-        started + spec.timeouts.total,
-    ));
+    // The exchange's clock, started in `identify`: a few microseconds earlier than a fresh
+    // read, and one clock read fewer per request.
+    let started = done.start;
+    let deadline = tokio::time::Instant::from_std(started + spec.timeouts.total);
+    done.deadline = Some(deadline);
     let (parts, body) = req.into_parts();
     let bodyless = http_body::Body::is_end_stream(&body);
     let replayable = is_idempotent(&parts.method) && bodyless;
@@ -59,7 +60,7 @@ pub(super) async fn forward(
     let mut pending = Some(upstream_request(parts, body, route, upgrade, done)?);
     // Instances that failed this request; filled only on a retry, so a request that succeeds
     // first time allocates nothing here.
-    let mut tried: Vec<Arc<crate::upstream::Upstream>> = Vec::new();
+    let mut tried: Vec<&Arc<Upstream>> = Vec::new();
     let mut last_err = ProxyError::NoUpstream;
     let attempts = spec.retry.attempts.max(1);
     for attempt in 1..=attempts {
@@ -76,7 +77,11 @@ pub(super) async fn forward(
                 .inc();
         }
         let Some(req) = pending.take() else { break };
-        let now = Instant::now();
+        let now = if attempt == 1 {
+            started
+        } else {
+            Instant::now()
+        };
         let Some(choice) = select::choose(group, pick, &tried, now) else {
             return Err(ProxyError::NoUpstream);
         };
@@ -99,8 +104,12 @@ pub(super) async fn forward(
         let mut conn = match upstream.checkout(spec.timeouts.connect).await {
             Ok(c) => c,
             Err(e) => {
-                upstream.record(Outcome::Failure, Instant::now());
+                upstream.record(Outcome::Failure);
                 shared.metrics.upstream_error(&route.name, e.reason());
+                // Connecting failed: nothing reached the application (retry_safe).
+                if !e.retry_safe() {
+                    return Err(e);
+                }
                 last_err = e;
                 pending = Some(req);
                 done.upstream = Some(inflight);
@@ -109,16 +118,16 @@ pub(super) async fn forward(
             }
         };
         let backup = (conn.reused && replayable).then(|| replay_of(&req));
-        let remaining = spec.timeouts.total.saturating_sub(started.elapsed());
-        let wait = spec.timeouts.response_header.min(remaining);
-        match tokio::time::timeout(wait, conn.sender.try_send_request(req)).await {
+        let sent_at = tokio::time::Instant::now();
+        let answer_by = (sent_at + spec.timeouts.response_header).min(deadline);
+        match tokio::time::timeout_at(answer_by, conn.sender.try_send_request(req)).await {
             Ok(Ok(response)) => {
                 let outcome = if response.status().is_server_error() {
                     Outcome::Failure
                 } else {
                     Outcome::Success
                 };
-                upstream.record(outcome, Instant::now());
+                upstream.record(outcome);
                 return Ok(Sent {
                     response,
                     inflight,
@@ -135,39 +144,33 @@ pub(super) async fn forward(
                 if client_body.malformed() {
                     return Err(ProxyError::BadRequestBody);
                 }
-                let reason = e.error().to_string();
-                if let Some(unsent) = e.take_message() {
-                    // Never written: safe to send anywhere, whatever the method.
-                    pending = Some(unsent);
-                } else if let Some(again) = backup {
-                    // A kept-alive connection the upstream had already closed.
-                    pending = Some(again);
-                } else {
-                    upstream.record(Outcome::Failure, Instant::now());
+                // Sendable again when it was never written (whatever the method), or when
+                // it went to a kept-alive connection the upstream had already closed and is
+                // replayable; the error records which, and that alone decides the retry.
+                pending = e.take_message().or(backup);
+                let err = ProxyError::Upstream {
+                    upstream: upstream.label.to_string(),
+                    reason: e.error().to_string(),
+                    retry_safe: pending.is_some(),
+                };
+                if !err.retry_safe() {
+                    upstream.record(Outcome::Failure);
                     shared.metrics.upstream_error(&route.name, "upstream");
-                    return Err(ProxyError::Upstream {
-                        upstream: upstream.label.to_string(),
-                        reason,
-                        retry_safe: false,
-                    });
+                    return Err(err);
                 }
                 shared
                     .metrics
                     .upstream_error(&route.name, "dead_connection");
-                last_err = ProxyError::Upstream {
-                    upstream: upstream.label.to_string(),
-                    reason,
-                    retry_safe: true,
-                };
+                last_err = err;
                 tried.push(upstream);
             }
             Err(_) => {
-                upstream.record(Outcome::Failure, Instant::now());
+                upstream.record(Outcome::Failure);
                 shared.metrics.upstream_error(&route.name, "timeout");
                 done.upstream = Some(inflight);
                 return Err(ProxyError::ResponseTimeout {
                     upstream: upstream.label.to_string(),
-                    secs: wait.as_secs_f64(),
+                    secs: answer_by.saturating_duration_since(sent_at).as_secs_f64(),
                 });
             }
         }

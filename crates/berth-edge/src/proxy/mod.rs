@@ -10,6 +10,7 @@ mod admit;
 mod forward;
 mod respond;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -26,7 +27,6 @@ use crate::exchange::{Completion, ConnInfo, edge_release};
 use crate::headers;
 use crate::metrics::EdgeMetrics;
 use crate::select;
-use crate::spec::ClientLimits;
 use crate::table::Table;
 
 use admit::{admit, rejection_response};
@@ -36,7 +36,6 @@ use respond::{client_message, edge_response, respond};
 /// State shared by every connection.
 pub struct Shared {
     pub table: ArcSwap<Table>,
-    pub limits: ArcSwap<ClientLimits>,
     pub metrics: Arc<EdgeMetrics>,
     pub log: AccessLog,
 }
@@ -46,16 +45,17 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    let mut done = identify(&shared, &conn, &req);
+    let host = request_host(&req);
+    let mut done = identify(&conn, &req, &host);
     let table = shared.table.load();
-    let Some(route) = table.lookup(&done.host, req.uri().path()) else {
-        shared.metrics.reject("-", "no_route");
-        let msg = format!("no site is configured for host '{}'\n", done.host);
+    let Some(route) = table.lookup(&host, req.uri().path()) else {
+        shared.metrics.reject("-", ProxyError::NoRoute.reason());
+        let msg = format!("no site is configured for host '{host}'\n");
         return Ok(edge_response(done, StatusCode::NOT_FOUND, msg, None));
     };
     done.route = route.name.clone();
     done.metrics = Some(route.edge_metrics.clone());
-    if let Err(rejection) = admit(&shared, route, &req, &mut done) {
+    if let Err(rejection) = admit(&table.limits, route, &req, &mut done) {
         return Ok(rejection_response(&shared, route, rejection, done));
     }
     let pick = select::release_pick(&route.group, req.headers());
@@ -80,9 +80,8 @@ pub async fn handle(
 }
 
 /// Phase 1: what the exchange is, before anything can fail.
-fn identify(shared: &Shared, conn: &Arc<ConnInfo>, req: &Request<Incoming>) -> Box<Completion> {
-    let host = request_host(req);
-    let logging = shared.log.enabled();
+fn identify(conn: &Arc<ConnInfo>, req: &Request<Incoming>, host: &str) -> Box<Completion> {
+    let logging = conn.log.enabled();
     Box::new(Completion {
         start: Instant::now(),
         time: if logging {
@@ -94,8 +93,12 @@ fn identify(shared: &Shared, conn: &Arc<ConnInfo>, req: &Request<Incoming>) -> B
         _active: conn.activity.begin(),
         request_id: headers::request_id(req.headers()),
         method: req.method().clone(),
-        host,
-        // Only the access log needs an owned copy of the path.
+        // Only the access log needs owned copies of the host and path.
+        host: if logging {
+            host.to_owned()
+        } else {
+            String::new()
+        },
         path: if logging {
             req.uri()
                 .path_and_query()
@@ -118,12 +121,12 @@ fn identify(shared: &Shared, conn: &Arc<ConnInfo>, req: &Request<Incoming>) -> B
         sender: None,
         deadline: None,
         error: None,
-        log: shared.log.clone(),
     })
 }
 
-/// Lower-case host without port, from the URI authority (HTTP/2) or the Host header.
-fn request_host(req: &Request<Incoming>) -> String {
+/// Lower-case host without port, from the URI authority (HTTP/2) or the Host header. Borrowed
+/// unless it has upper-case letters: most requests need no copy.
+fn request_host(req: &Request<Incoming>) -> Cow<'_, str> {
     let raw = req
         .uri()
         .authority()
@@ -136,9 +139,9 @@ fn request_host(req: &Request<Incoming>) -> String {
         })
         .unwrap_or("");
     if raw.bytes().any(|b| b.is_ascii_uppercase()) {
-        raw.to_ascii_lowercase()
+        Cow::Owned(raw.to_ascii_lowercase())
     } else {
-        raw.to_owned()
+        Cow::Borrowed(raw)
     }
 }
 

@@ -363,6 +363,29 @@ mod tests {
         });
         let other_head = other_head.expect("five entries");
         assert_eq!(walk(&c, &other_head), bad(5, Defect::HeadMismatch));
+
+        // Starting from a checkpoint at 2: an entry at or before it is out of place.
+        let mut from_checkpoint = Walk {
+            head_seq: head.seq,
+            head_hash: head.hash.clone(),
+            expected_seq: 3,
+            expected_prev: c[1].hash.clone(),
+            checked: 0,
+        };
+        assert_eq!(
+            from_checkpoint.feed(&c[1]),
+            Err(BadEntry {
+                seq: 2,
+                reason: Defect::Unexpected
+            })
+        );
+        for e in &c[2..] {
+            assert_eq!(from_checkpoint.feed(e), Ok(()));
+        }
+        assert_eq!(
+            (from_checkpoint.finish(), from_checkpoint.checked),
+            (Ok(()), 3)
+        );
     }
 
     #[test]

@@ -30,6 +30,18 @@ pub fn admin() -> Actor {
     Actor::new("root", "admin", "192.0.2.1")
 }
 
+/// The current users' names, as listed (by name).
+pub async fn user_names(store: &Store) -> Vec<String> {
+    let users = store.list_users().await.expect("list users");
+    users.into_iter().map(|u| u.name).collect()
+}
+
+/// The names of `environment`'s current apps, as listed (by name).
+pub async fn app_names(store: &Store, environment: &str) -> Vec<String> {
+    let apps = store.list_apps(environment).await.expect("list apps");
+    apps.into_iter().map(|a| a.name).collect()
+}
+
 /// Runs `$body` on a fresh raw connection `$c` of the right dialect, panicking on errors.
 macro_rules! raw {
     ($db:expr, $sql:expr, $c:ident => $body:expr) => {

@@ -7,7 +7,7 @@ use berth_config::app::APP_SPEC_FILE;
 use bytes::Bytes;
 use hyper::Method;
 
-use super::{field, list, print};
+use super::{encode, field, list, print, query_string, time_text};
 use crate::client::{Client, exit, fail};
 
 /// The environment commands act on when `--env` is not given.
@@ -54,18 +54,6 @@ pub struct LogsArgs {
     /// At most this many lines before following (default 200)
     #[arg(long)]
     pub tail: Option<usize>,
-}
-
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn app_path(a: &AppArgs, tail: &str) -> String {
@@ -261,15 +249,7 @@ pub async fn releases(c: &Client, a: &AppArgs, json: bool) -> anyhow::Result<()>
     print(json, &v, |v| {
         println!("  {:<16} {:<24} {:<10} SOURCE", "RELEASE", "CREATED", "BY");
         for r in list(v, "releases") {
-            let created = r["created"]
-                .as_u64()
-                .map(|ms| {
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-                    )
-                    .to_string()
-                })
-                .unwrap_or_default();
+            let created = time_text(&r["created"]);
             let mark = if r["active"].as_bool() == Some(true) {
                 "* "
             } else {
@@ -316,25 +296,22 @@ pub async fn deploys(c: &Client, a: &AppArgs, json: bool) -> anyhow::Result<()> 
 
 pub async fn logs(c: &Client, l: &LogsArgs) -> anyhow::Result<()> {
     let mut q = Vec::new();
-    if let Some(p) = &l.process {
-        q.push(format!("process={}", encode(p)));
-    }
-    if let Some(r) = &l.release {
-        q.push(format!("release={}", encode(r)));
-    }
-    if let Some(s) = &l.since {
-        q.push(format!("since={}", encode(s)));
+    for (name, value) in [
+        ("process", &l.process),
+        ("release", &l.release),
+        ("since", &l.since),
+    ] {
+        if let Some(v) = value {
+            q.push((name, v.clone()));
+        }
     }
     if let Some(t) = l.tail {
-        q.push(format!("tail={t}"));
+        q.push(("tail", t.to_string()));
     }
     if l.follow {
-        q.push("follow=true".into());
+        q.push(("follow", "true".to_owned()));
     }
-    let mut path = app_path(&l.app, "logs");
-    if !q.is_empty() {
-        path = format!("{path}?{}", q.join("&"));
-    }
+    let path = format!("{}{}", app_path(&l.app, "logs"), query_string(&q));
     let mut out = std::io::stdout().lock();
     c.stream(&path, |chunk| {
         // A closed pipe (`berth logs | head`) ends the command quietly.

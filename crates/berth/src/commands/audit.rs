@@ -2,7 +2,7 @@
 
 use hyper::Method;
 
-use super::{field, list, print};
+use super::{field, list, print, query_string};
 use crate::client::{Client, exit, fail};
 
 #[derive(clap::Args, Debug, Default)]
@@ -32,7 +32,7 @@ fn query(f: &Filter) -> anyhow::Result<String> {
         ("target", &f.target),
     ] {
         if let Some(v) = v {
-            q.push(format!("{k}={}", encode(v)));
+            q.push((k, v.clone()));
         }
     }
     if let Some(since) = &f.since {
@@ -47,40 +47,17 @@ fn query(f: &Filter) -> anyhow::Result<String> {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
-        q.push(format!("since={ms}"));
+        q.push(("since", ms.to_string()));
     }
     if let Some(l) = f.limit {
-        q.push(format!("limit={l}"));
+        q.push(("limit", l.to_string()));
     }
-    Ok(if q.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", q.join("&"))
-    })
+    Ok(query_string(&q))
 }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
+/// `30s`, `10m`, `24h`, `7d` (humantime's syntax, which also takes `1h 30m`).
 fn parse_ago(s: &str) -> Option<std::time::Duration> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return None,
-    };
-    Some(std::time::Duration::from_secs(secs))
+    humantime::parse_duration(s).ok()
 }
 
 pub async fn list_entries(c: &Client, f: &Filter, json: bool) -> anyhow::Result<()> {
@@ -178,6 +155,6 @@ mod tests {
         );
         assert_eq!(parse_ago("10"), None);
         assert_eq!(parse_ago("m"), None);
-        assert_eq!(encode("users.add x"), "users.add%20x");
+        assert_eq!(super::super::encode("users.add x"), "users.add%20x");
     }
 }

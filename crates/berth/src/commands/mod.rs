@@ -38,3 +38,40 @@ pub fn list<'a>(v: &'a serde_json::Value, key: &str) -> Vec<&'a serde_json::Valu
         .map(|a| a.iter().collect())
         .unwrap_or_default()
 }
+
+/// A query-string value, percent-encoded (everything but RFC 3986's unreserved characters).
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `?a=1&b=2` from name/value pairs (values encoded here), or "" when there are none.
+pub fn query_string(pairs: &[(&str, String)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect();
+    format!("?{}", parts.join("&"))
+}
+
+/// The API's times (milliseconds since the epoch) as RFC 3339, "-" when absent.
+pub fn time_text(v: &serde_json::Value) -> String {
+    v.as_u64().map_or_else(
+        || "-".to_owned(),
+        |ms| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+            )
+            .to_string()
+        },
+    )
+}

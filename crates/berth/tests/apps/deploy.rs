@@ -217,3 +217,73 @@ async fn permissions_and_logs() {
     let other = b.cli_as(&vera, &["ps", "blog", "--env", "staging"]);
     assert_eq!(other.code, 3, "{other:?}");
 }
+
+#[tokio::test]
+async fn one_deploy_per_app_at_a_time_and_old_releases_are_pruned() {
+    let keep = tempfile::tempdir().unwrap();
+    let b = start(&keep).await;
+    // Keep one release; the first build takes long enough for a second deploy to collide.
+    let app = |version: &str, build: &str| {
+        let dir = web_app("shop", version, 1);
+        let toml = std::fs::read_to_string(dir.path().join("berth.toml")).unwrap();
+        std::fs::write(
+            dir.path().join("berth.toml"),
+            format!("{toml}\n[release]\nkeep = 1\n\n[build]\ncommand = \"{build}\"\n"),
+        )
+        .unwrap();
+        dir
+    };
+    let v1 = app("v1", "sleep 3");
+    let first = {
+        let (admin, token, path) = (b.admin, b.token(), v1.path().to_owned());
+        tokio::task::spawn_blocking(move || {
+            crate::shared::run_bounded(
+                std::process::Command::new(crate::support::BIN)
+                    .args(["deploy", &path.to_string_lossy()])
+                    .env("BERTH_REMOTE", format!("http://{admin}"))
+                    .env("BERTH_TOKEN", token)
+                    .env(
+                        "BERTH_CREDENTIALS",
+                        "/nonexistent/berth-test-credentials.json",
+                    ),
+                Duration::from_secs(120),
+            )
+        })
+    };
+    // The first deploy holds the app's lock while it builds.
+    let busy = eventually(Duration::from_secs(10), || async {
+        b.cli(&["ps", "shop", "--json"])
+            .stdout
+            .contains("\"deploying\": true")
+            || b.data_dir.join("apps/shop/releases").exists()
+    })
+    .await;
+    assert!(busy, "the first deploy did not start");
+    let second = b.deploy(app("v2", "true").path());
+    assert_eq!(second.code, 4, "{second:?}");
+    assert!(
+        second.stderr.contains("already in progress"),
+        "{}",
+        second.stderr
+    );
+    let first = first.await.unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+
+    // Now v2 goes through, and with keep = 1 v1's tree is pruned (v2 is active).
+    let r1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+    let out = b.cli(&[
+        "deploy",
+        &app("v2", "true").path().to_string_lossy(),
+        "--json",
+    ]);
+    let report = out.ok().json();
+    assert_eq!(report["pruned"], serde_json::json!([r1]));
+    let releases = b.data_dir.join("apps/shop/releases");
+    assert!(!releases.join(&r1).exists());
+    assert!(releases.join(report["release"].as_str().unwrap()).is_dir());
+    assert_eq!(b.get("shop.test", "/version").await, (200, "v2".into()));
+}

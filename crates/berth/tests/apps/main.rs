@@ -2,6 +2,8 @@
 //! (Python's http.server, shell scripts, gunicorn serving examples/python-app), requests
 //! through the edge by host. One module per concern.
 
+#[path = "../shared/mod.rs"]
+mod shared;
 mod support;
 
 mod bad_input;

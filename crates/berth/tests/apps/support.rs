@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use berth_testkit::{BerthProcess, free_addr};
 use serde_json::Value;
@@ -96,31 +96,20 @@ impl Berth {
             .to_owned()
     }
 
-    /// Runs the CLI against this berth as its first admin (or with `token`).
+    /// Runs the CLI against this berth with `token`.
     pub fn cli_as(&self, token: &str, args: &[&str]) -> Ran {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("BERTH_REMOTE", format!("http://{}", self.admin))
-            .env("BERTH_TOKEN", token)
-            .env(
-                "BERTH_CREDENTIALS",
-                "/nonexistent/berth-test-credentials.json",
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("berth CLI spawns");
-        // Deploys build and wait for health: generous, but a hang still fails.
-        let end = Instant::now() + Duration::from_secs(180);
-        while child.try_wait().expect("try_wait").is_none() {
-            if Instant::now() >= end {
-                let _ = child.kill();
-                panic!("berth {args:?} still running after 180 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out: Output = child.wait_with_output().expect("output");
+        let out = crate::shared::run_bounded(
+            Command::new(BIN)
+                .args(args)
+                .env("BERTH_REMOTE", format!("http://{}", self.admin))
+                .env("BERTH_TOKEN", token)
+                .env(
+                    "BERTH_CREDENTIALS",
+                    "/nonexistent/berth-test-credentials.json",
+                ),
+            // Deploys build and wait for health: generous, but a hang still fails.
+            Duration::from_secs(180),
+        );
         Ran {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -128,6 +117,7 @@ impl Berth {
         }
     }
 
+    /// Runs the CLI against this berth as its first admin.
     pub fn cli(&self, args: &[&str]) -> Ran {
         self.cli_as(&self.token(), args)
     }
@@ -154,11 +144,7 @@ impl Berth {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client")
+    crate::shared::client(Duration::from_secs(60))
 }
 
 /// An app directory with these files (paths relative to it).
@@ -208,23 +194,7 @@ pub fn web_app(name: &str, version: &str, instances: u32) -> tempfile::TempDir {
     ])
 }
 
-/// Polls `check` until it holds or the timeout passes; returns whether it held.
-pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use crate::shared::eventually;
 
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: i64) -> bool {

@@ -2,8 +2,8 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use berth_testkit::free_addr;
 
@@ -12,34 +12,18 @@ use crate::common::{BIN, server_section, simple};
 /// Runs berth to completion with a time limit, so a command that should exit but serves
 /// instead fails the test rather than hanging it.
 fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove("BERTH_CONFIG")
-        .env_remove("BERTH_TOKEN")
-        .env_remove("BERTH_REMOTE")
-        .env(
-            "BERTH_CREDENTIALS",
-            "/nonexistent/berth-test-credentials.json",
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("berth spawns");
-    let end = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "berth {args:?} still running after 10 s\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+    crate::shared::run_bounded(
+        Command::new(BIN)
+            .args(args)
+            .env_remove("BERTH_CONFIG")
+            .env_remove("BERTH_TOKEN")
+            .env_remove("BERTH_REMOTE")
+            .env(
+                "BERTH_CREDENTIALS",
+                "/nonexistent/berth-test-credentials.json",
+            ),
+        Duration::from_secs(10),
+    )
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -135,30 +135,10 @@ pub fn metric_sum(text: &str, prefix: &str) -> f64 {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
+    crate::shared::client(Duration::from_secs(20))
 }
 
-/// Polls `check` until it holds or the timeout passes; returns whether it held.
-pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use crate::shared::eventually;
 
 /// An address where nothing listens: tests bind only 127.0.0.1, so 127.0.0.2 stays refused
 /// even if another test takes the port on 127.0.0.1.

@@ -2,6 +2,8 @@
 //! speak real HTTP. One module per concern.
 
 mod common;
+#[path = "../shared/mod.rs"]
+mod shared;
 
 mod balancing;
 mod cli;
