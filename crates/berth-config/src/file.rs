@@ -25,12 +25,15 @@ pub struct FileConfig {
     pub route: Vec<Spanned<RouteFile>>,
     #[serde(default)]
     pub group: BTreeMap<Text, Spanned<GroupFile>>,
+    #[serde(default)]
+    pub certificate: Vec<Spanned<CertificateFile>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
     pub listen: Spanned<Vec<Text>>,
+    pub tls_listen: Option<Spanned<Vec<Text>>>,
     pub admin_listen: Option<Text>,
     pub allow_remote_admin: Option<bool>,
     pub workers: Option<Int>,
@@ -68,6 +71,21 @@ pub struct RouteFile {
     pub request_headers: Option<HeaderRulesFile>,
     pub response_headers: Option<HeaderRulesFile>,
     pub maintenance: Option<MaintenanceFile>,
+    pub https_redirect: Option<bool>,
+}
+
+/// `[[certificate]]`: one certificate and the hosts it is served for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFile {
+    pub hosts: Spanned<Vec<Text>>,
+    /// `"files"` or `"dev"`.
+    pub source: Text,
+    /// PEM chain, leaf first (`source = "files"`).
+    pub cert: Option<Text>,
+    /// PEM private key (`source = "files"`).
+    pub key: Option<Text>,
+    pub default: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

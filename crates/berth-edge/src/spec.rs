@@ -3,6 +3,8 @@
 //! `Option` here always means "feature off".
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -50,6 +52,11 @@ pub mod defaults {
     pub const MAINTENANCE_RETRY_AFTER: Duration = Duration::from_secs(120);
 
     pub const FRAME_OPTIONS: &str = "SAMEORIGIN";
+    /// Sent on TLS connections only: a year, without `includeSubDomains`, which would also
+    /// commit every other site under the domain to HTTPS.
+    pub const HSTS: &str = "max-age=31536000";
+    /// A plain-HTTP request for a host that has a certificate is redirected to HTTPS.
+    pub const HTTPS_REDIRECT: bool = true;
     pub const REFERRER_POLICY: &str = "strict-origin-when-cross-origin";
 
     /// Release name of a group given as a plain upstream list.
@@ -63,6 +70,8 @@ pub mod defaults {
 #[derive(Debug, Clone)]
 pub struct EdgeSpec {
     pub listeners: Vec<SocketAddr>,
+    /// TLS listeners and certificates; `TlsSpec::default()` is no TLS at all.
+    pub tls: TlsSpec,
     pub client: ClientLimits,
     pub routes: Vec<RouteSpec>,
     pub groups: Vec<GroupSpec>,
@@ -87,6 +96,39 @@ impl Default for ClientLimits {
             max_header_bytes: defaults::MAX_HEADER_BYTES,
         }
     }
+}
+
+/// TLS on the edge. Listeners are bound once at start; certificates may change at run time.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSpec {
+    pub listeners: Vec<SocketAddr>,
+    pub certificates: Vec<CertificateSpec>,
+    /// Where the development CA is kept (created on first use, 0700, key 0600).
+    pub dev_ca_dir: PathBuf,
+}
+
+/// One certificate and the host names it is served for.
+#[derive(Debug, Clone)]
+pub struct CertificateSpec {
+    /// `Exact` or `Wildcard` only. A wildcard covers one label, as TLS clients require:
+    /// `*.example.com` covers `a.example.com`, not `a.b.example.com`.
+    pub hosts: Vec<HostPattern>,
+    pub source: CertSource,
+    /// Served when a client sends no SNI or a name no certificate covers. Without a default
+    /// such handshakes fail.
+    pub default: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    /// PEM files, loaded and checked when the config is; watched for changes afterwards.
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        loaded: Arc<crate::tls::LoadedCert>,
+    },
+    /// Issued by berth's development CA.
+    Dev,
 }
 
 /// A host pattern a route answers for.
@@ -117,6 +159,9 @@ pub struct RouteSpec {
     pub request_headers: HeaderRules,
     pub response_headers: HeaderRules,
     pub maintenance: Option<Maintenance>,
+    /// Answer plain-HTTP requests with a 308 to HTTPS when the request's host has a
+    /// certificate (and a TLS listener is up).
+    pub https_redirect: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,11 +212,11 @@ pub struct SecurityHeaders {
 }
 
 impl SecurityHeaders {
-    /// nosniff, same-origin framing and a strict referrer policy; HSTS and CSP stay off
-    /// because they depend on TLS and on the app.
+    /// nosniff, same-origin framing, a strict referrer policy and HSTS (which is only ever sent
+    /// on TLS connections); CSP stays off because it depends on the app.
     pub fn recommended() -> Self {
         Self {
-            hsts: None,
+            hsts: Some(HeaderValue::from_static(defaults::HSTS)),
             nosniff: true,
             frame_options: Some(HeaderValue::from_static(defaults::FRAME_OPTIONS)),
             referrer_policy: Some(HeaderValue::from_static(defaults::REFERRER_POLICY)),

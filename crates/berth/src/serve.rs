@@ -111,8 +111,9 @@ impl Server {
         let report = self.edge.apply(&next.edge);
         let mut warnings = Vec::new();
         if report.listeners_changed {
-            warnings.push("server.listen changed: listeners are never re-bound live; restart berth to apply it".to_owned());
+            warnings.push("server.listen or server.tls_listen changed: listeners are never re-bound live; restart berth to apply it".to_owned());
         }
+        warnings.extend(report.warnings);
         // --database-url may override the file; that is not a change in the file.
         let mut file_server = next.server.clone();
         file_server.database_url = current.server.database_url.clone();
@@ -138,6 +139,17 @@ impl Server {
     }
 }
 
+/// Sets up the edge's certificates and binds its plain and TLS listeners.
+async fn listen(
+    edge: Result<Edge, berth_edge::EdgeError>,
+    spec: &berth_edge::spec::EdgeSpec,
+) -> Result<(Edge, Vec<std::net::SocketAddr>), berth_edge::EdgeError> {
+    let mut edge = edge?;
+    let mut bound = edge.listen(&spec.listeners).await?;
+    bound.extend(edge.listen_tls(&spec.tls.listeners).await?);
+    Ok((edge, bound))
+}
+
 async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
     // State first: a store that cannot be opened must stop berth before it takes traffic.
     let state = match state::open(&config.server).await {
@@ -155,12 +167,12 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         reloads.clone(),
     );
     let api_metrics = berth_api::register_metrics(&mut registry);
-    let mut edge = Edge::new(
+    let edge = Edge::new(
         &config.edge,
         &mut registry,
         access_log_target(&config.server.access_log)?,
     );
-    let bound = match edge.listen(&config.edge.listeners).await {
+    let (edge, bound) = match listen(edge, &config.edge).await {
         Ok(b) => b,
         Err(e) => {
             eprintln!("berth: {e}");

@@ -1,7 +1,8 @@
 //! The request lifecycle, one function per phase:
 //!
 //! 1. [`identify`]: request id, host, what gets logged.
-//! 2. route: host and path to a [`Route`] (404 when none).
+//! 2. route: host and path to a [`Route`] (404 when none); a plain-HTTP request for a host
+//!    that has a certificate is redirected to HTTPS (308) unless the route says otherwise.
 //! 3. [`admit`]: limits (431, 413), maintenance (503) and the route's concurrency (503).
 //! 4. [`forward`]: pick a release and an instance, send, retry when it is safe.
 //! 5. [`respond`]: response headers (hop-by-hop, security, request id, cohort cookie) and a
@@ -31,7 +32,7 @@ use crate::table::Table;
 
 use admit::{admit, rejection_response};
 use forward::forward;
-use respond::{client_message, edge_response, respond};
+use respond::{client_message, edge_response, redirect_to_https, respond};
 
 /// State shared by every connection.
 pub struct Shared {
@@ -39,6 +40,7 @@ pub struct Shared {
     pub limits: ArcSwap<ClientLimits>,
     pub metrics: Arc<EdgeMetrics>,
     pub log: AccessLog,
+    pub tls: Arc<crate::tls::Tls>,
 }
 
 pub async fn handle(
@@ -55,6 +57,12 @@ pub async fn handle(
     };
     done.route = route.name.clone();
     done.metrics = Some(route.edge_metrics.clone());
+    if !conn.is_tls()
+        && route.spec.https_redirect
+        && let Some(port) = shared.tls.redirect_port(&done.host)
+    {
+        return Ok(redirect_to_https(done, route, port, &req));
+    }
     if let Err(rejection) = admit(&shared, route, &req, &mut done) {
         return Ok(rejection_response(&shared, route, rejection, done));
     }

@@ -16,3 +16,4 @@ mod routing;
 mod semantics;
 mod shutdown;
 mod smuggling;
+mod tls;

@@ -1,0 +1,106 @@
+//! SNI to certificate: an immutable map swapped atomically, like the routing table, so a new
+//! certificate takes effect for the next handshake and never disturbs a connection.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use super::metrics::TlsMetrics;
+
+/// One certificate per exact name and per wildcard suffix, plus the optional default.
+#[derive(Default)]
+pub(crate) struct CertMap {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// Keyed by the suffix after the wildcard's `*`: `.example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+    /// (host pattern as configured, notAfter) for the expiry metric.
+    pub(crate) expiry: Vec<(String, i64)>,
+}
+
+impl CertMap {
+    pub(crate) fn insert_exact(&mut self, host: &str, key: Arc<CertifiedKey>) {
+        self.exact.insert(host.to_owned(), key);
+    }
+
+    pub(crate) fn insert_wildcard(&mut self, suffix: &str, key: Arc<CertifiedKey>) {
+        self.wildcard.insert(suffix.to_owned(), key);
+    }
+
+    pub(crate) fn set_default(&mut self, key: Arc<CertifiedKey>) {
+        self.default = Some(key);
+    }
+
+    /// The certificate for a name: exact first, then a wildcard for its first label. The
+    /// default certificate is not considered.
+    pub(crate) fn lookup(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
+        if let Some(k) = self.exact.get(name) {
+            return Some(k);
+        }
+        let (label, suffix) = name.split_at(name.find('.')?);
+        if !is_label(label) {
+            return None;
+        }
+        self.wildcard.get(suffix)
+    }
+}
+
+/// A DNS label as it may appear in a host covered by a wildcard certificate.
+fn is_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+pub(crate) struct Resolver {
+    pub(crate) map: ArcSwap<CertMap>,
+    metrics: Arc<TlsMetrics>,
+}
+
+impl Resolver {
+    pub(crate) fn new(metrics: Arc<TlsMetrics>) -> Resolver {
+        Resolver {
+            map: ArcSwap::from_pointee(CertMap::default()),
+            metrics,
+        }
+    }
+}
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolver").finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let map = self.map.load();
+        let found = match hello.server_name() {
+            Some(name) if name.bytes().any(|b| b.is_ascii_uppercase()) => {
+                map.lookup(&name.to_ascii_lowercase()).cloned()
+            }
+            Some(name) => map.lookup(name).cloned(),
+            None => None,
+        };
+        if found.is_some() {
+            return found;
+        }
+        if let Some(default) = &map.default {
+            return Some(default.clone());
+        }
+        // rustls then ends the handshake with a fatal alert.
+        let reason = if hello.server_name().is_some() {
+            "unknown_sni"
+        } else {
+            "no_sni"
+        };
+        self.metrics.failure(reason);
+        None
+    }
+}
