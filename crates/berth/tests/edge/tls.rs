@@ -595,3 +595,55 @@ async fn plain_http_gets_a_308_to_https_and_hsts_is_sent_only_over_tls() {
         Some("max-age=60; includeSubDomains")
     );
 }
+
+/// h2load (Debian's nghttp2-client) over TLS and HTTP/2, through berth to an HTTP/1.1
+/// upstream: every request succeeds, all of them on h2.
+#[tokio::test]
+async fn h2load_over_tls_and_h2_to_an_http1_upstream() {
+    let up = FakeUpstream::start_named("a").await;
+    let ca = TestCa::new();
+    let dir = cert_dir();
+    let leaf = ca.leaf(&["a.test"]);
+    let (cert, key) = leaf.write(dir.path(), "a");
+    // h2load sends no SNI to an IP address: the certificate is the default.
+    let env = start_tls(
+        &format!(
+            "{}{}",
+            simple(&[up.addr()], "", ""),
+            files_cert(&["a.test"], &cert, &key, "default = true")
+        ),
+        "",
+    )
+    .await;
+    let url = format!("https://{}/", env.https);
+    let out = tokio::process::Command::new("h2load")
+        .args(["-n", "2000", "-c", "8", "-m", "10", "-t", "1", &url])
+        .output()
+        .await
+        .expect("h2load runs (Debian package nghttp2-client; scripts/test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Application protocol: h2"), "{text}");
+    assert!(
+        text.contains(
+            "requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed, 0 errored"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("status codes: 2000 2xx"), "{text}");
+    assert!(up.request_count() >= 2000);
+    assert!(
+        up.requests()
+            .iter()
+            .all(|r| r.version == http::Version::HTTP_11)
+    );
+    assert_eq!(
+        env.metric("berth_tls_handshakes_total{version=\"TLSv1.3\",alpn=\"h2\"}")
+            .await,
+        8.0
+    );
+}
