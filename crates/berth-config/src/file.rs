@@ -45,6 +45,25 @@ pub struct ServerFile {
     pub admin_networks: Option<Vec<Text>>,
     pub audit_retention: DurationField,
     pub client: Option<ClientFile>,
+    pub acme: Option<AcmeFile>,
+}
+
+/// `[server.acme]`: the ACME CA and account for certificates with `source = "acme"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeFile {
+    pub directory: Option<Text>,
+    pub contact: Option<Vec<Text>>,
+    pub challenge: Option<Text>,
+    pub ca_cert: Option<Text>,
+    pub eab: Option<EabFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EabFile {
+    pub kid: Text,
+    pub hmac_key: Text,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,7 +98,7 @@ pub struct RouteFile {
 #[serde(deny_unknown_fields)]
 pub struct CertificateFile {
     pub hosts: Spanned<Vec<Text>>,
-    /// `"files"` or `"dev"`.
+    /// `"files"`, `"dev"` or `"acme"`.
     pub source: Text,
     /// PEM chain, leaf first (`source = "files"`).
     pub cert: Option<Text>,

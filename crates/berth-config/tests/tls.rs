@@ -304,3 +304,53 @@ fn relative_paths_start_from_the_config_directory() {
     assert_eq!(k, &f.dir.path().join(&key));
     assert!(Path::new(k).is_absolute());
 }
+
+#[test]
+fn acme_defaults_to_lets_encrypt_over_http01() {
+    let f = Files::new();
+    let config = f
+        .load_tls("[[certificate]]\nhosts = [\"a.test\"]\nsource = \"acme\"\n")
+        .unwrap_or_else(|d| panic!("{d:#?}"));
+    let tls = &config.edge.tls;
+    assert!(matches!(tls.certificates[0].source, CertSource::Acme));
+    assert_eq!(tls.acme.directory, defaults::ACME_DIRECTORY);
+    assert_eq!(tls.acme.challenge, berth_edge::spec::AcmeChallenge::Http01);
+    assert_eq!(tls.acme.state_dir, f.dir.path().join("state/tls/acme"));
+    assert!(tls.acme.eab.is_none() && tls.acme.contact.is_empty());
+}
+
+#[test]
+fn acme_settings_are_checked() {
+    let f = Files::new();
+    std::fs::write(f.dir.path().join("root.pem"), "not a certificate").unwrap();
+    let path = f.config_path();
+    let head = HEAD.replacen(
+        "[server]\nlisten = [\"127.0.0.1:8080\"]\ndata_dir = \"state\"\n",
+        "[server]\nlisten = [\"127.0.0.1:8080\"]\ndata_dir = \"state\"\ntls_listen = [\"127.0.0.1:8443\"]\n\
+         [server.acme]\ndirectory = \"http://ca.test/dir\"\ncontact = [\"ops@example.com\"]\n\
+         challenge = \"dns-01\"\nca_cert = \"root.pem\"\neab = { kid = \"k\", hmac_key = \"!!\" }\n",
+        1,
+    );
+    std::fs::write(
+        &path,
+        format!("{head}[[certificate]]\nhosts = [\"*.a.test\"]\nsource = \"acme\"\n"),
+    )
+    .unwrap();
+    let all = load(&path).expect_err("invalid").diagnostics;
+    let fields: Vec<&str> = all.iter().map(|d| d.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "server.acme.directory",
+            "server.acme.contact[0]",
+            "server.acme.challenge",
+            "server.acme.ca_cert",
+            "server.acme.eab.hmac_key",
+            "certificate[0].hosts[0]",
+        ],
+        "{all:#?}"
+    );
+    assert_mentions(&all[5], "DNS-01");
+    // The key is never echoed.
+    assert!(!all[4].to_string().contains("!!"));
+}

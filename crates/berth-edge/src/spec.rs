@@ -57,6 +57,9 @@ pub mod defaults {
     pub const HSTS: &str = "max-age=31536000";
     /// A plain-HTTP request for a host that has a certificate is redirected to HTTPS.
     pub const HTTPS_REDIRECT: bool = true;
+    pub const ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+    pub const ACME_STAGING_DIRECTORY: &str =
+        "https://acme-staging-v02.api.letsencrypt.org/directory";
     pub const REFERRER_POLICY: &str = "strict-origin-when-cross-origin";
 
     /// Release name of a group given as a plain upstream list.
@@ -105,6 +108,60 @@ pub struct TlsSpec {
     pub certificates: Vec<CertificateSpec>,
     /// Where the development CA is kept (created on first use, 0700, key 0600).
     pub dev_ca_dir: PathBuf,
+    /// How certificates with [`CertSource::Acme`] are obtained.
+    pub acme: AcmeSpec,
+}
+
+/// The ACME CA and account used for every `acme` certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeSpec {
+    /// Directory URL of the CA.
+    pub directory: String,
+    /// Account contacts, e.g. `mailto:ops@example.com`.
+    pub contact: Vec<String>,
+    pub challenge: AcmeChallenge,
+    /// A PEM root to trust for the directory's HTTPS instead of the system's (private CAs).
+    pub ca_cert: Option<PathBuf>,
+    pub eab: Option<ExternalAccountBinding>,
+    /// Account key and issued certificates, 0600, in a 0700 directory.
+    pub state_dir: PathBuf,
+}
+
+impl Default for AcmeSpec {
+    fn default() -> Self {
+        Self {
+            directory: defaults::ACME_DIRECTORY.to_owned(),
+            contact: Vec::new(),
+            challenge: AcmeChallenge::Http01,
+            ca_cert: None,
+            eab: None,
+            state_dir: PathBuf::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AcmeChallenge {
+    /// Answered by the edge on its plain-HTTP listeners (port 80 for public CAs).
+    #[default]
+    Http01,
+    /// Answered by the edge on its TLS listeners (port 443 for public CAs).
+    TlsAlpn01,
+}
+
+/// External Account Binding (RFC 8555 §7.3.4), for CAs that require it.
+#[derive(Clone, PartialEq)]
+pub struct ExternalAccountBinding {
+    pub kid: String,
+    pub hmac_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ExternalAccountBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalAccountBinding")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One certificate and the host names it is served for.
@@ -129,6 +186,8 @@ pub enum CertSource {
     },
     /// Issued by berth's development CA.
     Dev,
+    /// Obtained and renewed from an ACME CA ([`TlsSpec::acme`]).
+    Acme,
 }
 
 /// A host pattern a route answers for.

@@ -7,19 +7,30 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use berth_edge::spec::{CertSource, CertificateSpec, HostPattern, TlsSpec};
+use berth_edge::spec::{
+    AcmeChallenge, AcmeSpec, CertSource, CertificateSpec, ExternalAccountBinding, HostPattern,
+    TlsSpec, defaults,
+};
 use berth_edge::tls::{check_covers, load_pem_files};
 use toml::Spanned;
 
 use super::server::socket_addr;
 use super::{Checker, DEV_CA_DIR, host};
 use crate::ServerSpec;
-use crate::file::{CertificateFile, FileConfig, Text};
+use crate::file::{AcmeFile, CertificateFile, FileConfig, Text};
 use crate::path::{index, key};
 
 const SOURCE_FILES: &str = "files";
 const SOURCE_DEV: &str = "dev";
-const SOURCE_HINT: &str = "use \"files\" (a PEM chain and key) or \"dev\" (berth's development CA)";
+const SOURCE_ACME: &str = "acme";
+const SOURCE_HINT: &str = "use \"files\" (a PEM chain and key), \"acme\" (issued and renewed by an ACME CA, see [server.acme]) or \"dev\" (berth's development CA)";
+
+/// The ACME state directory inside the data directory.
+pub const ACME_DIR: &str = "tls/acme";
+const DIRECTORY_LETSENCRYPT: &str = "letsencrypt";
+const DIRECTORY_LETSENCRYPT_STAGING: &str = "letsencrypt-staging";
+const CHALLENGE_HTTP: &str = "http-01";
+const CHALLENGE_TLS_ALPN: &str = "tls-alpn-01";
 
 pub(super) fn check(
     c: &mut Checker<'_>,
@@ -67,7 +78,99 @@ pub(super) fn check(
         listeners,
         certificates,
         dev_ca_dir: server.data_dir.join(DEV_CA_DIR),
+        acme: check_acme(c, file.server.acme.as_ref(), server),
     }
+}
+
+fn check_acme(c: &mut Checker<'_>, file: Option<&AcmeFile>, server: &ServerSpec) -> AcmeSpec {
+    let mut spec = AcmeSpec {
+        state_dir: server.data_dir.join(ACME_DIR),
+        ..AcmeSpec::default()
+    };
+    let Some(file) = file else {
+        return spec;
+    };
+    let field = |name| key("server.acme", name);
+    if let Some(d) = &file.directory {
+        spec.directory = match d.get_ref().as_str() {
+            DIRECTORY_LETSENCRYPT => defaults::ACME_DIRECTORY.to_owned(),
+            DIRECTORY_LETSENCRYPT_STAGING => defaults::ACME_STAGING_DIRECTORY.to_owned(),
+            url if url.starts_with("https://") && url.parse::<http::Uri>().is_ok() => {
+                url.to_owned()
+            }
+            other => {
+                c.error(d.span(), &field("directory"), format!("`{other}` is not an ACME directory"))
+                    .hint("\"letsencrypt\", \"letsencrypt-staging\" or the https:// URL of the CA's directory");
+                spec.directory
+            }
+        };
+    }
+    for (i, t) in file.contact.iter().flatten().enumerate() {
+        if !t.get_ref().starts_with("mailto:") || t.get_ref().len() <= "mailto:".len() {
+            c.error(
+                t.span(),
+                &index(&field("contact"), i),
+                format!("`{}` is not a mailto: contact", t.get_ref()),
+            )
+            .hint("e.g. \"mailto:ops@example.com\"");
+        } else {
+            spec.contact.push(t.get_ref().clone());
+        }
+    }
+    if let Some(t) = &file.challenge {
+        spec.challenge = match t.get_ref().as_str() {
+            CHALLENGE_HTTP => AcmeChallenge::Http01,
+            CHALLENGE_TLS_ALPN => AcmeChallenge::TlsAlpn01,
+            other => {
+                c.error(t.span(), &field("challenge"), format!("unknown challenge `{other}`"))
+                    .hint("\"http-01\" (answered on the plain-HTTP listeners, port 80 for public CAs) or \"tls-alpn-01\" (on the TLS listeners, port 443)");
+                spec.challenge
+            }
+        };
+    }
+    if let Some(t) = &file.ca_cert {
+        let path = c.dir().join(t.get_ref());
+        match std::fs::read_to_string(&path) {
+            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => spec.ca_cert = Some(path),
+            Ok(_) => {
+                c.error(
+                    t.span(),
+                    &field("ca_cert"),
+                    format!("{} holds no PEM certificate", path.display()),
+                );
+            }
+            Err(e) => {
+                c.error(
+                    t.span(),
+                    &field("ca_cert"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+                .hint("relative paths start from the config file's directory");
+            }
+        }
+    }
+    if let Some(eab) = &file.eab {
+        use base64::Engine;
+        let raw = eab.hmac_key.get_ref().trim_end_matches('=');
+        match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw) {
+            Ok(hmac_key) if !hmac_key.is_empty() => {
+                spec.eab = Some(ExternalAccountBinding {
+                    kid: eab.kid.get_ref().clone(),
+                    hmac_key,
+                });
+            }
+            _ => {
+                // Never echo the key.
+                c.error(
+                    eab.hmac_key.span(),
+                    &key(&field("eab"), "hmac_key"),
+                    "not a base64url key",
+                )
+                .hint("paste the HMAC key exactly as the CA shows it");
+            }
+        }
+    }
+    spec
 }
 
 fn check_listen(
@@ -151,6 +254,29 @@ fn check_certificate(
                 }
             }
             CertSource::Dev
+        }
+        SOURCE_ACME => {
+            for (name, value) in [("cert", &file.cert), ("key", &file.key)] {
+                if let Some(v) = value {
+                    c.error(
+                        v.span(),
+                        &at(name),
+                        format!("`{name}` is only used with source = \"files\""),
+                    )
+                    .hint("the ACME CA issues the certificate; berth keeps it under data_dir/tls/acme");
+                }
+            }
+            for (h, text) in file.hosts.get_ref().iter().enumerate() {
+                if text.get_ref().starts_with("*.") {
+                    c.error(
+                        text.span(),
+                        &index(&at("hosts"), h),
+                        "ACME wildcard certificates need the DNS-01 challenge, which berth does not do",
+                    )
+                    .hint("list each name, or get the wildcard certificate elsewhere and use source = \"files\"");
+                }
+            }
+            CertSource::Acme
         }
         other => {
             c.error(

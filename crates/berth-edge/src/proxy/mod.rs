@@ -49,6 +49,16 @@ pub async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let mut done = identify(&shared, &conn, &req);
+    // ACME HTTP-01 validation of a pending order, before any route (or redirect) applies.
+    if !conn.is_tls()
+        && let Some(token) = req
+            .uri()
+            .path()
+            .strip_prefix(crate::tls::acme::HTTP01_PREFIX)
+        && let Some(answer) = shared.tls.http01(token)
+    {
+        return Ok(edge_response(done, StatusCode::OK, answer, None));
+    }
     let table = shared.table.load();
     let Some(route) = table.lookup(&done.host, req.uri().path()) else {
         shared.metrics.reject("-", "no_route");

@@ -29,10 +29,17 @@ pub struct CertificateLabels {
     pub host: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AcmeLabels {
+    pub host: String,
+    pub result: &'static str,
+}
+
 pub struct TlsMetrics {
     pub handshakes: Family<HandshakeLabels, Counter>,
     pub handshake_failures: Family<FailureLabels, Counter>,
     pub reload_failures: Family<CertificateLabels, Counter>,
+    pub acme_orders: Family<AcmeLabels, Counter>,
 }
 
 impl TlsMetrics {
@@ -41,6 +48,7 @@ impl TlsMetrics {
             handshakes: Family::default(),
             handshake_failures: Family::default(),
             reload_failures: Family::default(),
+            acme_orders: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("berth");
         r.register(
@@ -59,6 +67,12 @@ impl TlsMetrics {
             "Changed certificate files that could not be loaded (the previous certificate \
              stays in use), by the first host of the certificate",
             m.reload_failures.clone(),
+        );
+        r.register(
+            "acme_orders",
+            "ACME orders by the first host of the certificate and result (issued, failed); \
+             a failure keeps the certificate in use",
+            m.acme_orders.clone(),
         );
         Arc::new(m)
     }

@@ -5,6 +5,10 @@
 //! - [`certs`]: loading and checking PEM files ([`load_pem_files`]).
 //! - `resolver`: SNI → certificate, exact names, one-label wildcards and a default.
 //! - `dev_ca`: the development CA under the data directory.
+//! - [`acme`]: certificates from an ACME CA, HTTP-01 and TLS-ALPN-01 answered by the edge;
+//!   one task per certificate orders it when missing and renews it when a third of its
+//!   lifetime is left (with jitter), backing off after failures. A failure never removes the
+//!   certificate in use.
 //! - `metrics`: handshakes, failures, reload failures, expiry.
 //!
 //! [`Tls::apply`] installs the certificates of a new spec (at start and on reload); a task
@@ -12,11 +16,13 @@
 //! once it loads and checks cleanly. A bad new file is logged and counted; the certificate in
 //! use stays.
 
+pub mod acme;
 pub mod certs;
 mod dev_ca;
 pub mod metrics;
 mod resolver;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -34,16 +40,18 @@ use tokio_rustls::server::TlsStream;
 pub use certs::{CertError, LoadedCert, load_pem_files};
 pub use dev_ca::{CA_CERT_FILE, CA_KEY_FILE};
 
-use crate::spec::{CertSource, CertificateSpec, HostPattern, TlsSpec};
+use crate::spec::{AcmeSpec, CertSource, CertificateSpec, HostPattern, TlsSpec};
+use acme::{ACME_TLS_ALPN, AcmeClient, Challenges};
 use certs::{Fingerprint, now_unix};
 use dev_ca::DevCa;
-use metrics::{CertificateLabels, ExpiryCollector, HandshakeLabels, TlsMetrics};
+use metrics::{AcmeLabels, CertificateLabels, ExpiryCollector, HandshakeLabels, TlsMetrics};
 use resolver::{CertMap, Resolver};
 
 /// How often certificate files are checked for changes (size, mtime, inode).
 pub const FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
-/// ALPN protocols offered, in order of preference.
-pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+/// ALPN protocols offered, in order of preference. `acme-tls/1` is only chosen by ACME
+/// validators (which offer nothing else), and such connections are closed after the handshake.
+pub const ALPN: [&[u8]; 3] = [b"h2", b"http/1.1", ACME_TLS_ALPN];
 /// TLS sessions remembered for resumption (TLS 1.2 ids and TLS 1.3 stateful tickets).
 const SESSION_CACHE: usize = 4096;
 
@@ -115,7 +123,10 @@ fn pattern_text(h: &HostPattern) -> String {
 /// The edge's TLS state: the acceptor configuration, the certificates in use and what is
 /// needed to refresh them.
 pub struct Tls {
+    me: Weak<Tls>,
     resolver: Arc<Resolver>,
+    challenges: Arc<Challenges>,
+    acme: AcmeClient,
     acceptor: TlsAcceptor,
     pub(crate) metrics: Arc<TlsMetrics>,
     state: Mutex<State>,
@@ -127,12 +138,15 @@ pub struct Tls {
 struct State {
     slots: Vec<Slot>,
     dev_ca: Option<Arc<DevCa>>,
+    /// One renewal task per ACME certificate, by [`SlotKind::Acme::task`].
+    acme_tasks: HashMap<String, tokio::task::AbortHandle>,
 }
 
 struct Slot {
     hosts: Vec<HostPattern>,
     default: bool,
-    current: Arc<LoadedCert>,
+    /// `None` only for an ACME certificate not issued yet.
+    current: Option<Arc<LoadedCert>>,
     kind: SlotKind,
 }
 
@@ -147,13 +161,21 @@ enum SlotKind {
         missing: bool,
     },
     Dev,
+    Acme {
+        /// Hosts, challenge and CA: a change makes it another certificate (and task).
+        task: String,
+    },
 }
 
 impl Tls {
     /// Registers the TLS metrics and installs the certificates of `spec`.
     pub(crate) fn new(spec: &TlsSpec, registry: &mut Registry) -> Result<Arc<Tls>, TlsError> {
+        // For libraries that ask rustls for the process default (instant-acme's HTTP client);
+        // berth's own configurations name the provider. Fails only when one is installed.
+        let _ = CryptoProvider::install_default(provider_impl::default_provider());
         let metrics = TlsMetrics::new(registry);
-        let resolver = Arc::new(Resolver::new(metrics.clone()));
+        let challenges = Arc::new(Challenges::default());
+        let resolver = Arc::new(Resolver::new(metrics.clone(), challenges.clone()));
         registry
             .sub_registry_with_prefix("berth")
             .register_collector(Box::new(ExpiryCollector(resolver.clone())));
@@ -165,8 +187,11 @@ impl Tls {
         config.ignore_client_order = true;
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
         config.ticketer = provider_impl::Ticketer::new()?;
-        let tls = Arc::new(Tls {
+        let tls = Arc::new_cyclic(|me| Tls {
+            me: me.clone(),
             resolver,
+            challenges,
+            acme: AcmeClient::default(),
             acceptor: TlsAcceptor::from(Arc::new(config)),
             metrics,
             state: Mutex::new(State::default()),
@@ -188,7 +213,117 @@ impl Tls {
         }
         state.slots = slots;
         self.install(&state);
+        self.reconcile_acme(&mut state, &spec.acme);
         Ok(())
+    }
+
+    /// Starts a task for each new ACME certificate and stops those no longer configured.
+    fn reconcile_acme(&self, state: &mut State, spec: &AcmeSpec) {
+        let wanted: Vec<(String, Vec<String>)> = state
+            .slots
+            .iter()
+            .filter_map(|s| match &s.kind {
+                SlotKind::Acme { task } => Some((task.clone(), exact_names(&s.hosts))),
+                _ => None,
+            })
+            .collect();
+        state.acme_tasks.retain(|task, handle| {
+            let keep = wanted.iter().any(|(t, _)| t == task);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        for (task, hosts) in wanted {
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                state.acme_tasks.entry(task.clone())
+            {
+                slot.insert(self.spawn_acme(task, hosts, spec.clone()));
+            }
+        }
+    }
+
+    /// Orders the certificate when it is missing and renews it when due; after a failure,
+    /// waits [`acme::backoff`] and tries again. The certificate in use is only ever replaced
+    /// by a newly issued one.
+    fn spawn_acme(
+        &self,
+        task: String,
+        hosts: Vec<String>,
+        spec: AcmeSpec,
+    ) -> tokio::task::AbortHandle {
+        let weak = self.me.clone();
+        tokio::spawn(async move {
+            let jitter: f64 = rand::random();
+            let mut failures = 0u32;
+            loop {
+                let Some(wait) = weak.upgrade().map(|t| t.acme_wait(&task, jitter)) else {
+                    return;
+                };
+                tokio::time::sleep(wait).await;
+                let Some(tls) = weak.upgrade() else { return };
+                let host = hosts.first().cloned().unwrap_or_default();
+                match tls.acme.issue(&spec, &hosts, &tls.challenges).await {
+                    Ok(cert) => {
+                        failures = 0;
+                        tracing::info!(hosts = ?hosts, not_after = %certs::rfc3339(cert.not_after), "ACME certificate issued");
+                        tls.acme_result(&host, "issued");
+                        tls.acme_installed(&task, cert);
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        let retry = acme::backoff(failures);
+                        tracing::error!(hosts = ?hosts, error = %e, retry_in_s = retry.as_secs(), failures, "ACME order failed; the certificate in use (if any) stays");
+                        tls.acme_result(&host, "failed");
+                        drop(tls);
+                        tokio::time::sleep(retry).await;
+                    }
+                }
+            }
+        })
+        .abort_handle()
+    }
+
+    fn acme_result(&self, host: &str, result: &'static str) {
+        self.metrics
+            .acme_orders
+            .get_or_create(&AcmeLabels {
+                host: host.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// How long until the ACME certificate of `task` is due: now when there is none.
+    fn acme_wait(&self, task: &str, jitter: f64) -> Duration {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let current = state.slots.iter().find_map(|s| match &s.kind {
+            SlotKind::Acme { task: t } if t == task => Some(s.current.clone()),
+            _ => None,
+        });
+        match current.flatten() {
+            Some(c) => {
+                let secs = acme::renew_at(&c, jitter) - now_unix();
+                Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+            }
+            None => Duration::ZERO,
+        }
+    }
+
+    fn acme_installed(&self, task: &str, cert: LoadedCert) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let cert = Arc::new(cert);
+        for slot in &mut state.slots {
+            if matches!(&slot.kind, SlotKind::Acme { task: t } if t == task) {
+                slot.current = Some(cert.clone());
+            }
+        }
+        self.install(&state);
+    }
+
+    /// The key authorization for an HTTP-01 token of a pending order.
+    pub(crate) fn http01(&self, token: &str) -> Option<String> {
+        self.challenges.http01(token)
     }
 
     fn slot(
@@ -200,7 +335,7 @@ impl Tls {
     ) -> Result<Slot, TlsError> {
         let (current, kind) = match &c.source {
             CertSource::Files { cert, key, loaded } => (
-                loaded.clone(),
+                Some(loaded.clone()),
                 SlotKind::Files {
                     cert: cert.clone(),
                     key: key.clone(),
@@ -209,16 +344,37 @@ impl Tls {
                 },
             ),
             CertSource::Dev => {
-                let reusable = state.slots.iter().find(|s| {
-                    matches!(s.kind, SlotKind::Dev)
-                        && s.hosts == c.hosts
-                        && !needs_renewal(&s.current, now)
+                let reusable = state.slots.iter().find_map(|s| match &s.current {
+                    Some(cur)
+                        if matches!(s.kind, SlotKind::Dev)
+                            && s.hosts == c.hosts
+                            && !needs_renewal(cur, now) =>
+                    {
+                        Some(cur.clone())
+                    }
+                    _ => None,
                 });
                 let current = match reusable {
-                    Some(s) => s.current.clone(),
+                    Some(cur) => cur,
                     None => Arc::new(dev_ca(state, &spec.dev_ca_dir, now)?.issue(&c.hosts, now)?),
                 };
-                (current, SlotKind::Dev)
+                (Some(current), SlotKind::Dev)
+            }
+            CertSource::Acme => {
+                let names = exact_names(&c.hosts);
+                let task = format!(
+                    "{}|{:?}|{}",
+                    names.join(","),
+                    spec.acme.challenge,
+                    spec.acme.directory
+                );
+                let kept = state.slots.iter().find_map(|s| match &s.kind {
+                    SlotKind::Acme { task: t } if *t == task => s.current.clone(),
+                    _ => None,
+                });
+                let current =
+                    kept.or_else(|| acme::load_persisted(&spec.acme, &names).map(Arc::new));
+                (current, SlotKind::Acme { task })
             }
         };
         Ok(Slot {
@@ -233,15 +389,17 @@ impl Tls {
     fn install(&self, state: &State) {
         let mut map = CertMap::default();
         for slot in &state.slots {
-            let key = slot.current.key.clone();
+            let Some(current) = &slot.current else {
+                continue;
+            };
+            let key = current.key.clone();
             for host in &slot.hosts {
                 match host {
                     HostPattern::Exact(h) => map.insert_exact(h, key.clone()),
                     HostPattern::Wildcard(s) => map.insert_wildcard(s, key.clone()),
                     HostPattern::Any => {}
                 }
-                map.expiry
-                    .push((pattern_text(host), slot.current.not_after));
+                map.expiry.push((pattern_text(host), current.not_after));
             }
             if slot.default {
                 map.set_default(key);
@@ -256,7 +414,7 @@ impl Tls {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = now_unix();
         let mut changed = false;
-        let State { slots, dev_ca } = &mut *state;
+        let State { slots, dev_ca, .. } = &mut *state;
         for slot in slots.iter_mut() {
             match &mut slot.kind {
                 SlotKind::Files {
@@ -294,7 +452,7 @@ impl Tls {
                         Ok(new) => {
                             tracing::info!(cert = %cert.display(), names = ?new.names, not_after = %certs::rfc3339(new.not_after), "certificate file changed; new certificate in use");
                             *seen = new.fingerprint;
-                            slot.current = Arc::new(new);
+                            slot.current = Some(Arc::new(new));
                             changed = true;
                         }
                         Err(e) => {
@@ -303,8 +461,13 @@ impl Tls {
                         }
                     }
                 }
+                SlotKind::Acme { .. } => {}
                 SlotKind::Dev => {
-                    if !needs_renewal(&slot.current, now) {
+                    if slot
+                        .current
+                        .as_ref()
+                        .is_some_and(|c| !needs_renewal(c, now))
+                    {
                         continue;
                     }
                     let issued = dev_ca
@@ -316,7 +479,7 @@ impl Tls {
                         .and_then(|ca| ca.issue(&slot.hosts, now));
                     match issued {
                         Ok(new) => {
-                            slot.current = Arc::new(new);
+                            slot.current = Some(Arc::new(new));
                             changed = true;
                         }
                         Err(e) => {
@@ -394,6 +557,7 @@ impl Tls {
                 let alpn = match conn.alpn_protocol() {
                     Some(b"h2") => "h2",
                     Some(b"http/1.1") => "http/1.1",
+                    Some(ACME_TLS_ALPN) => "acme-tls/1",
                     Some(_) => "other",
                     None => "none",
                 };
@@ -401,7 +565,8 @@ impl Tls {
                     .handshakes
                     .get_or_create(&HandshakeLabels { version, alpn })
                     .inc();
-                Some(tls)
+                // A TLS-ALPN-01 validation only needs the handshake (RFC 8737 §3).
+                (alpn != "acme-tls/1").then_some(tls)
             }
             Ok(Err(e)) => {
                 if let Some(reason) = failure_reason(&e) {
@@ -416,6 +581,17 @@ impl Tls {
             }
         }
     }
+}
+
+/// The exact names of a certificate's hosts (ACME certificates have no wildcards).
+fn exact_names(hosts: &[HostPattern]) -> Vec<String> {
+    hosts
+        .iter()
+        .filter_map(|h| match h {
+            HostPattern::Exact(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn dev_ca(state: &mut State, dir: &std::path::Path, now: i64) -> Result<Arc<DevCa>, TlsError> {

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use super::acme::{ACME_TLS_ALPN, Challenges};
 use super::metrics::TlsMetrics;
 
 /// One certificate per exact name and per wildcard suffix, plus the optional default.
@@ -61,13 +62,15 @@ fn is_label(label: &str) -> bool {
 pub(crate) struct Resolver {
     pub(crate) map: ArcSwap<CertMap>,
     metrics: Arc<TlsMetrics>,
+    challenges: Arc<Challenges>,
 }
 
 impl Resolver {
-    pub(crate) fn new(metrics: Arc<TlsMetrics>) -> Resolver {
+    pub(crate) fn new(metrics: Arc<TlsMetrics>, challenges: Arc<Challenges>) -> Resolver {
         Resolver {
             map: ArcSwap::from_pointee(CertMap::default()),
             metrics,
+            challenges,
         }
     }
 }
@@ -80,6 +83,18 @@ impl fmt::Debug for Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // An ACME TLS-ALPN-01 validation gets the challenge certificate, or nothing.
+        if hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN))
+        {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            let found = self.challenges.alpn(&name);
+            if found.is_none() {
+                self.metrics.failure("unknown_sni");
+            }
+            return found;
+        }
         let map = self.map.load();
         let found = match hello.server_name() {
             Some(name) if name.bytes().any(|b| b.is_ascii_uppercase()) => {

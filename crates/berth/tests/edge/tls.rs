@@ -1,6 +1,7 @@
 //! TLS termination through the real binary: SNI, ALPN, bad clients, bad certificate files,
 //! hot reload of certificate files, the development CA, redirects and HSTS.
 
+mod pebble;
 mod support;
 
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{eventually, simple};
 use support::{
-    Dial, H1, H2, Tally, TestCa, cert_dir, files_cert, start_refused, start_tls, write_atomic,
+    Dial, H1, H2, Tally, TestCa, cert_dir, files_cert, start_refused, start_tls, start_tls_on,
+    write_atomic,
 };
 
 #[tokio::test]
@@ -646,4 +648,204 @@ async fn h2load_over_tls_and_h2_to_an_http1_upstream() {
             .await,
         8.0
     );
+}
+
+/// Dials `host` trusting only pebble's issuing root: succeeds only with a certificate pebble
+/// issued for that name.
+fn pebble_dial(root: &rustls::pki_types::CertificateDer<'static>, host: &str) -> Dial {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    Dial {
+        roots: Arc::new(roots),
+        name: host.to_owned(),
+        send_sni: true,
+        alpn: vec![H1.to_vec()],
+        accept_any: false,
+    }
+}
+
+fn acme_body(upstream: std::net::SocketAddr, hosts: &str) -> String {
+    format!(
+        "{}[[certificate]]\nhosts = {hosts}\nsource = \"acme\"\n",
+        simple(&[upstream], "", "")
+    )
+}
+
+/// HTTP-01 answered by berth's plain listener: issued, then renewed when a third of the
+/// (30 s) lifetime is left, then a renewal fails because the CA is gone and the certificate
+/// in use keeps serving.
+#[tokio::test]
+async fn acme_http01_issues_renews_and_survives_a_failed_renewal() {
+    let up = FakeUpstream::start_named("a").await;
+    let ports = (
+        berth_testkit::free_addr(),
+        berth_testkit::free_addr(),
+        berth_testkit::free_addr(),
+    );
+    let mut ca =
+        pebble::Pebble::start(ports.0.port(), ports.1.port(), Duration::from_secs(30)).await;
+    let data = cert_dir();
+    let extra = format!(
+        "data_dir = \"{}\"\n{}",
+        data.path().display(),
+        ca.acme_section("http-01")
+    );
+    let env = start_tls_on(
+        ports,
+        &acme_body(up.addr(), "[\"a.test\", \"www.a.test\"]"),
+        &extra,
+    )
+    .await;
+    let root = ca.issuing_root().await;
+    let served = |host: &'static str| {
+        let dial = pebble_dial(&root, host);
+        let addr = env.https;
+        async move {
+            dial.get(addr, "/")
+                .await
+                .ok()
+                .filter(|g| g.status == 200)
+                .map(|g| g.peer)
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            served("a.test").await.is_some()
+        })
+        .await,
+        "no certificate issued: {}",
+        env.berth.stderr_text()
+    );
+    let first = served("a.test").await.unwrap();
+    assert_eq!(
+        served("www.a.test").await.as_ref(),
+        Some(&first),
+        "one certificate for both names"
+    );
+    assert_eq!(
+        env.metric("berth_acme_orders_total{host=\"a.test\",result=\"issued\"}")
+            .await,
+        1.0
+    );
+    // Account key and certificate are kept, private.
+    use std::os::unix::fs::PermissionsExt;
+    let state = data.path().join("tls/acme").join(format!(
+        "127.0.0.1_{}",
+        ca.directory()
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .trim_end_matches("/dir")
+    ));
+    for f in ["account.json", "certs/a.test.pem", "certs/a.test.key"] {
+        let mode = std::fs::metadata(state.join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    // Now that a.test has a certificate, plain HTTP is redirected.
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("http://{}/", env.http))
+        .header("host", "a.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+
+    // Renewal: due after 20 s of 30 (less up to 3 s of jitter).
+    let renewed = {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(c) = served("a.test").await.filter(|c| *c != first) {
+                break c;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not renewed: {}",
+                env.berth.stderr_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert_eq!(
+        env.metric("berth_acme_orders_total{host=\"a.test\",result=\"issued\"}")
+            .await,
+        2.0
+    );
+
+    // The CA goes away: the next renewal fails, is counted and logged, and the certificate in
+    // use stays.
+    ca.stop().await;
+    assert!(
+        eventually(Duration::from_secs(40), || async {
+            env.metric("berth_acme_orders_total{host=\"a.test\",result=\"failed\"}")
+                .await
+                >= 1.0
+        })
+        .await,
+        "no failed renewal: {}",
+        env.berth.stderr_text()
+    );
+    assert_eq!(served("a.test").await.as_ref(), Some(&renewed));
+    assert!(env.berth.stderr_text().contains("ACME order failed"));
+}
+
+/// TLS-ALPN-01 answered by berth's TLS listener; after a restart the stored certificate
+/// serves at once and nothing is ordered again.
+#[tokio::test]
+async fn acme_tls_alpn01_issues_and_a_restart_reuses_the_stored_certificate() {
+    let up = FakeUpstream::start_named("a").await;
+    let ports = (
+        berth_testkit::free_addr(),
+        berth_testkit::free_addr(),
+        berth_testkit::free_addr(),
+    );
+    let ca = pebble::Pebble::start(ports.0.port(), ports.1.port(), Duration::from_secs(3600)).await;
+    let data = cert_dir();
+    let extra = format!(
+        "data_dir = \"{}\"\n{}",
+        data.path().display(),
+        ca.acme_section("tls-alpn-01")
+    );
+    let body = acme_body(up.addr(), "[\"b.test\"]");
+    let root = ca.issuing_root().await;
+    let served = |https| {
+        let dial = pebble_dial(&root, "b.test");
+        async move {
+            dial.get(https, "/")
+                .await
+                .ok()
+                .filter(|g| g.status == 200)
+                .map(|g| g.peer)
+        }
+    };
+    let mut env = start_tls_on(ports, &body, &extra).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            served(env.https).await.is_some()
+        })
+        .await,
+        "no certificate issued: {}",
+        env.berth.stderr_text()
+    );
+    let first = served(env.https).await.unwrap();
+    assert!(
+        env.metric("berth_tls_handshakes_total{version=\"TLSv1.3\",alpn=\"acme-tls/1\"}")
+            .await
+            + env
+                .metric("berth_tls_handshakes_total{version=\"TLSv1.2\",alpn=\"acme-tls/1\"}")
+                .await
+            >= 1.0,
+        "validated without TLS-ALPN-01?"
+    );
+    env.berth.stop(Duration::from_secs(10)).await;
+
+    let env = start_tls_on(ports, &body, &extra).await;
+    assert_eq!(served(env.https).await.as_ref(), Some(&first));
+    assert_eq!(env.metric("berth_acme_orders_total").await, 0.0);
 }

@@ -34,6 +34,7 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     pub der: CertificateDer<'static>,
+    pub pem: String,
 }
 
 /// A leaf certificate written to `<dir>/<name>.pem` and `<name>.key`.
@@ -55,6 +56,7 @@ impl TestCa {
         let cert = params.self_signed(&key).unwrap();
         TestCa {
             der: cert.der().clone(),
+            pem: cert.pem(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -139,6 +141,28 @@ pub fn server_section(
     )
 }
 
+/// Starts berth on given ports (for ACME, whose CA must know them in advance).
+pub async fn start_tls_on(
+    (http, https, admin): (SocketAddr, SocketAddr, SocketAddr),
+    body: &str,
+    server_extra: &str,
+) -> TlsEnv {
+    let toml = format!("{}{body}", server_section(http, https, admin, server_extra));
+    let berth = BerthProcess::builder(BIN)
+        .config_toml(toml)
+        .admin_addr(admin)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("berth did not start: {e:?}"));
+    TlsEnv {
+        http,
+        https,
+        admin,
+        berth,
+        server_extra: server_extra.to_owned(),
+    }
+}
+
 /// Starts berth with a TLS listener; `server_extra` goes into `[server]` (e.g. a data_dir,
 /// which defaults to `data` in berth's temporary directory).
 pub async fn start_tls(body: &str, server_extra: &str) -> TlsEnv {
@@ -206,7 +230,12 @@ impl TlsEnv {
     }
 
     pub fn token(&self) -> String {
-        let path = self.berth.dir().join("data").join("admin.token");
+        let data = self
+            .server_extra
+            .lines()
+            .find_map(|l| l.strip_prefix("data_dir = \"")?.strip_suffix('"'))
+            .unwrap_or("data");
+        let path = self.berth.dir().join(data).join("admin.token");
         std::fs::read_to_string(path).unwrap().trim().to_owned()
     }
 
@@ -344,12 +373,12 @@ impl Dial {
             send.send_request(req).await.map_err(|e| e.to_string())?
         };
         let (parts, body) = resp.into_parts();
-        // The whole body, so the exchange completes.
-        body.collect().await.map_err(|e| e.to_string())?;
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok(Got {
             status: parts.status.as_u16(),
             headers: parts.headers,
             version: parts.version,
+            body,
             peer,
             alpn,
             tls_version: version,
@@ -361,6 +390,7 @@ pub struct Got {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub version: http::Version,
+    pub body: Bytes,
     pub peer: CertificateDer<'static>,
     pub alpn: Option<Vec<u8>>,
     pub tls_version: Option<rustls::ProtocolVersion>,
