@@ -139,12 +139,13 @@ impl Server {
     }
 }
 
-/// Sets up the edge's certificates and binds its plain and TLS listeners.
-async fn listen(
-    edge: Result<Edge, berth_edge::EdgeError>,
+/// Builds the edge (routing table, certificates) and binds its plain and TLS listeners.
+async fn start_edge(
     spec: &berth_edge::spec::EdgeSpec,
+    registry: &mut Registry,
+    log: AccessLogTarget,
 ) -> Result<(Edge, Vec<std::net::SocketAddr>), berth_edge::EdgeError> {
-    let mut edge = edge?;
+    let mut edge = Edge::new(spec, registry, log)?;
     let mut bound = edge.listen(&spec.listeners).await?;
     bound.extend(edge.listen_tls(&spec.tls.listeners).await?);
     Ok((edge, bound))
@@ -167,12 +168,8 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         reloads.clone(),
     );
     let api_metrics = berth_api::register_metrics(&mut registry);
-    let edge = Edge::new(
-        &config.edge,
-        &mut registry,
-        access_log_target(&config.server.access_log)?,
-    );
-    let (edge, bound) = match listen(edge, &config.edge).await {
+    let log = access_log_target(&config.server.access_log)?;
+    let (edge, bound) = match start_edge(&config.edge, &mut registry, log).await {
         Ok(b) => b,
         Err(e) => {
             eprintln!("berth: {e}");

@@ -74,6 +74,8 @@ pub enum CertError {
     NotYetValid { path: PathBuf, not_before: i64 },
     #[error("the certificate in {} is a CA certificate; give the server (leaf) certificate first, then its chain", path.display())]
     CaAsLeaf { path: PathBuf },
+    #[error("the certificate in {}: {reason}", path.display())]
+    Names { path: PathBuf, reason: String },
 }
 
 impl CertError {
@@ -89,7 +91,8 @@ impl CertError {
             | CertError::Parse { path, .. }
             | CertError::Expired { path, .. }
             | CertError::NotYetValid { path, .. }
-            | CertError::CaAsLeaf { path } => path,
+            | CertError::CaAsLeaf { path }
+            | CertError::Names { path, .. } => path,
             CertError::KeyMismatch { key, .. } => key,
         }
     }

@@ -443,7 +443,7 @@ impl Tls {
                     *seen = Some(fp);
                     match load_pem_files(cert, key).and_then(|c| {
                         check_covers(&c, &slot.hosts).map(|()| c).map_err(|reason| {
-                            CertError::Parse {
+                            CertError::Names {
                                 path: cert.clone(),
                                 reason,
                             }

@@ -506,7 +506,6 @@ async fn the_dev_ca_is_created_once_and_survives_a_restart() {
             assert_eq!(got.status, 200);
         }
         env.berth.stop(Duration::from_secs(10)).await;
-        let _ = &mut env;
     }
 }
 
