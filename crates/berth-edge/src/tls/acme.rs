@@ -406,6 +406,29 @@ mod tests {
     }
 
     #[test]
+    fn renewal_is_due_a_third_before_expiry_less_up_to_a_tenth_of_jitter() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = super::super::dev_ca::DevCa::load_or_create(dir.path(), 1_000_000_000).unwrap();
+        let cert = ca
+            .issue(
+                &[crate::spec::HostPattern::Exact("a.test".into())],
+                1_000_000_000,
+            )
+            .unwrap();
+        let lifetime = cert.not_after - cert.not_before;
+        assert_eq!(renew_at(&cert, 0.0), cert.not_after - lifetime / 3);
+        assert_eq!(
+            renew_at(&cert, 1.0),
+            cert.not_after - lifetime / 3 - lifetime / 10
+        );
+        assert_eq!(
+            renew_at(&cert, 7.0),
+            renew_at(&cert, 1.0),
+            "jitter is clamped"
+        );
+    }
+
+    #[test]
     fn ca_state_is_kept_per_directory_host() {
         let spec = AcmeSpec {
             directory: "https://127.0.0.1:14000/dir".into(),

@@ -119,3 +119,41 @@ impl ResolvesServerCert for Resolver {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::HostPattern;
+    use crate::tls::dev_ca::DevCa;
+
+    fn key() -> Arc<CertifiedKey> {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::tls::certs::now_unix();
+        let ca = DevCa::load_or_create(dir.path(), now).unwrap();
+        ca.issue(&[HostPattern::Exact("x.test".into())], now)
+            .unwrap()
+            .key
+    }
+
+    #[test]
+    fn exact_names_win_and_wildcards_cover_one_valid_label() {
+        let (exact, wild, default) = (key(), key(), key());
+        let mut map = CertMap::default();
+        map.insert_exact("a.example.com", exact.clone());
+        map.insert_wildcard(".example.com", wild.clone());
+        map.set_default(default);
+        let is = |name: &str, k: &Arc<CertifiedKey>| {
+            map.lookup(name).is_some_and(|found| Arc::ptr_eq(found, k))
+        };
+        assert!(is("a.example.com", &exact));
+        assert!(is("b.example.com", &wild));
+        assert!(map.lookup("a.b.example.com").is_none());
+        assert!(map.lookup("example.com").is_none());
+        // Only DNS label characters before the wildcard's suffix: a redirect built from the
+        // host can never point elsewhere.
+        assert!(map.lookup("evil/x.example.com").is_none());
+        assert!(map.lookup(".example.com").is_none());
+        // The default certificate is not a certificate *for* a name.
+        assert!(map.lookup("other.test").is_none());
+    }
+}

@@ -681,8 +681,13 @@ async fn acme_http01_issues_renews_and_survives_a_failed_renewal() {
         berth_testkit::free_addr(),
         berth_testkit::free_addr(),
     );
-    let mut ca =
-        pebble::Pebble::start(ports.0.port(), ports.1.port(), Duration::from_secs(30)).await;
+    let mut ca = pebble::Pebble::start(
+        ports.0.port(),
+        ports.1.port(),
+        Duration::from_secs(30),
+        None,
+    )
+    .await;
     let data = cert_dir();
     let extra = format!(
         "data_dir = \"{}\"\n{}",
@@ -794,8 +799,8 @@ async fn acme_http01_issues_renews_and_survives_a_failed_renewal() {
     assert!(env.berth.stderr_text().contains("ACME order failed"));
 }
 
-/// TLS-ALPN-01 answered by berth's TLS listener; after a restart the stored certificate
-/// serves at once and nothing is ordered again.
+/// TLS-ALPN-01 answered by berth's TLS listener, with a CA that requires External Account
+/// Binding; after a restart the stored certificate serves at once and nothing is ordered again.
 #[tokio::test]
 async fn acme_tls_alpn01_issues_and_a_restart_reuses_the_stored_certificate() {
     let up = FakeUpstream::start_named("a").await;
@@ -804,10 +809,18 @@ async fn acme_tls_alpn01_issues_and_a_restart_reuses_the_stored_certificate() {
         berth_testkit::free_addr(),
         berth_testkit::free_addr(),
     );
-    let ca = pebble::Pebble::start(ports.0.port(), ports.1.port(), Duration::from_secs(3600)).await;
+    const EAB_KID: &str = "berth-test";
+    const EAB_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let ca = pebble::Pebble::start(
+        ports.0.port(),
+        ports.1.port(),
+        Duration::from_secs(3600),
+        Some((EAB_KID, EAB_KEY)),
+    )
+    .await;
     let data = cert_dir();
     let extra = format!(
-        "data_dir = \"{}\"\n{}",
+        "data_dir = \"{}\"\n{}eab = {{ kid = \"{EAB_KID}\", hmac_key = \"{EAB_KEY}\" }}\n",
         data.path().display(),
         ca.acme_section("tls-alpn-01")
     );

@@ -28,8 +28,14 @@ pub struct Pebble {
 
 impl Pebble {
     /// Pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port` of 127.0.0.1,
-    /// issuing certificates valid for `validity`.
-    pub async fn start(http_port: u16, tls_port: u16, validity: Duration) -> Pebble {
+    /// issuing certificates valid for `validity`; with `eab` (key id, base64url HMAC key) it
+    /// requires External Account Binding.
+    pub async fn start(
+        http_port: u16,
+        tls_port: u16,
+        validity: Duration,
+        eab: Option<(&str, &str)>,
+    ) -> Pebble {
         let dir = cert_dir();
         let ca = TestCa::new();
         let leaf = ca.leaf(&["127.0.0.1", "localhost"]);
@@ -47,7 +53,8 @@ impl Pebble {
                 "httpPort": http_port,
                 "tlsPort": tls_port,
                 "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
+                "externalAccountBindingRequired": eab.is_some(),
+                "externalAccountMACKeys": eab.map(|(kid, key)| serde_json::json!({ kid: key })),
                 "certificateValidityPeriod": validity.as_secs(),
             }
         });
