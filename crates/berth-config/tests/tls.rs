@@ -357,7 +357,10 @@ fn acme_settings_are_checked() {
 
 #[test]
 fn the_tls_example_is_valid() {
-    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tls.toml"));
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/tls.toml"
+    ));
     let config = load(path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.edge.tls.listeners.len(), 1);
     assert!(config.edge.tls.certificates[0].default);

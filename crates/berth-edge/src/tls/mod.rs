@@ -162,7 +162,7 @@ enum SlotKind {
     },
     Dev,
     Acme {
-        /// Hosts, challenge and CA: a change makes it another certificate (and task).
+        /// Hosts and ACME settings: a change makes it another certificate (and task).
         task: String,
     },
 }
@@ -362,12 +362,9 @@ impl Tls {
             }
             CertSource::Acme => {
                 let names = exact_names(&c.hosts);
-                let task = format!(
-                    "{}|{:?}|{}",
-                    names.join(","),
-                    spec.acme.challenge,
-                    spec.acme.directory
-                );
+                // Any change of the ACME settings restarts the certificate's task with them
+                // (the EAB key is not in the Debug form; changing only it needs a restart).
+                let task = format!("{}|{:?}", names.join(","), spec.acme);
                 let kept = state.slots.iter().find_map(|s| match &s.kind {
                     SlotKind::Acme { task: t } if *t == task => s.current.clone(),
                     _ => None,
