@@ -25,12 +25,15 @@ pub struct FileConfig {
     pub route: Vec<Spanned<RouteFile>>,
     #[serde(default)]
     pub group: BTreeMap<Text, Spanned<GroupFile>>,
+    #[serde(default)]
+    pub certificate: Vec<Spanned<CertificateFile>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
     pub listen: Spanned<Vec<Text>>,
+    pub tls_listen: Option<Spanned<Vec<Text>>>,
     pub admin_listen: Option<Text>,
     pub allow_remote_admin: Option<bool>,
     pub workers: Option<Int>,
@@ -42,6 +45,25 @@ pub struct ServerFile {
     pub admin_networks: Option<Vec<Text>>,
     pub audit_retention: DurationField,
     pub client: Option<ClientFile>,
+    pub acme: Option<AcmeFile>,
+}
+
+/// `[server.acme]`: the ACME CA and account for certificates with `source = "acme"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeFile {
+    pub directory: Option<Text>,
+    pub contact: Option<Vec<Text>>,
+    pub challenge: Option<Text>,
+    pub ca_cert: Option<Text>,
+    pub eab: Option<EabFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EabFile {
+    pub kid: Text,
+    pub hmac_key: Text,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +90,21 @@ pub struct RouteFile {
     pub request_headers: Option<HeaderRulesFile>,
     pub response_headers: Option<HeaderRulesFile>,
     pub maintenance: Option<MaintenanceFile>,
+    pub https_redirect: Option<bool>,
+}
+
+/// `[[certificate]]`: one certificate and the hosts it is served for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFile {
+    pub hosts: Spanned<Vec<Text>>,
+    /// `"files"`, `"dev"` or `"acme"`.
+    pub source: Text,
+    /// PEM chain, leaf first (`source = "files"`).
+    pub cert: Option<Text>,
+    /// PEM private key (`source = "files"`).
+    pub key: Option<Text>,
+    pub default: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

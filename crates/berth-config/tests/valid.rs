@@ -309,7 +309,8 @@ fn defaults_fill_everything_left_out() {
     assert_eq!(
         route.security,
         SecurityHeaders {
-            hsts: None,
+            // Sent on TLS connections only.
+            hsts: Some(HeaderValue::from_static(defaults::HSTS)),
             nosniff: true,
             frame_options: Some(HeaderValue::from_static("SAMEORIGIN")),
             referrer_policy: Some(HeaderValue::from_static("strict-origin-when-cross-origin")),
@@ -345,7 +346,10 @@ fn security_keys_left_out_of_a_table_keep_their_defaults() {
         security.csp,
         Some(HeaderValue::from_static("default-src 'none'"))
     );
-    assert_eq!(security.hsts, None);
+    assert_eq!(
+        security.hsts,
+        Some(HeaderValue::from_static(defaults::HSTS))
+    );
 }
 
 #[test]
@@ -424,6 +428,14 @@ fn documented_example_is_valid() {
         .expect("a ```toml block starting with `# berth.toml` in docs/config.md");
     let dir = tempfile::tempdir().expect("tempdir");
     fs::write(dir.path().join("maintenance.html"), "<p>down</p>").expect("write page");
+    let certs = dir.path().join("certs/example.com");
+    fs::create_dir_all(&certs).expect("certs dir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["example.com".into(), "*.example.com".into()])
+        .and_then(|p| p.self_signed(&key))
+        .expect("certificate");
+    fs::write(certs.join("fullchain.pem"), cert.pem()).expect("write cert");
+    fs::write(certs.join("privkey.pem"), key.serialize_pem()).expect("write key");
     let path = dir.path().join("berth.toml");
     fs::write(&path, example).expect("write config");
     if let Err(err) = load(&path) {

@@ -66,6 +66,8 @@ pub fn edge_parts(key: &AppKey, route: &AppRoute) -> (RouteSpec, GroupSpec) {
         request_headers: Default::default(),
         response_headers: Default::default(),
         maintenance: None,
+        // Redirects only where the edge has a certificate for the host (see berth_edge::tls).
+        https_redirect: true,
     };
     let group = GroupSpec {
         name,

@@ -20,10 +20,17 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The peer's IP as a header value, formatted once per connection for X-Forwarded-For.
     pub peer_ip: HeaderValue,
+    /// `"http"` or `"https"`, for X-Forwarded-Proto.
     pub proto: &'static str,
     pub activity: Arc<ConnActivity>,
     /// Held per connection, so a request does not clone the log's handles.
     pub log: AccessLog,
+}
+
+impl ConnInfo {
+    pub fn is_tls(&self) -> bool {
+        self.proto == "https"
+    }
 }
 
 /// Decrements a route's concurrency counter when the exchange ends.

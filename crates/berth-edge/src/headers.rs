@@ -127,14 +127,17 @@ pub fn apply_rules(headers: &mut HeaderMap, rules: &HeaderRules) {
     }
 }
 
-/// Security headers are defaults: an app that sets its own keeps them.
-pub fn apply_security(headers: &mut HeaderMap, policy: &SecurityHeaders) {
+/// Security headers are defaults: an app that sets its own keeps them. HSTS is only added on
+/// TLS connections (RFC 6797 §7.2: a host must not send it over plain HTTP).
+pub fn apply_security(headers: &mut HeaderMap, policy: &SecurityHeaders, tls: bool) {
     fn default(headers: &mut HeaderMap, name: HeaderName, value: &Option<HeaderValue>) {
         if let Some(v) = value {
             headers.entry(name).or_insert_with(|| v.clone());
         }
     }
-    default(headers, header::STRICT_TRANSPORT_SECURITY, &policy.hsts);
+    if tls {
+        default(headers, header::STRICT_TRANSPORT_SECURITY, &policy.hsts);
+    }
     if policy.nosniff {
         headers
             .entry(header::X_CONTENT_TYPE_OPTIONS)
@@ -223,9 +226,23 @@ mod tests {
             frame_options: Some(HeaderValue::from_static("SAMEORIGIN")),
             ..Default::default()
         };
-        apply_security(&mut h, &policy);
+        apply_security(&mut h, &policy, false);
         assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
         assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    }
+
+    #[test]
+    fn hsts_only_on_tls() {
+        let policy = SecurityHeaders::recommended();
+        let mut plain = HeaderMap::new();
+        apply_security(&mut plain, &policy, false);
+        assert!(!plain.contains_key(header::STRICT_TRANSPORT_SECURITY));
+        let mut tls = HeaderMap::new();
+        apply_security(&mut tls, &policy, true);
+        assert_eq!(
+            tls[header::STRICT_TRANSPORT_SECURITY],
+            crate::spec::defaults::HSTS
+        );
     }
 
     #[test]

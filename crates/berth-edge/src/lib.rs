@@ -3,7 +3,8 @@
 //! [`Edge`] serves an [`spec::EdgeSpec`]: bind the listeners once, then [`Edge::apply`] any
 //! number of new specs (file reloads, the supervisor adding instances, the deployer moving
 //! weights) without dropping a request. Decision logic lives in [`balance`] and [`health`] and
-//! is pure; the request lifecycle is in `proxy/`, a file per phase.
+//! is pure; the request lifecycle is in `proxy/`, a file per phase. TLS termination and
+//! certificates are in [`tls`].
 
 pub mod access_log;
 pub mod balance;
@@ -20,6 +21,7 @@ mod select;
 mod server;
 pub mod spec;
 mod table;
+pub mod tls;
 mod upstream;
 
 use std::io::Write;
@@ -38,6 +40,7 @@ use crate::proxy::Shared;
 use crate::server::Connections;
 use crate::spec::EdgeSpec;
 use crate::table::{Carry, Table};
+use crate::tls::{Tls, TlsError};
 
 /// Where access-log lines go.
 pub enum AccessLogTarget {
@@ -52,6 +55,8 @@ pub enum EdgeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 pub struct Edge {
@@ -60,13 +65,21 @@ pub struct Edge {
     conns: Arc<Connections>,
     shutdown: watch::Sender<bool>,
     bound: Vec<SocketAddr>,
+    bound_tls: Vec<SocketAddr>,
 }
 
 impl Edge {
-    /// Builds the first routing table and registers metrics. Must run inside a tokio runtime
-    /// (health checks start here).
-    pub fn new(spec: &EdgeSpec, registry: &mut Registry, log: AccessLogTarget) -> Edge {
+    /// Builds the first routing table, installs the certificates and registers metrics. Must
+    /// run inside a tokio runtime (health checks and the certificate watcher start here).
+    /// Fails when a development certificate cannot be issued.
+    pub fn new(
+        spec: &EdgeSpec,
+        registry: &mut Registry,
+        log: AccessLogTarget,
+    ) -> Result<Edge, EdgeError> {
         let metrics = EdgeMetrics::new(registry);
+        let tls = Tls::new(&spec.tls, registry)?;
+        tls.spawn_watcher();
         let carry = Carry::default();
         let table = Table::build(spec, &carry, &metrics);
         let log = match log {
@@ -79,19 +92,38 @@ impl Edge {
                 table: ArcSwap::from_pointee(table),
                 metrics,
                 log,
+                tls,
             }),
             carry,
             conns: Arc::new(Connections::default()),
             shutdown,
             bound: Vec::new(),
+            bound_tls: Vec::new(),
         };
         edge.start_checkers();
-        edge
+        Ok(edge)
     }
 
     /// Binds every listener of the spec and starts accepting. Fails without serving anything
     /// if any address cannot be bound.
     pub async fn listen(&mut self, addrs: &[SocketAddr]) -> Result<Vec<SocketAddr>, EdgeError> {
+        let local = self.bind(addrs, false).await?;
+        self.bound = addrs.to_vec();
+        Ok(local)
+    }
+
+    /// Binds the TLS listeners (`spec.tls.listeners`) and starts accepting; like
+    /// [`Edge::listen`], all or nothing. Plain-HTTP requests are redirected to the first one.
+    pub async fn listen_tls(&mut self, addrs: &[SocketAddr]) -> Result<Vec<SocketAddr>, EdgeError> {
+        let local = self.bind(addrs, true).await?;
+        if let Some(first) = local.first() {
+            self.shared.tls.set_https_port(first.port());
+        }
+        self.bound_tls = addrs.to_vec();
+        Ok(local)
+    }
+
+    async fn bind(&self, addrs: &[SocketAddr], tls: bool) -> Result<Vec<SocketAddr>, EdgeError> {
         let mut listeners = Vec::new();
         for addr in addrs {
             let l = TcpListener::bind(addr)
@@ -110,20 +142,30 @@ impl Edge {
                 self.shared.clone(),
                 self.conns.clone(),
                 self.shutdown.subscribe(),
+                tls,
             ));
         }
-        self.bound = addrs.to_vec();
         Ok(local)
     }
 
-    /// Swaps in a new routing table. Requests in flight finish on the table they started on;
+    /// Swaps in a new routing table and new certificates. Requests in flight finish on the
+    /// table they started on and connections keep the certificate they were opened with;
     /// listeners stay as they are (a changed listener list needs a restart, and is reported).
     pub fn apply(&self, spec: &EdgeSpec) -> ApplyReport {
+        let mut warnings = Vec::new();
+        if let Err(e) = self.shared.tls.apply(&spec.tls) {
+            tracing::error!(error = %e, "certificates not updated; the ones in use stay");
+            warnings.push(format!(
+                "certificates not updated, the ones in use stay: {e}"
+            ));
+        }
         let table = Table::build(spec, &self.carry, &self.shared.metrics);
         self.shared.table.store(Arc::new(table));
         self.start_checkers();
         ApplyReport {
-            listeners_changed: !self.bound.is_empty() && spec.listeners != self.bound,
+            listeners_changed: (!self.bound.is_empty() && spec.listeners != self.bound)
+                || (!self.bound_tls.is_empty() && spec.tls.listeners != self.bound_tls),
+            warnings,
         }
     }
 
@@ -159,7 +201,9 @@ impl Edge {
 }
 
 /// What [`Edge::apply`] could not do live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyReport {
     pub listeners_changed: bool,
+    /// Parts of the spec that were not applied, for the operator.
+    pub warnings: Vec<String>,
 }

@@ -1,5 +1,6 @@
-//! Listeners and client connections: HTTP/1.1 and h2c on one port, the idle watch, and
-//! graceful drain. Listeners are bound once; reconfiguration never touches them.
+//! Listeners and client connections: HTTP/1.1 and h2c on one port (h2 and HTTP/1.1 by ALPN
+//! on TLS ports), the idle watch, and graceful drain. Listeners are bound once;
+//! reconfiguration never touches them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
@@ -61,6 +63,7 @@ pub async fn accept_loop(
     shared: Arc<Shared>,
     conns: Arc<Connections>,
     mut shutdown: watch::Receiver<bool>,
+    tls: bool,
 ) {
     loop {
         tokio::select! {
@@ -71,7 +74,12 @@ pub async fn accept_loop(
                     let shared = shared.clone();
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        serve(stream, peer, shared, shutdown).await;
+                        if tls {
+                            serve_tls(stream, peer, shared, shutdown).await;
+                        } else {
+                            let _ = stream.set_nodelay(true);
+                            serve(stream, peer, Instant::now(), "http", shared, shutdown).await;
+                        }
                         drop(tracked);
                     });
                 }
@@ -101,24 +109,48 @@ fn builder(limits: &ClientLimits) -> auto::Builder<TokioExecutor> {
     b
 }
 
-async fn serve(
+/// The handshake gets what is left of `header_timeout` from the moment of accepting, and so
+/// does the first request head after it: a silent client is cut at the same point as on a
+/// plain port.
+async fn serve_tls(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let opened = Instant::now();
+    let timeout = shared.table.load().limits.header_timeout;
+    let tls = shared.tls.clone();
+    let stream = tokio::select! {
+        s = tls.handshake(stream, timeout, opened) => s,
+        _ = shutdown.changed() => None,
+    };
+    if let Some(stream) = stream {
+        serve(stream, peer, opened, "https", shared, shutdown).await;
+    }
+}
+
+async fn serve<I>(
+    stream: I,
+    peer: std::net::SocketAddr,
+    opened: Instant,
+    proto: &'static str,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     shared.metrics.connections.inc();
     shared.metrics.open_connections.inc();
     // Fixed for the connection's life: hyper's builder and the watchdog are set up once.
     let limits = shared.table.load().limits.clone();
-    let opened = Instant::now();
     let activity = Arc::new(ConnActivity::new(opened));
     let info = Arc::new(ConnInfo {
         peer,
         peer_ip: http::HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or(http::HeaderValue::from_static("unknown")),
-        proto: "http",
+        proto,
         activity: activity.clone(),
         log: shared.log.clone(),
     });

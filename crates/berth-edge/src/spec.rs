@@ -3,6 +3,8 @@
 //! `Option` here always means "feature off".
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -50,6 +52,14 @@ pub mod defaults {
     pub const MAINTENANCE_RETRY_AFTER: Duration = Duration::from_secs(120);
 
     pub const FRAME_OPTIONS: &str = "SAMEORIGIN";
+    /// Sent on TLS connections only: a year, without `includeSubDomains`, which would also
+    /// commit every other site under the domain to HTTPS.
+    pub const HSTS: &str = "max-age=31536000";
+    /// A plain-HTTP request for a host that has a certificate is redirected to HTTPS.
+    pub const HTTPS_REDIRECT: bool = true;
+    pub const ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+    pub const ACME_STAGING_DIRECTORY: &str =
+        "https://acme-staging-v02.api.letsencrypt.org/directory";
     pub const REFERRER_POLICY: &str = "strict-origin-when-cross-origin";
 
     /// Release name of a group given as a plain upstream list.
@@ -63,6 +73,8 @@ pub mod defaults {
 #[derive(Debug, Clone)]
 pub struct EdgeSpec {
     pub listeners: Vec<SocketAddr>,
+    /// TLS listeners and certificates; `TlsSpec::default()` is no TLS at all.
+    pub tls: TlsSpec,
     pub client: ClientLimits,
     pub routes: Vec<RouteSpec>,
     pub groups: Vec<GroupSpec>,
@@ -87,6 +99,95 @@ impl Default for ClientLimits {
             max_header_bytes: defaults::MAX_HEADER_BYTES,
         }
     }
+}
+
+/// TLS on the edge. Listeners are bound once at start; certificates may change at run time.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSpec {
+    pub listeners: Vec<SocketAddr>,
+    pub certificates: Vec<CertificateSpec>,
+    /// Where the development CA is kept (created on first use, 0700, key 0600).
+    pub dev_ca_dir: PathBuf,
+    /// How certificates with [`CertSource::Acme`] are obtained.
+    pub acme: AcmeSpec,
+}
+
+/// The ACME CA and account used for every `acme` certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeSpec {
+    /// Directory URL of the CA.
+    pub directory: String,
+    /// Account contacts, e.g. `mailto:ops@example.com`.
+    pub contact: Vec<String>,
+    pub challenge: AcmeChallenge,
+    /// A PEM root to trust for the directory's HTTPS instead of the system's (private CAs).
+    pub ca_cert: Option<PathBuf>,
+    pub eab: Option<ExternalAccountBinding>,
+    /// Account key and issued certificates, 0600, in a 0700 directory.
+    pub state_dir: PathBuf,
+}
+
+impl Default for AcmeSpec {
+    fn default() -> Self {
+        Self {
+            directory: defaults::ACME_DIRECTORY.to_owned(),
+            contact: Vec::new(),
+            challenge: AcmeChallenge::Http01,
+            ca_cert: None,
+            eab: None,
+            state_dir: PathBuf::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AcmeChallenge {
+    /// Answered by the edge on its plain-HTTP listeners (port 80 for public CAs).
+    #[default]
+    Http01,
+    /// Answered by the edge on its TLS listeners (port 443 for public CAs).
+    TlsAlpn01,
+}
+
+/// External Account Binding (RFC 8555 §7.3.4), for CAs that require it.
+#[derive(Clone, PartialEq)]
+pub struct ExternalAccountBinding {
+    pub kid: String,
+    pub hmac_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ExternalAccountBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalAccountBinding")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One certificate and the host names it is served for.
+#[derive(Debug, Clone)]
+pub struct CertificateSpec {
+    /// `Exact` or `Wildcard` only. A wildcard covers one label, as TLS clients require:
+    /// `*.example.com` covers `a.example.com`, not `a.b.example.com`.
+    pub hosts: Vec<HostPattern>,
+    pub source: CertSource,
+    /// Served when a client sends no SNI or a name no certificate covers. Without a default
+    /// such handshakes fail.
+    pub default: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    /// PEM files, loaded and checked when the config is; watched for changes afterwards.
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        loaded: Arc<crate::tls::LoadedCert>,
+    },
+    /// Issued by berth's development CA.
+    Dev,
+    /// Obtained and renewed from an ACME CA ([`TlsSpec::acme`]).
+    Acme,
 }
 
 /// A host pattern a route answers for.
@@ -117,6 +218,9 @@ pub struct RouteSpec {
     pub request_headers: HeaderRules,
     pub response_headers: HeaderRules,
     pub maintenance: Option<Maintenance>,
+    /// Answer plain-HTTP requests with a 308 to HTTPS when the request's host has a
+    /// certificate (and a TLS listener is up).
+    pub https_redirect: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,11 +271,11 @@ pub struct SecurityHeaders {
 }
 
 impl SecurityHeaders {
-    /// nosniff, same-origin framing and a strict referrer policy; HSTS and CSP stay off
-    /// because they depend on TLS and on the app.
+    /// nosniff, same-origin framing, a strict referrer policy and HSTS (which is only ever sent
+    /// on TLS connections); CSP stays off because it depends on the app.
     pub fn recommended() -> Self {
         Self {
-            hsts: None,
+            hsts: Some(HeaderValue::from_static(defaults::HSTS)),
             nosniff: true,
             frame_options: Some(HeaderValue::from_static(defaults::FRAME_OPTIONS)),
             referrer_policy: Some(HeaderValue::from_static(defaults::REFERRER_POLICY)),

@@ -319,6 +319,7 @@ mod tests {
             request_headers: Default::default(),
             response_headers: Default::default(),
             maintenance: None,
+            https_redirect: false,
         }
     }
 
@@ -339,6 +340,7 @@ mod tests {
         };
         let spec = EdgeSpec {
             listeners: Vec::new(),
+            tls: Default::default(),
             client: ClientLimits::default(),
             routes,
             groups: vec![group],

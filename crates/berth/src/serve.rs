@@ -113,8 +113,9 @@ impl Server {
         let mut warnings = self.routes.set_file(next.edge.clone());
         let report = self.routes.apply(&self.edge);
         if report.listeners_changed {
-            warnings.push("server.listen changed: listeners are never re-bound live; restart berth to apply it".to_owned());
+            warnings.push("server.listen or server.tls_listen changed: listeners are never re-bound live; restart berth to apply it".to_owned());
         }
+        warnings.extend(report.warnings);
         // --database-url may override the file; that is not a change in the file.
         let mut file_server = next.server.clone();
         file_server.database_url = current.server.database_url.clone();
@@ -140,6 +141,18 @@ impl Server {
     }
 }
 
+/// Builds the edge (routing table, certificates) and binds its plain and TLS listeners.
+async fn start_edge(
+    spec: &berth_edge::spec::EdgeSpec,
+    registry: &mut Registry,
+    log: AccessLogTarget,
+) -> Result<(Edge, Vec<std::net::SocketAddr>), berth_edge::EdgeError> {
+    let mut edge = Edge::new(spec, registry, log)?;
+    let mut bound = edge.listen(&spec.listeners).await?;
+    bound.extend(edge.listen_tls(&spec.tls.listeners).await?);
+    Ok((edge, bound))
+}
+
 async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
     // State first: a store that cannot be opened must stop berth before it takes traffic.
     let state = match state::open(&config.server).await {
@@ -158,12 +171,8 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
     );
     let api_metrics = berth_api::register_metrics(&mut registry);
     let app_metrics = berth_deploy::AppMetrics::register(&mut registry);
-    let mut edge = Edge::new(
-        &config.edge,
-        &mut registry,
-        access_log_target(&config.server.access_log)?,
-    );
-    let bound = match edge.listen(&config.edge.listeners).await {
+    let log = access_log_target(&config.server.access_log)?;
+    let (edge, bound) = match start_edge(&config.edge, &mut registry, log).await {
         Ok(b) => b,
         Err(e) => {
             eprintln!("berth: {e}");

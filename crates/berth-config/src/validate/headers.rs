@@ -30,6 +30,8 @@ const OFF: &str = "off";
 const DEFAULT_NOSNIFF: bool = true;
 const DEFAULT_FRAME_OPTIONS: &str = defaults::FRAME_OPTIONS;
 const DEFAULT_REFERRER_POLICY: &str = defaults::REFERRER_POLICY;
+/// Only ever sent on TLS connections.
+const DEFAULT_HSTS: &str = defaults::HSTS;
 
 const NAME_HINT: &str = "header names are letters, digits and !#$%&'*+-.^_`|~";
 const VALUE_HINT: &str = "header values are visible ASCII characters, spaces and tabs";
@@ -48,7 +50,7 @@ pub(super) fn check_security(
         return SecurityHeaders::recommended();
     };
     SecurityHeaders {
-        hsts: value(c, file.hsts.as_ref(), "hsts", None),
+        hsts: value(c, file.hsts.as_ref(), "hsts", Some(DEFAULT_HSTS)),
         nosniff: file.nosniff.unwrap_or(DEFAULT_NOSNIFF),
         frame_options: value(
             c,

@@ -11,6 +11,7 @@ mod maintenance;
 mod pool;
 mod route;
 mod server;
+mod tls;
 
 use std::ops::Range;
 use std::path::Path;
@@ -24,15 +25,20 @@ use crate::file::{DurationField, FileConfig, Int, Scalar, SizeField};
 use crate::path::key;
 use crate::units::{parse_duration, parse_size};
 
+/// The development CA's directory inside the data directory.
+pub const DEV_CA_DIR: &str = "tls/dev-ca";
+
 pub(crate) fn validate(file: &FileConfig, source: &Source<'_>) -> Result<Config, ConfigError> {
     let mut checker = Checker::new(source);
     let (server, listeners, client) = server::check(&mut checker, &file.server);
     let groups = group::check_all(&mut checker, &file.group);
     let routes = route::check_all(&mut checker, &file.route, &groups);
+    let tls = tls::check(&mut checker, file, &server, &listeners);
     checker.finish(Config {
         server,
         edge: EdgeSpec {
             listeners,
+            tls,
             client,
             routes,
             groups,

@@ -89,6 +89,7 @@ fn check(
             &at("response_headers"),
         ),
         maintenance: maintenance::check(c, route.maintenance.as_ref(), &at("maintenance")),
+        https_redirect: route.https_redirect.unwrap_or(defaults::HTTPS_REDIRECT),
     }
 }
 

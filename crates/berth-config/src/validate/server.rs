@@ -120,7 +120,7 @@ fn check_admin(c: &mut Checker<'_>, server: &ServerFile, listeners: &[SocketAddr
     addr
 }
 
-fn socket_addr(
+pub(super) fn socket_addr(
     c: &mut Checker<'_>,
     text: &str,
     span: std::ops::Range<usize>,

@@ -1,7 +1,8 @@
 //! The request lifecycle, one function per phase:
 //!
 //! 1. [`identify`]: request id, host, what gets logged.
-//! 2. route: host and path to a [`Route`] (404 when none).
+//! 2. route: host and path to a [`Route`] (404 when none); a plain-HTTP request for a host
+//!    that has a certificate is redirected to HTTPS (308) unless the route says otherwise.
 //! 3. [`admit`]: limits (431, 413), maintenance (503) and the route's concurrency (503).
 //! 4. [`forward`]: pick a release and an instance, send, retry when it is safe.
 //! 5. [`respond`]: response headers (hop-by-hop, security, request id, cohort cookie) and a
@@ -31,13 +32,14 @@ use crate::table::Table;
 
 use admit::{admit, rejection_response};
 use forward::forward;
-use respond::{client_message, edge_response, respond};
+use respond::{client_message, edge_response, redirect_to_https, respond};
 
 /// State shared by every connection.
 pub struct Shared {
     pub table: ArcSwap<Table>,
     pub metrics: Arc<EdgeMetrics>,
     pub log: AccessLog,
+    pub tls: Arc<crate::tls::Tls>,
 }
 
 pub async fn handle(
@@ -47,6 +49,16 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let host = request_host(&req);
     let mut done = identify(&conn, &req, &host);
+    // ACME HTTP-01 validation of a pending order, before any route (or redirect) applies.
+    if !conn.is_tls()
+        && let Some(token) = req
+            .uri()
+            .path()
+            .strip_prefix(crate::tls::acme::HTTP01_PREFIX)
+        && let Some(answer) = shared.tls.http01(token)
+    {
+        return Ok(edge_response(done, StatusCode::OK, answer, None));
+    }
     let table = shared.table.load();
     let Some(route) = table.lookup(&host, req.uri().path()) else {
         shared.metrics.reject("-", ProxyError::NoRoute.reason());
@@ -55,6 +67,12 @@ pub async fn handle(
     };
     done.route = route.name.clone();
     done.metrics = Some(route.edge_metrics.clone());
+    if !conn.is_tls()
+        && route.spec.https_redirect
+        && let Some(port) = shared.tls.redirect_port(&host)
+    {
+        return Ok(redirect_to_https(done, route, port, &host, &req));
+    }
     if let Err(rejection) = admit(&table.limits, route, &req, &mut done) {
         return Ok(rejection_response(&shared, route, rejection, done));
     }

@@ -61,7 +61,7 @@ pub(super) fn respond(
 }
 
 fn finish_headers(h: &mut http::HeaderMap, route: &Route, done: &Completion) {
-    headers::apply_security(h, &route.spec.security);
+    headers::apply_security(h, &route.spec.security, done.conn.is_tls());
     headers::apply_rules(h, &route.spec.response_headers);
     h.insert(headers::X_REQUEST_ID, done.request_id.clone());
 }
@@ -127,3 +127,33 @@ pub(super) fn edge_response(
     *resp.headers_mut() = headers;
     resp
 }
+
+/// 308 to the same host and path over HTTPS. Only called for hosts a certificate covers, so
+/// the host is a checked DNS name and the redirect cannot point anywhere else.
+pub(super) fn redirect_to_https<B>(
+    done: Box<Completion>,
+    route: &Route,
+    port: u16,
+    host: &str,
+    req: &http::Request<B>,
+) -> Response<ResponseBody> {
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == HTTPS_DEFAULT_PORT {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let value = HeaderValue::from_str(&location);
+    let mut resp = edge_response(
+        done,
+        StatusCode::PERMANENT_REDIRECT,
+        format!("308 Permanent Redirect: {location}\n"),
+        Some(route),
+    );
+    if let Ok(v) = value {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+const HTTPS_DEFAULT_PORT: u16 = 443;

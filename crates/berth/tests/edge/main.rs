@@ -18,3 +18,4 @@ mod routing;
 mod semantics;
 mod shutdown;
 mod smuggling;
+mod tls;

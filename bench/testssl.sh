@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# testssl.sh (Debian package `testssl.sh`) against berth's TLS listener: a certificate from
+# berth's development CA (trusted for the run with --add-ca), default settings otherwise.
+# Prints testssl's report, then every line that says VULNERABLE or NOT ok, and fails if there
+# is any, except one item about the certificate rather than the server: a development CA has
+# no revocation service, so its certificates carry no CRL or OCSP URI ("neither CRL nor OCSP
+# URI provided"); that line is shown and counted separately. The last line is
+# `testssl: N vulnerable, M not ok (K certificate-only)`.
+#
+#   bench/testssl.sh
+#
+# Findings are recorded in bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+
+TLS_PORT=${TLS_PORT:-18911}
+HTTP_PORT=${HTTP_PORT:-18910}
+ADMIN_PORT=${ADMIN_PORT:-18912}
+BACKEND_PORT=${BACKEND_PORT:-18913}
+HOST=berth.test
+
+command -v testssl >/dev/null || { echo "bench/testssl.sh: testssl is missing: apt-get install testssl.sh" >&2; exit 1; }
+
+cargo build -q -p berth -p berth-demo
+BIN=${CARGO_TARGET_DIR:-target}/debug
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+"$BIN/berth-demo" --listen "127.0.0.1:$BACKEND_PORT" --threads 1 >"$WORK/demo.log" 2>&1 &
+PIDS+=($!)
+wait_port "$BACKEND_PORT"
+
+berth_config "$WORK" "$HTTP_PORT" "$ADMIN_PORT" "$BACKEND_PORT"
+sed -i "s/^listen = .*/&\ntls_listen = [\"127.0.0.1:$TLS_PORT\"]/" "$WORK/berth.toml"
+cat >>"$WORK/berth.toml" <<TOML
+
+[[certificate]]
+hosts = ["$HOST"]
+source = "dev"
+TOML
+"$BIN/berth" serve --config "$WORK/berth.toml" >"$WORK/berth.log" 2>&1 &
+PIDS+=($!)
+wait_port "$TLS_PORT"
+
+# --ip: connect to loopback but send the host name as SNI and check the certificate for it.
+testssl --quiet --color 0 --warnings off --add-ca "$WORK/data/tls/dev-ca/ca.pem" \
+  --ip 127.0.0.1 "https://$HOST:$TLS_PORT/" | tee "$WORK/report.txt" || true
+
+CERT_ONLY="neither CRL nor OCSP URI provided"
+echo
+echo "--- findings ---"
+grep -E "VULNERABLE|NOT ok" "$WORK/report.txt" || echo "(none)"
+vuln=$(grep -c "VULNERABLE" "$WORK/report.txt" || true)
+notok=$(grep "NOT ok" "$WORK/report.txt" | grep -vc "$CERT_ONLY" || true)
+certonly=$(grep -c "$CERT_ONLY" "$WORK/report.txt" || true)
+# testssl must have run its checks at all: a report without them proves nothing.
+grep -q "Heartbleed" "$WORK/report.txt" || { echo "bench/testssl.sh: testssl did not run its checks" >&2; exit 1; }
+echo "testssl: $vuln vulnerable, $notok not ok ($certonly certificate-only)"
+[ "$vuln" -eq 0 ] && [ "$notok" -eq 0 ]
