@@ -737,6 +737,8 @@ async fn openapi_lists_every_route() {
         "GET /api/v1/envs/{env}/apps/{name}/ps",
         "GET /api/v1/envs/{env}/apps/{name}/releases",
         "GET /api/v1/envs/{env}/apps/{name}/logs",
+        "POST /api/v1/envs/{env}/apps/{name}/rollback",
+        "POST /api/v1/envs/{env}/apps/{name}/rollout/{action}",
     ]
     .into_iter()
     .map(String::from)
@@ -750,6 +752,7 @@ async fn openapi_lists_every_route() {
         let path = path
             .replace("{name}", "nobody")
             .replace("{id}", "999999")
+            .replace("{action}", "promote")
             .replace("{env}", "staging");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let body = (method == Method::POST).then(|| json!({}));

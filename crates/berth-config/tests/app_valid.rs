@@ -158,6 +158,7 @@ fn full_spec() -> AppSpec {
         keep_releases: 3,
         deploy_timeout: secs(300),
         drain_timeout: Duration::ZERO,
+        rollout: Default::default(),
         env: env(&[("NODE_ENV", "production"), ("LOG_LEVEL", "info")]),
         processes: [
             ("api".to_owned(), api),
@@ -213,6 +214,7 @@ fn minimal_spec_gets_the_defaults() {
         keep_releases: 5,
         deploy_timeout: secs(120),
         drain_timeout: secs(30),
+        rollout: Default::default(),
         env: BTreeMap::new(),
         processes: [("web".to_owned(), web)].into_iter().collect(),
     };

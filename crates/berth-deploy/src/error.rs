@@ -19,6 +19,13 @@ pub enum DeployError {
     /// The new release's instances did not become healthy; the old release keeps serving.
     #[error("{0}")]
     Unhealthy(String),
+    /// The pre-deploy hook failed; no traffic moved.
+    #[error("{0}")]
+    Hook(String),
+    /// Analysis, an operator or a smoke check rolled the new release back; the old one
+    /// serves all traffic.
+    #[error("{0}")]
+    RolledBack(String),
     #[error("store: {0}")]
     Store(#[from] berth_store::StoreError),
     #[error("{0}")]

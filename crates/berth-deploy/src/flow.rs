@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_config::app::{APP_SPEC_FILE, AppSpec};
+use berth_config::app::{APP_SPEC_FILE, AppSpec, HookSpec, Strategy};
 use berth_edge::spec::PoolSpec;
 use berth_release::{Limits, Origin, import_tarball_built};
 use berth_store::{Actor, NewRelease, ReleaseRecord};
@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::build::run_build;
 use crate::error::DeployError;
 use crate::layout::Layout;
+use crate::progressive::Pair;
 use crate::routes::{AppRoute, edge_health};
 use crate::run::{InstanceView, ReleaseRun};
 use crate::{AppKey, Deployer, Slot};
@@ -29,6 +30,23 @@ pub struct DeployRequest {
     pub archive: PathBuf,
     pub origin: Origin,
     pub actor: Actor,
+    /// Overrides the app spec's `[deploy] strategy` for this deploy.
+    pub strategy: Option<Strategy>,
+}
+
+/// How a release is brought in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    pub strategy: Strategy,
+    /// Run the pre-deploy hook (not on a rollback: the release's hook ran when it was
+    /// deployed).
+    pub hooks: bool,
+}
+
+/// A deployment's step log as it is written.
+pub(crate) struct Journal {
+    pub deployment: i64,
+    pub lines: Vec<String>,
 }
 
 /// What a deploy did.
@@ -51,7 +69,12 @@ pub struct DeployReport {
 }
 
 impl DeployReport {
-    fn new(key: &AppKey, release: &str, build_s: Option<f64>, steps: Vec<String>) -> Self {
+    pub(crate) fn new(
+        key: &AppKey,
+        release: &str,
+        build_s: Option<f64>,
+        steps: Vec<String>,
+    ) -> Self {
         DeployReport {
             app: key.app.clone(),
             environment: key.env.clone(),
@@ -122,6 +145,7 @@ pub(crate) fn app_route(spec: &AppSpec, run: &ReleaseRun) -> Option<AppRoute> {
             weight: berth_edge::spec::defaults::POOL_WEIGHT,
             upstreams: run.web_addrs(),
         }],
+        ..AppRoute::default()
     })
 }
 
@@ -242,8 +266,7 @@ impl Deployer {
         if !spec.hosts.is_empty() {
             let probe = AppRoute {
                 hosts: spec.hosts.clone(),
-                health: None,
-                pools: Vec::new(),
+                ..AppRoute::default()
             };
             if let Some(why) = self.publisher.check(&key, &probe) {
                 return Err(DeployError::Conflict(why));
@@ -270,15 +293,36 @@ impl Deployer {
             .await?;
         let previous: Option<ReleaseRecord> = active.as_ref().map(|r| r.release.clone());
         let deployment = tx
-            .start_deployment(&req.actor, &record, previous.as_ref(), "rolling")
+            .start_deployment(
+                &req.actor,
+                &record,
+                previous.as_ref(),
+                req.strategy.unwrap_or(spec.rollout.strategy).as_str(),
+            )
             .await?;
         tx.commit().await?;
 
+        let plan = Plan {
+            strategy: req.strategy.unwrap_or(spec.rollout.strategy),
+            hooks: true,
+        };
+        let mut journal = Journal {
+            deployment,
+            lines: steps,
+        };
         let result = self
             .roll(
-                &slot, &key, &req.actor, record, spec, deployment, active, &mut steps,
+                &slot,
+                &key,
+                &req.actor,
+                record,
+                spec,
+                plan,
+                active,
+                &mut journal,
             )
             .await;
+        let steps = journal.lines;
         let elapsed = started.elapsed().as_secs_f64();
         match result {
             Ok(pruned) => {
@@ -295,14 +339,18 @@ impl Deployer {
                 })
             }
             Err(e) => {
-                self.finish(&key, &req.actor, deployment, "failed", &e.to_string())
+                let state = match e {
+                    DeployError::RolledBack(_) => "rolled_back",
+                    _ => "failed",
+                };
+                self.finish(&key, &req.actor, deployment, state, &e.to_string())
                     .await;
                 Err(e)
             }
         }
     }
 
-    async fn finish(
+    pub(crate) async fn finish(
         &self,
         key: &AppKey,
         actor: &Actor,
@@ -329,15 +377,17 @@ impl Deployer {
         }
     }
 
-    async fn step(
+    /// Records a step in the deployment's log (with the numbers behind it) and in the
+    /// report `berth deploy` prints.
+    pub(crate) async fn record(
         &self,
-        deployment: i64,
-        steps: &mut Vec<String>,
+        journal: &mut Journal,
         step: &str,
         decision: &str,
         reason: String,
         m: serde_json::Value,
     ) {
+        let deployment = journal.deployment;
         if let Err(e) = self
             .store
             .record_step(deployment, step, decision, &reason, m)
@@ -345,24 +395,32 @@ impl Deployer {
         {
             tracing::warn!(error = %e, deployment, step, "could not record a deployment step");
         }
-        steps.push(reason);
+        tracing::info!(deployment, step, decision, "{reason}");
+        journal.lines.push(reason);
     }
 
-    /// Start, gate, switch, drain, stop, prune. Returns the pruned releases.
+    /// Hook, start, gate, canary or blue-green, switch, smoke, drain, stop, prune. Returns
+    /// the pruned releases.
     #[allow(clippy::too_many_arguments)]
-    async fn roll(
+    pub(crate) async fn roll(
         &self,
         slot: &Slot,
         key: &AppKey,
         actor: &Actor,
         record: ReleaseRecord,
         spec: AppSpec,
-        deployment: i64,
+        plan: Plan,
         old: Option<Arc<ReleaseRun>>,
-        steps: &mut Vec<String>,
+        journal: &mut Journal,
     ) -> Result<Vec<String>, DeployError> {
         let version = record.version.clone();
         let timeout = spec.deploy_timeout;
+        if plan.hooks
+            && let Some(hook) = &spec.rollout.pre_deploy
+        {
+            self.pre_deploy(key, &record, &spec, hook, old.as_ref(), journal)
+                .await?;
+        }
         let run = ReleaseRun::start(
             &self.store,
             &self.layout,
@@ -370,14 +428,13 @@ impl Deployer {
             key,
             record.clone(),
             spec.clone(),
-            Some(deployment),
+            Some(journal.deployment),
         )
         .await?;
         slot.starting.set(Some(run.clone()));
         let shape = run.shape();
-        self.step(
-            deployment,
-            steps,
+        self.record(
+            journal,
             "start_instances",
             "proceed",
             format!(
@@ -390,9 +447,8 @@ impl Deployer {
 
         let gate_started = Instant::now();
         if let Err(why) = run.wait_ready(timeout).await {
-            self.step(
-                deployment,
-                steps,
+            self.record(
+                journal,
                 "health_gate",
                 "abort",
                 why.clone(),
@@ -411,9 +467,8 @@ impl Deployer {
                 key.app, key.env
             )));
         }
-        self.step(
-            deployment,
-            steps,
+        self.record(
+            journal,
             "health_gate",
             "proceed",
             format!(
@@ -424,42 +479,51 @@ impl Deployer {
         )
         .await;
 
-        self.publisher.publish(key, app_route(&spec, &run));
-        let mut tx = self.store.transaction().await?;
-        tx.activate_release(actor, &record).await?;
-        tx.commit().await?;
-        slot.active.set(Some(run.clone()));
-        slot.starting.set(None);
-        self.step(deployment, steps, "switch", "proceed",
+        if let Some(old) = &old
+            && plan.strategy != Strategy::Rolling
+            && spec.http_process().is_some()
+            && !spec.hosts.is_empty()
+        {
+            let pair = Pair {
+                key,
+                spec: &spec,
+                new: &run,
+                old,
+            };
+            self.progressive(slot, pair, plan.strategy, journal).await?;
+        }
+
+        self.switch(slot, key, actor, &record, &spec, &run).await?;
+        self.record(journal, "switch", "proceed",
             format!("traffic switched to {version}"),
             json!({ "upstreams": run.web_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>() })).await;
 
-        if let Some(old) = old {
-            let drain_started = Instant::now();
-            let deadline = drain_started + spec.drain_timeout;
-            let mut left = self.publisher.in_flight(key, &old.release.version);
-            while left > 0 && Instant::now() < deadline {
-                tokio::time::sleep(DRAIN_POLL).await;
-                left = self.publisher.in_flight(key, &old.release.version);
+        if !spec.rollout.smoke.is_empty() {
+            match crate::smoke::run(&spec, &run.web_addrs()).await {
+                Ok(passed) => {
+                    self.record(journal, "smoke", "proceed", passed, json!({}))
+                        .await;
+                }
+                Err(why) => {
+                    self.smoke_failed(slot, key, actor, &spec, &run, old.as_ref(), journal, &why)
+                        .await;
+                    let serving = old
+                        .as_ref()
+                        .map_or("nothing serves the app now".to_owned(), |o| {
+                            format!("{} serves all traffic again", o.release.version)
+                        });
+                    return Err(DeployError::RolledBack(format!(
+                        "release {version} was rolled back: {why}\n{serving}"
+                    )));
+                }
             }
-            let drained = format!(
-                "drained {} in {:.1}s ({left} request(s) still in flight)",
-                old.release.version,
-                drain_started.elapsed().as_secs_f64()
-            );
-            self.step(
-                deployment,
-                steps,
-                "drain",
-                "proceed",
-                drained,
-                json!({ "in_flight": left }),
-            )
-            .await;
+        }
+
+        if let Some(old) = old {
+            self.drain(key, &old, spec.drain_timeout, journal).await;
             old.stop().await;
-            self.step(
-                deployment,
-                steps,
+            self.record(
+                journal,
                 "stop_old",
                 "proceed",
                 format!("stopped the instances of {}", old.release.version),
@@ -470,9 +534,8 @@ impl Deployer {
 
         let pruned = self.prune(key, &version, spec.keep_releases).await;
         if !pruned.is_empty() {
-            self.step(
-                deployment,
-                steps,
+            self.record(
+                journal,
                 "prune",
                 "proceed",
                 format!(
@@ -485,6 +548,168 @@ impl Deployer {
             .await;
         }
         Ok(pruned)
+    }
+
+    /// All traffic to `run`, recorded as the app's active release.
+    async fn switch(
+        &self,
+        slot: &Slot,
+        key: &AppKey,
+        actor: &Actor,
+        record: &ReleaseRecord,
+        spec: &AppSpec,
+        run: &Arc<ReleaseRun>,
+    ) -> Result<(), DeployError> {
+        self.publisher.publish(key, app_route(spec, run));
+        let mut tx = self.store.transaction().await?;
+        tx.activate_release(actor, record).await?;
+        tx.commit().await?;
+        slot.active.set(Some(run.clone()));
+        slot.starting.set(None);
+        Ok(())
+    }
+
+    /// Waits until no request is in flight to `old`, or `timeout`.
+    async fn drain(
+        &self,
+        key: &AppKey,
+        old: &ReleaseRun,
+        timeout: std::time::Duration,
+        journal: &mut Journal,
+    ) {
+        let drain_started = Instant::now();
+        let deadline = drain_started + timeout;
+        let mut left = self.publisher.in_flight(key, &old.release.version);
+        while left > 0 && Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+            left = self.publisher.in_flight(key, &old.release.version);
+        }
+        let drained = format!(
+            "drained {} in {:.1}s ({left} request(s) still in flight)",
+            old.release.version,
+            drain_started.elapsed().as_secs_f64()
+        );
+        self.record(
+            journal,
+            "drain",
+            "proceed",
+            drained,
+            json!({ "in_flight": left }),
+        )
+        .await;
+    }
+
+    /// A smoke check failed after the switch: the old release (still running) takes the
+    /// traffic back and is active again; the new one is stopped.
+    #[allow(clippy::too_many_arguments)]
+    async fn smoke_failed(
+        &self,
+        slot: &Slot,
+        key: &AppKey,
+        actor: &Actor,
+        spec: &AppSpec,
+        run: &Arc<ReleaseRun>,
+        old: Option<&Arc<ReleaseRun>>,
+        journal: &mut Journal,
+        why: &str,
+    ) {
+        match old {
+            Some(old) => {
+                if let Err(e) = self.switch(slot, key, actor, &old.release, spec, old).await {
+                    tracing::error!(error = %e, "could not record the rollback after a failed smoke check");
+                }
+            }
+            None => {
+                self.publisher.publish(key, None);
+                slot.active.set(None);
+            }
+        }
+        self.drain(key, run, spec.drain_timeout, journal).await;
+        run.stop().await;
+        self.record(
+            journal,
+            "smoke",
+            "rollback",
+            format!("{why}; rolled back"),
+            json!({ "reason": why }),
+        )
+        .await;
+    }
+
+    /// Runs the pre-deploy hook with the new release's environment, under the maintenance
+    /// page when asked. A failure ends the deploy before any instance starts.
+    async fn pre_deploy(
+        &self,
+        key: &AppKey,
+        record: &ReleaseRecord,
+        spec: &AppSpec,
+        hook: &HookSpec,
+        old: Option<&Arc<ReleaseRun>>,
+        journal: &mut Journal,
+    ) -> Result<(), DeployError> {
+        let maintenance = hook
+            .maintenance
+            .then(|| old.and_then(|o| app_route(spec, o)))
+            .flatten();
+        if let Some(route) = &maintenance {
+            self.publisher.publish(
+                key,
+                Some(AppRoute {
+                    maintenance: true,
+                    ..route.clone()
+                }),
+            );
+        }
+        let mut env = spec.env.clone();
+        env.insert("BERTH_APP".into(), key.app.clone());
+        env.insert("BERTH_ENV".into(), key.env.clone());
+        env.insert("BERTH_RELEASE_ID".into(), record.version.clone());
+        let dir = PathBuf::from(&record.artifact);
+        let log = self
+            .layout
+            .logs_dir(key)
+            .join(format!("pre-deploy-{}.log", record.version));
+        let (command, timeout) = (hook.command.clone(), hook.timeout);
+        let ran = tokio::task::spawn_blocking(move || {
+            if let Some(parent) = log.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            run_build(&dir, &command, &env, timeout, &log)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("hook task failed: {e}")));
+        if let Some(route) = maintenance {
+            self.publisher.publish(key, Some(route));
+        }
+        match ran {
+            Ok(took) => {
+                self.record(
+                    journal,
+                    "pre_deploy",
+                    "proceed",
+                    format!(
+                        "pre-deploy hook passed in {:.1}s{}",
+                        took.as_secs_f64(),
+                        if hook.maintenance {
+                            " (under the maintenance page)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    json!({ "took_s": took.as_secs_f64() }),
+                )
+                .await;
+                Ok(())
+            }
+            Err(why) => {
+                self.record(journal, "pre_deploy", "abort", why.clone(), json!({}))
+                    .await;
+                Err(DeployError::Hook(format!(
+                    "the pre-deploy hook failed, so no traffic moved: {why}"
+                )))
+            }
+        }
     }
 
     /// Keeps the newest `keep` releases of the app and every release active in any

@@ -14,15 +14,21 @@
 //! The edge is reached through [`Publisher`], which the binary implements by composing the
 //! config file's routes with the apps' ([`routes::compose`]) and applying the result.
 
+pub mod analysis;
 mod build;
 mod error;
 mod flow;
+mod http;
 mod layout;
 pub mod logs;
 mod metrics;
+mod progressive;
 mod restore;
+mod rollback;
+pub mod rollout;
 pub mod routes;
 mod run;
+mod smoke;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,6 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use berth_store::Store;
 use serde::Serialize;
 
+pub use berth_config::app::Strategy;
 pub use error::DeployError;
 pub use flow::{DeployReport, DeployRequest};
 pub use layout::Layout;
@@ -71,6 +78,8 @@ pub trait Publisher: Send + Sync + 'static {
     fn publish(&self, key: &AppKey, route: Option<AppRoute>);
     /// Requests in flight to `release`'s instances of the app.
     fn in_flight(&self, key: &AppKey, release: &str) -> usize;
+    /// The edge's counts for `release` on the app's route (canary analysis).
+    fn stats(&self, key: &AppKey, release: &str) -> Option<berth_edge::stats::StatsSnapshot>;
 }
 
 /// What `berth ps` shows for an app.
@@ -117,6 +126,8 @@ struct Slot {
     /// The release serving traffic, and one being started by a deploy.
     active: RunCell,
     starting: RunCell,
+    /// Commands for a canary or blue-green rollout in progress.
+    control: Mutex<Option<tokio::sync::mpsc::UnboundedSender<rollout::Command>>>,
 }
 
 /// The deployer. Cheap to share (`Arc`).

@@ -5,21 +5,31 @@
 use std::collections::BTreeMap;
 
 use berth_edge::spec::{
-    ActiveHealthSpec, EdgeSpec, ForceSpec, GroupSpec, HostPattern, PassiveHealthSpec, PoolSpec,
-    RetryPolicy, RouteSpec, SecurityHeaders, StatusMatch, UpstreamTimeouts, defaults,
+    ActiveHealthSpec, EdgeSpec, ForceSpec, GroupSpec, HostPattern, Maintenance, PassiveHealthSpec,
+    PoolSpec, RetryPolicy, RouteSpec, SecurityHeaders, StatusMatch, StickySpec, UpstreamTimeouts,
+    defaults,
 };
 
 use crate::AppKey;
 
 /// What the edge needs to serve one app.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AppRoute {
     /// Validated host names (`app.example.com`, `*.example.com`).
     pub hosts: Vec<String>,
     pub health: Option<ActiveHealthSpec>,
-    /// One pool per release that takes traffic.
+    /// One pool per release that takes traffic, the newest first (sticky cohorts move to it
+    /// as its weight grows).
     pub pools: Vec<PoolSpec>,
+    /// Keep each user on one release (a cohort cookie) while two releases share traffic.
+    pub sticky: bool,
+    /// Serve the maintenance page instead (a pre-deploy hook is running).
+    pub maintenance: bool,
 }
+
+/// Shown on an app's hosts while its pre-deploy hook runs with `maintenance = true`.
+pub const MAINTENANCE_PAGE: &str = "<!doctype html><title>Down for maintenance</title>\
+<h1>Down for maintenance</h1><p>We are updating this site and will be back in a moment.</p>\n";
 
 /// The edge group (and route) name of an app: `app:<name>:<env>`. The colon cannot appear
 /// in a name from the config file, so app routes never collide with file routes by name.
@@ -65,14 +75,21 @@ pub fn edge_parts(key: &AppKey, route: &AppRoute) -> (RouteSpec, GroupSpec) {
         security: SecurityHeaders::recommended(),
         request_headers: Default::default(),
         response_headers: Default::default(),
-        maintenance: None,
+        maintenance: route.maintenance.then(|| Maintenance {
+            retry_after: defaults::MAINTENANCE_RETRY_AFTER,
+            allow: Vec::new(),
+            page: MAINTENANCE_PAGE.to_owned(),
+        }),
         // Redirects only where the edge has a certificate for the host (see berth_edge::tls).
         https_redirect: true,
     };
     let group = GroupSpec {
         name,
         balance: Default::default(),
-        sticky: None,
+        sticky: route.sticky.then(|| StickySpec {
+            cookie: defaults::STICKY_COOKIE.to_owned(),
+            ttl: defaults::STICKY_TTL,
+        }),
         force: ForceSpec::default(),
         health: route.health.clone(),
         passive: PassiveHealthSpec::default(),
@@ -158,6 +175,7 @@ mod tests {
                 weight: 100,
                 upstreams: vec![SocketAddr::from(([127, 0, 0, 1], port))],
             }],
+            ..AppRoute::default()
         }
     }
 

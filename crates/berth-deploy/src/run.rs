@@ -314,6 +314,22 @@ impl ReleaseRun {
             .collect()
     }
 
+    /// Restarts of all instances so far, and how many are not ready now (analysis reads
+    /// the difference of the first between two windows).
+    pub fn health(&self) -> (u32, usize) {
+        let mut restarts = 0;
+        let mut unready = 0;
+        for p in &self.procs {
+            if let Some(st) = lock(&p.sup).as_ref().map(|s| s.status()) {
+                restarts += st.restarts;
+                if !matches!(st.phase, Phase::Healthy | Phase::Running) {
+                    unready += 1;
+                }
+            }
+        }
+        (restarts, unready)
+    }
+
     /// Process types and instance counts, for messages.
     pub fn shape(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();

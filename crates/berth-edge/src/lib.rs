@@ -20,6 +20,7 @@ mod proxy;
 mod select;
 mod server;
 pub mod spec;
+pub mod stats;
 mod table;
 pub mod tls;
 mod upstream;
@@ -184,6 +185,12 @@ impl Edge {
     /// dropped: a deploy waits for this to reach zero before it stops the old processes.
     pub fn in_flight(&self, group: &str, release: &str) -> usize {
         self.carry.in_flight(group, release)
+    }
+
+    /// Requests, server errors and latency of `release` on `route` since berth started
+    /// (`None` before the route has served that release).
+    pub fn release_stats(&self, route: &str, release: &str) -> Option<stats::StatsSnapshot> {
+        self.shared.metrics.stats.snapshot(route, release)
     }
 
     pub fn open_connections(&self) -> usize {

@@ -75,6 +75,8 @@ pub struct EdgeMetrics {
     pub connection_errors: Family<KindLabels, Counter>,
     pub open_upgrades: Gauge,
     pub access_log_dropped: Counter,
+    /// The same request counts per (route, release), cheap to read back (canary analysis).
+    pub stats: crate::stats::StatsRegistry,
 }
 
 impl EdgeMetrics {
@@ -92,6 +94,7 @@ impl EdgeMetrics {
             open_connections: Gauge::default(),
             connections: Counter::default(),
             connection_errors: Family::default(),
+            stats: Default::default(),
             open_upgrades: Gauge::default(),
             access_log_dropped: Counter::default(),
         };
@@ -189,6 +192,7 @@ impl EdgeMetrics {
                 route: route.to_owned(),
                 release: release.to_owned(),
             }),
+            stats: self.stats.get_or_create(route, release),
         }))
     }
 
@@ -219,6 +223,7 @@ pub struct RouteMetrics(Arc<RouteMetricsInner>);
 struct RouteMetricsInner {
     by_class: [Counter; 5],
     latency: Histogram,
+    stats: Arc<crate::stats::ReleaseStats>,
 }
 
 impl RouteMetrics {
@@ -226,5 +231,6 @@ impl RouteMetrics {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.0.by_class[class].inc();
         self.0.latency.observe(seconds);
+        self.0.stats.observe(status, seconds);
     }
 }

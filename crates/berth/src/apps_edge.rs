@@ -83,4 +83,9 @@ impl Publisher for EdgePublisher {
     fn in_flight(&self, key: &AppKey, release: &str) -> usize {
         self.0.edge.in_flight(&group_name(key), release)
     }
+
+    fn stats(&self, key: &AppKey, release: &str) -> Option<berth_edge::stats::StatsSnapshot> {
+        // An app's route is named like its group.
+        self.0.edge.release_stats(&group_name(key), release)
+    }
 }

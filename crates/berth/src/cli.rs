@@ -94,9 +94,39 @@ process, waits until each is healthy (deploy timeout), switches the app's hosts 
 requests to the old release finish, then stops the old release. If anything fails before
 the switch, the old release keeps serving and the error says why.
 
+With [deploy] strategy = \"canary\" (or --strategy canary) the new release takes a share of
+traffic in steps (10% then 50% by default) while the edge's numbers for both releases are
+judged every analysis interval; a breach rolls it back at once. With \"blue-green\" it runs
+beside the old release, reachable only with the header `x-berth-release: RELEASE`, until
+`berth promote`. Every decision and its numbers: berth deploys APP (docs/deploy.md).
+
 Exit status: 0 deployed, 2 invalid app or upload, 3 not allowed, 4 another deploy of the app
-is in progress or a host is taken, 1 build failed or instances never became healthy.")]
+is in progress or a host is taken, 1 build failed, instances never became healthy, the
+pre-deploy hook failed, or the release was rolled back.")]
     Deploy(crate::commands::apps::DeployArgs),
+    /// Serve a retained release again: the previous one, or the one named
+    #[command(after_help = "Examples:
+  berth rollback shop                    # back to the release before the current one
+  berth rollback shop r-3f2a9c0b1d4e --env staging
+
+The release starts beside the current one, is health-gated, takes the traffic, and the
+current one is drained and stopped: the steps of a rolling deploy, without a build or the
+pre-deploy hook.")]
+    Rollback(crate::commands::rollouts::RollbackArgs),
+    /// Move the canary or blue-green deploy in progress to its next step now
+    #[command(
+        after_help = "Examples:\n  berth promote shop\n\nA step with pause = \"manual\" and a blue-green deploy wait for this."
+    )]
+    Promote(crate::commands::apps::AppArgs),
+    /// Roll back the canary or blue-green deploy in progress now
+    #[command(after_help = "Examples:\n  berth abort shop --env staging")]
+    Abort(crate::commands::apps::AppArgs),
+    /// Hold the canary deploy in progress at its current step (analysis keeps watching)
+    #[command(after_help = "Examples:\n  berth pause shop\n  berth resume shop")]
+    Pause(crate::commands::apps::AppArgs),
+    /// Let a paused canary deploy continue
+    #[command(after_help = "Examples:\n  berth resume shop")]
+    Resume(crate::commands::apps::AppArgs),
     /// Show an app's instances: release, state, pid, port, restarts, uptime
     #[command(after_help = "Examples:
   berth ps shop

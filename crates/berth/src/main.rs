@@ -15,7 +15,7 @@ use clap::{CommandFactory, Parser};
 
 use cli::{AuditCommand, Cli, Command, TokensCommand, UsersCommand};
 use client::{Client, block_on};
-use commands::{access, apps, audit, login};
+use commands::{access, apps, audit, login, rollouts};
 
 // The proxy allocates a little per request; glibc malloc spent about a fifth of the request
 // path's instructions in a profile (bench/RESULTS.md), mimalloc much less.
@@ -62,6 +62,17 @@ fn main() -> ExitCode {
         }),
         Command::Deploy(args) => block_on(async { apps::deploy(&api(), &args, json).await }),
         Command::Ps(args) => block_on(async { apps::ps(&api(), &args, json).await }),
+        Command::Rollback(args) => {
+            block_on(async { rollouts::rollback(&api(), &args, json).await })
+        }
+        Command::Promote(a) => {
+            block_on(async { rollouts::control(&api(), &a, "promote", json).await })
+        }
+        Command::Abort(a) => block_on(async { rollouts::control(&api(), &a, "abort", json).await }),
+        Command::Pause(a) => block_on(async { rollouts::control(&api(), &a, "pause", json).await }),
+        Command::Resume(a) => {
+            block_on(async { rollouts::control(&api(), &a, "resume", json).await })
+        }
         Command::Logs(args) => block_on(async { apps::logs(&api(), &args).await }),
         Command::Releases(args) => block_on(async { apps::releases(&api(), &args, json).await }),
         Command::Deploys(args) => block_on(async { apps::deploys(&api(), &args, json).await }),

@@ -11,7 +11,7 @@ use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
 use axum::response::Response;
 use axum::routing::on;
-use berth_deploy::{DeployError, DeployRequest, Deployer, LogQuery};
+use berth_deploy::{DeployError, DeployRequest, Deployer, LogQuery, Strategy};
 use berth_store::Role;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -72,7 +72,11 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             summary: "Deploy a release: the body is a .tar.gz of the app's source with berth.toml at its root",
             access: "deployer@{env}",
             token_only: false,
-            query: &[],
+            query: &[QueryParam {
+                name: "strategy",
+                kind: "string",
+                description: "`rolling`, `blue-green` or `canary`: overrides the app spec's for this deploy",
+            }],
             body: Some(
                 || json!({ "type": "string", "format": "binary", "description": "application/gzip tarball" }),
             ),
@@ -173,7 +177,7 @@ fn report_schema() -> Value {
     })
 }
 
-fn deployer(ctx: &Ctx) -> Result<Arc<Deployer>, ApiError> {
+pub(super) fn deployer(ctx: &Ctx) -> Result<Arc<Deployer>, ApiError> {
     ctx.shared
         .api
         .deployer
@@ -202,6 +206,16 @@ impl From<DeployError> for ApiError {
             DeployError::Unhealthy(m) => ApiError::Deploy {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 code: "unhealthy",
+                message: m,
+            },
+            DeployError::Hook(m) => ApiError::Deploy {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "hook_failed",
+                message: m,
+            },
+            DeployError::RolledBack(m) => ApiError::Deploy {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "rolled_back",
                 message: m,
             },
             DeployError::Store(s) => s.into(),
@@ -262,10 +276,22 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
 async fn deploy(
     ctx: Ctx,
     path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = app_of(path)?;
+    let mut strategy = None;
+    for (name, value) in query_pairs(&uri, &["strategy"])? {
+        if name == "strategy" {
+            strategy = Some(Strategy::from_name(&value).ok_or_else(|| {
+                ApiError::bad_request(
+                    "strategy",
+                    format!("unknown strategy {value:?}: use rolling, blue-green or canary"),
+                )
+            })?);
+        }
+    }
     let attempt = Attempt::new(DEPLOY_REQUEST, key.to_string(), json!({}));
     let env = key.env.clone();
     ctx.mutate(attempt, Need::on(Role::Deployer, &env), async |actor| {
@@ -274,18 +300,25 @@ async fn deploy(
         let source = header_text(&headers, SOURCE_HEADER).unwrap_or_else(|| "upload".into());
         let git_commit = header_text(&headers, COMMIT_HEADER)
             .filter(|c| c.len() == 40 && c.chars().all(|ch| ch.is_ascii_hexdigit()));
-        let report = deployer
-            .deploy(DeployRequest {
-                key,
-                archive: upload.to_path_buf(),
-                origin: berth_release::Origin {
-                    source: format!("upload:{source}"),
-                    git_commit,
-                },
-                actor,
-            })
-            .await?;
-        drop(upload);
+        let request = DeployRequest {
+            key,
+            archive: upload.to_path_buf(),
+            origin: berth_release::Origin {
+                source: format!("upload:{source}"),
+                git_commit,
+            },
+            actor,
+            strategy,
+        };
+        // In its own task: a client that goes away (a closed terminal, a CI timeout) must
+        // not cut a deploy short between two steps. The upload is removed when it ends.
+        let report = tokio::spawn(async move {
+            let report = deployer.deploy(request).await;
+            drop(upload);
+            report
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("deploy task failed: {e}")))??;
         json_of(StatusCode::CREATED, &report)
     })
     .await

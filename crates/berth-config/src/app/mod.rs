@@ -9,8 +9,11 @@
 //! `Serialize`/`Deserialize` so a release can keep the spec it was deployed with.
 
 mod read;
+mod rollout;
 mod suggest;
 mod validate;
+
+pub use rollout::*;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -82,6 +85,10 @@ pub struct AppSpec {
     pub deploy_timeout: Duration,
     /// `[deploy] drain_timeout`; zero means old instances are stopped at once.
     pub drain_timeout: Duration,
+    /// `[deploy]`'s strategy, analysis, hooks and checks. Specs stored before it existed
+    /// read as the defaults (a rolling deploy).
+    #[serde(default)]
+    pub rollout: RolloutSpec,
     /// `[env]`: variables for every process.
     pub env: BTreeMap<String, String>,
     /// `[processes.<name>]`: at least one.

@@ -25,7 +25,21 @@ const ROOT_KEYS: &[&str] = &[
 ];
 const BUILD_KEYS: &[&str] = &["command", "timeout"];
 const RELEASE_KEYS: &[&str] = &["keep"];
-const DEPLOY_KEYS: &[&str] = &["timeout", "drain_timeout"];
+/// `[deploy]`: the timeouts here, the rollout keys in [`super::rollout`].
+const DEPLOY_KEYS: &[&str] = &[
+    "timeout",
+    "drain_timeout",
+    "strategy",
+    "steps",
+    "keep_warm",
+    "promote_after",
+    "preview_hosts",
+    "pre_deploy",
+    "analysis",
+    "probe",
+    "smoke",
+    "notify",
+];
 pub(super) const PROCESS_KEYS: &[&str] = &[
     "command",
     "instances",
@@ -93,13 +107,18 @@ pub(super) fn validate(source: &Source<'_>) -> Result<AppSpec, ConfigError> {
         Some(release) => r.int(&release, "keep", 1, None, DEFAULT_KEEP_RELEASES),
         None => DEFAULT_KEEP_RELEASES,
     };
-    let (deploy_timeout, drain_timeout) = match r.sub_table(&t, "deploy", DEPLOY_KEYS) {
+    let (deploy_timeout, drain_timeout, rollout) = match r.sub_table(&t, "deploy", DEPLOY_KEYS) {
         Some(deploy) => (
             r.duration(&deploy, "timeout", DEFAULT_DEPLOY_TIMEOUT),
             // Zero is allowed: old instances are stopped as soon as traffic has moved.
             r.duration_or_zero(&deploy, "drain_timeout", DEFAULT_DRAIN_TIMEOUT),
+            super::rollout::check_rollout(&mut r, &deploy),
         ),
-        None => (DEFAULT_DEPLOY_TIMEOUT, DEFAULT_DRAIN_TIMEOUT),
+        None => (
+            DEFAULT_DEPLOY_TIMEOUT,
+            DEFAULT_DRAIN_TIMEOUT,
+            RolloutSpec::default(),
+        ),
     };
     let env = match t.get("env") {
         Some(value) => check_env(&mut r, value, "env".to_owned()),
@@ -114,6 +133,7 @@ pub(super) fn validate(source: &Source<'_>) -> Result<AppSpec, ConfigError> {
         keep_releases,
         deploy_timeout,
         drain_timeout,
+        rollout,
         env,
         processes,
     })
@@ -170,21 +190,26 @@ fn check_name(r: &mut Reader<'_>, name: &str, span: Range<usize>, field: &str, w
 
 /// The hosts, lower-cased.
 fn check_hosts(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Vec<String> {
-    let Some(value) = t.get("hosts") else {
-        return Vec::new();
-    };
+    match t.get("hosts") {
+        Some(value) => check_host_list(r, value, "hosts"),
+        None => Vec::new(),
+    }
+}
+
+/// An array of host names at `field`, lower-cased.
+pub(super) fn check_host_list(r: &mut Reader<'_>, value: &Value<'_>, field: &str) -> Vec<String> {
     let DeValue::Array(items) = value.get_ref() else {
         let raw = r.raw(value.span());
         let quoted = matches!(value.get_ref(), DeValue::String(_));
-        let diagnostic = r.type_error(value, "hosts", "an array of strings");
+        let diagnostic = r.type_error(value, field, "an array of strings");
         if quoted {
-            diagnostic.hint(format!("write hosts = [{raw}]"));
+            diagnostic.hint(format!("write {field} = [{raw}]"));
         }
         return Vec::new();
     };
     let mut hosts: Vec<String> = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let field = index("hosts", i);
+        let field = index(field, i);
         let DeValue::String(text) = item.get_ref() else {
             r.type_error(item, &field, "a string");
             continue;
@@ -218,7 +243,7 @@ fn check_hosts(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Vec<String> {
 }
 
 /// A required, non-empty shell command.
-fn check_command(r: &mut Reader<'_>, t: &Table<'_, '_>) -> String {
+pub(super) fn check_command(r: &mut Reader<'_>, t: &Table<'_, '_>) -> String {
     let Some(command) = r.string(t, "command") else {
         if t.get("command").is_none()
             && let Some(missing) = r.missing(t, "command")

@@ -25,6 +25,9 @@ pub struct DeployArgs {
     /// Environment to deploy to
     #[arg(long, default_value = DEFAULT_ENV)]
     pub env: String,
+    /// rolling, blue-green or canary: overrides [deploy] strategy for this deploy
+    #[arg(long)]
+    pub strategy: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -56,7 +59,7 @@ pub struct LogsArgs {
     pub tail: Option<usize>,
 }
 
-fn app_path(a: &AppArgs, tail: &str) -> String {
+pub(super) fn app_path(a: &AppArgs, tail: &str) -> String {
     format!(
         "/api/v1/envs/{}/apps/{}/{tail}",
         encode(&a.env),
@@ -159,13 +162,12 @@ pub async fn deploy(c: &Client, args: &DeployArgs, json: bool) -> anyhow::Result
         app: app.clone(),
         env: args.env.clone(),
     };
+    let mut path = app_path(&target, "deploys");
+    if let Some(s) = &args.strategy {
+        path.push_str(&format!("?strategy={}", encode(s)));
+    }
     let report = c
-        .upload(
-            &app_path(&target, "deploys"),
-            "application/gzip",
-            &headers,
-            Bytes::from(archive),
-        )
+        .upload(&path, "application/gzip", &headers, Bytes::from(archive))
         .await?;
     print(json, &report, |r| {
         for s in list(r, "steps") {
@@ -189,7 +191,7 @@ pub async fn deploy(c: &Client, args: &DeployArgs, json: bool) -> anyhow::Result
     Ok(())
 }
 
-fn print_instances(instances: Vec<&serde_json::Value>) {
+pub(super) fn print_instances(instances: Vec<&serde_json::Value>) {
     if instances.is_empty() {
         println!("no instances");
         return;

@@ -4,6 +4,7 @@ pub mod access;
 pub mod apps;
 pub mod audit;
 pub mod login;
+pub mod rollouts;
 
 /// Prints a value as JSON (`--json`) or through `human`.
 pub fn print(json: bool, value: &serde_json::Value, human: impl FnOnce(&serde_json::Value)) {

@@ -1,0 +1,141 @@
+//! `berth rollback`: the app goes back to a retained release (the previous one by default)
+//! through the same steps as a rolling deploy, with no build and no pre-deploy hook (both ran
+//! when that release was first deployed).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use berth_config::app::Strategy;
+use berth_store::Actor;
+
+use crate::error::DeployError;
+use crate::flow::{DeployReport, Journal, Plan, check_path_name, load_spec};
+use crate::{AppKey, Deployer};
+
+/// How far back the previous release is looked for in the deployment history.
+const HISTORY: u32 = 100;
+
+impl Deployer {
+    /// Rolls the app back to `target`, or to the release that served before the current one.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        key: AppKey,
+        target: Option<String>,
+        actor: Actor,
+    ) -> Result<DeployReport, DeployError> {
+        check_path_name("app name", &key.app)?;
+        check_path_name("environment", &key.env)?;
+        let slot = self.slot(&key);
+        let Ok(_guard) = slot.lock.try_lock() else {
+            return Err(DeployError::Conflict(format!(
+                "a deploy of {key} is in progress; abort it (berth abort {} --env {}) or wait \
+                 for it to finish",
+                key.app, key.env
+            )));
+        };
+        let active = slot.active.get();
+        let current = active.as_ref().map(|r| r.release.version.clone());
+        let version = match target {
+            Some(v) => v,
+            None => self.previous(&key, current.as_deref()).await?,
+        };
+        if current.as_deref() == Some(version.as_str()) {
+            return Err(DeployError::BadInput(format!(
+                "{version} is already the release serving {key}; name another one (berth \
+                 releases {} --env {} lists them)",
+                key.app, key.env
+            )));
+        }
+        let record = self
+            .store
+            .get_release(&key.env, &key.app, &version)
+            .await?
+            .ok_or_else(|| {
+                DeployError::NotFound(format!(
+                    "{key} has no release {version}; berth releases {} --env {} lists them",
+                    key.app, key.env
+                ))
+            })?;
+        let dir = Path::new(&record.artifact).to_path_buf();
+        if !dir.is_dir() {
+            return Err(DeployError::NotFound(format!(
+                "release {version} is no longer on disk (pruned by [release] keep); deploy its \
+                 source again instead"
+            )));
+        }
+        let app = key.app.clone();
+        let spec = tokio::task::spawn_blocking(move || load_spec(&dir, &app))
+            .await
+            .map_err(|e| DeployError::Internal(format!("reading the app spec: {e}")))??;
+        let previous = active.as_ref().map(|r| r.release.clone());
+        let mut tx = self.store.transaction().await?;
+        let deployment = tx
+            .start_deployment(&actor, &record, previous.as_ref(), "rollback")
+            .await?;
+        tx.commit().await?;
+        let started = Instant::now();
+        let mut journal = Journal {
+            deployment,
+            lines: vec![format!(
+                "rolling back {key} from {} to {version}",
+                current.as_deref().unwrap_or("nothing")
+            )],
+        };
+        let plan = Plan {
+            strategy: Strategy::Rolling,
+            hooks: false,
+        };
+        let result = self
+            .roll(
+                &slot,
+                &key,
+                &actor,
+                record,
+                spec,
+                plan,
+                active,
+                &mut journal,
+            )
+            .await;
+        match result {
+            Ok(pruned) => {
+                let detail = format!("done in {:.1}s", started.elapsed().as_secs_f64());
+                self.finish(&key, &actor, deployment, "succeeded", &detail)
+                    .await;
+                Ok(DeployReport {
+                    previous: current,
+                    deployment: Some(deployment),
+                    instances: slot.active.get().map(|r| r.views()).unwrap_or_default(),
+                    pruned,
+                    ..DeployReport::new(&key, &version, None, journal.lines)
+                })
+            }
+            Err(e) => {
+                self.finish(&key, &actor, deployment, "failed", &e.to_string())
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The release that served before `current`: the one the newest successful deployment
+    /// of `current` replaced.
+    async fn previous(&self, key: &AppKey, current: Option<&str>) -> Result<String, DeployError> {
+        let history = self
+            .store
+            .list_deployments(&key.env, &key.app, HISTORY)
+            .await?;
+        history
+            .iter()
+            .find(|d| d.state == "succeeded" && Some(d.release.as_str()) == current)
+            .and_then(|d| d.previous_release.clone())
+            .ok_or_else(|| {
+                DeployError::NotFound(format!(
+                    "no earlier release of {key} to roll back to; name one: berth rollback {} \
+                     RELEASE --env {} (berth releases lists them)",
+                    key.app, key.env
+                ))
+            })
+    }
+}

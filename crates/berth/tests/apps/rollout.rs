@@ -1,0 +1,445 @@
+//! Canary, blue-green, rollback, the pre-deploy hook and smoke checks, with real processes
+//! and real traffic through the edge.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{Berth, app_dir, eventually, start};
+
+/// A Python web app: `/health` is always 200; any other path answers the `version` file,
+/// except that every `FAIL_EVERY`th such request is a 500 (0: never).
+const SERVER_PY: &str = r#"import http.server, itertools, os
+fail_every = int(os.environ.get("FAIL_EVERY", "0"))
+version = open("version").read().encode()
+counter = itertools.count(1)
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path == "/health":
+            code, body = 200, b"ok"
+        elif fail_every and next(counter) % fail_every == 0:
+            code, body = 500, b"boom"
+        else:
+            code, body = 200, version
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// App `shop` at `version`, failing every `fail_every`th request, with `deploy` lines added
+/// to its `[deploy]` table and `extra` after it.
+fn app(version: &str, fail_every: u32, deploy: &str, extra: &str) -> tempfile::TempDir {
+    let spec = format!(
+        "name = \"shop\"\nhosts = [\"shop.test\"]\n\n[deploy]\ntimeout = \"30s\"\n\
+         drain_timeout = \"2s\"\n{deploy}\n{extra}\n[env]\nFAIL_EVERY = \"{fail_every}\"\n\n\
+         [processes.web]\ncommand = \"exec python3 server.py\"\ninstances = 1\n\
+         stop_timeout = \"5s\"\n[processes.web.health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n"
+    );
+    app_dir(&[
+        ("berth.toml", &spec),
+        ("server.py", SERVER_PY),
+        ("version", version),
+    ])
+}
+
+/// Fast analysis for tests: one-second windows, judged from 10 requests.
+const FAST_ANALYSIS: &str =
+    "[deploy.analysis]\ninterval = \"1s\"\nmin_requests = 10\nmax_error_rate = 0.05\n";
+
+/// Requests through the edge, about 150 a second, until stopped: (status, body) of each.
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<(u16, String)>>,
+}
+
+impl Load {
+    fn start(b: &Berth) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let listen = b.listen;
+        let task = tokio::spawn(async move {
+            let c = crate::support::client();
+            let mut seen = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let r = c
+                    .get(format!("http://{listen}/version"))
+                    .header("host", "shop.test")
+                    .send()
+                    .await;
+                seen.push(match r {
+                    Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                    Err(e) => (0, e.to_string()),
+                });
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        });
+        Load { stop, task }
+    }
+
+    async fn finish(self) -> Vec<(u16, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("load task")
+    }
+}
+
+/// Runs the CLI on a blocking thread, so the test can send traffic and commands meanwhile.
+fn cli_in_background(b: &Berth, args: &[&str]) -> tokio::task::JoinHandle<crate::support::Ran> {
+    let (bin_args, token, admin) = (
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        b.token(),
+        b.admin,
+    );
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(crate::support::BIN)
+            .args(&bin_args)
+            .env("BERTH_REMOTE", format!("http://{admin}"))
+            .env("BERTH_TOKEN", token)
+            .env(
+                "BERTH_CREDENTIALS",
+                "/nonexistent/berth-test-credentials.json",
+            )
+            .output()
+            .expect("berth CLI runs");
+        crate::support::Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+}
+
+fn latest_deployment(b: &Berth) -> Value {
+    let deps = b.cli(&["deploys", "shop", "--json"]).ok().json();
+    deps["deployments"]
+        .as_array()
+        .and_then(|d| d.first())
+        .cloned()
+        .unwrap_or_else(|| panic!("no deployment: {deps}"))
+}
+
+fn steps_of(d: &Value) -> Vec<(String, String, String)> {
+    d["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap_or_default().to_owned(),
+                s["decision"].as_str().unwrap_or_default().to_owned(),
+                s["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn releases_running(b: &Berth) -> Vec<String> {
+    let ps = b.ps("shop");
+    let mut r: Vec<String> = ps["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["release"].as_str().map(str::to_owned))
+        .collect();
+    r.dedup();
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failing_one_request_in_five_is_rolled_back_within_a_window() {
+    let keep = tempfile::tempdir().unwrap();
+    let b = start(&keep).await;
+    b.deploy(app("v1", 0, "", "").path()).ok();
+    let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+
+    let load = Load::start(&b);
+    let bad = app(
+        "v2",
+        5,
+        "strategy = \"canary\"\nsteps = [{ weight = 50, pause = \"30s\" }]",
+        FAST_ANALYSIS,
+    );
+    let out = b.deploy(bad.path());
+    let seen = load.finish().await;
+    assert_eq!(
+        out.code, 1,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
+    assert!(out.stderr.contains("rolled back"), "{}", out.stderr);
+    assert!(out.stderr.contains("error rate"), "{}", out.stderr);
+
+    // The numbers behind the decision are in the deployment's log.
+    let d = latest_deployment(&b);
+    assert_eq!(d["state"], "rolled_back", "{d}");
+    assert_eq!(d["strategy"], "canary");
+    let steps = steps_of(&d);
+    let failed = steps
+        .iter()
+        .find(|(step, decision, _)| step == "analysis" && decision == "fail")
+        .unwrap_or_else(|| panic!("no failed analysis in {steps:?}"));
+    assert!(failed.2.contains("above the limit 5.00%"), "{failed:?}");
+    assert!(steps.iter().any(|(s, _, _)| s == "rollback"), "{steps:?}");
+
+    // Everything is back on v1, the canary's instances are gone, and every request after
+    // the rollback is answered by v1.
+    assert_eq!(releases_running(&b), vec![v1.clone()]);
+    for _ in 0..20 {
+        assert_eq!(b.get("shop.test", "/version").await, (200, "v1".into()));
+    }
+    // Users saw only some of the canary's 500s: at most half the traffic for at most about
+    // two windows, and never a connection error.
+    let errors = seen.iter().filter(|(s, _)| *s != 200).count();
+    assert!(seen.iter().all(|(s, _)| *s == 200 || *s == 500), "{seen:?}");
+    assert!(
+        errors > 0,
+        "the canary served no traffic: {} requests",
+        seen.len()
+    );
+    assert!(
+        errors * 10 < seen.len(),
+        "{errors} failed of {} requests",
+        seen.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_goes_through_its_steps_to_all_traffic() {
+    let keep = tempfile::tempdir().unwrap();
+    let b = start(&keep).await;
+    b.deploy(app("v1", 0, "", "").path()).ok();
+
+    let load = Load::start(&b);
+    let good = app(
+        "v2",
+        0,
+        "strategy = \"canary\"\nsteps = [{ weight = 20, pause = \"1s\" }, { weight = 60, pause = \"1s\" }]",
+        // A fifth of a slow trickle is too little to judge: probes make up the numbers.
+        &format!("{FAST_ANALYSIS}[[deploy.probe]]\npath = \"/version\"\ncount = 10\n"),
+    );
+    let out = b.deploy(good.path());
+    let seen = load.finish().await;
+    out.ok();
+    let bad: Vec<_> = seen
+        .iter()
+        .filter(|(s, body)| *s != 200 || (body != "v1" && body != "v2"))
+        .collect();
+    assert!(bad.is_empty(), "failed requests during the canary: {bad:?}");
+    assert!(seen.iter().any(|(_, body)| body == "v2"));
+
+    let d = latest_deployment(&b);
+    assert_eq!(d["state"], "succeeded", "{d}");
+    let steps = steps_of(&d);
+    let passes = steps
+        .iter()
+        .filter(|(s, decision, _)| s == "analysis" && decision == "pass")
+        .count();
+    assert!(passes >= 2, "{steps:?}");
+    assert!(
+        steps
+            .iter()
+            .any(|(_, _, r)| r.contains("moving 60% of traffic")),
+        "{steps:?}"
+    );
+    let numbers = &d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "analysis")
+        .unwrap()["measurements"];
+    assert!(
+        numbers.to_string().contains("canary_requests"),
+        "analysis steps record their numbers: {numbers}"
+    );
+    assert_eq!(numbers["probes"], 10, "{numbers}");
+    for _ in 0..10 {
+        assert_eq!(b.get("shop.test", "/version").await, (200, "v2".into()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_is_previewed_by_header_then_promoted_and_rolled_back() {
+    let keep = tempfile::tempdir().unwrap();
+    let b = start(&keep).await;
+    b.deploy(app("v1", 0, "", "").path()).ok();
+    let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+
+    let green = app("v2", 0, "strategy = \"blue-green\"", FAST_ANALYSIS);
+    let deploying = cli_in_background(&b, &["deploy", &green.path().to_string_lossy()]);
+    // The new release runs beside the old one...
+    let mut v2 = String::new();
+    let started = eventually(Duration::from_secs(30), || {
+        let found = releases_running(&b).into_iter().find(|r| *r != v1);
+        if let Some(r) = &found {
+            v2 = r.clone();
+        }
+        std::future::ready(found.is_some())
+    })
+    .await;
+    assert!(started, "the new release never started");
+    // ... but takes no traffic unless asked for by name.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..10 {
+        assert_eq!(b.get("shop.test", "/version").await, (200, "v1".into()));
+    }
+    let preview = crate::support::client()
+        .get(format!("http://{}/version", b.listen))
+        .header("host", "shop.test")
+        .header("x-berth-release", &v2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preview.text().await.unwrap(), "v2");
+
+    b.cli(&["promote", "shop"]).ok();
+    let out = deploying.await.unwrap();
+    out.ok();
+    assert_eq!(b.get("shop.test", "/version").await, (200, "v2".into()));
+    let steps = steps_of(&latest_deployment(&b));
+    assert!(
+        steps
+            .iter()
+            .any(|(s, _, r)| s == "command" && r.contains("promote")),
+        "{steps:?}"
+    );
+
+    // No rollout in progress: promote has nothing to act on.
+    let none = b.cli(&["promote", "shop"]);
+    assert_eq!(none.code, 4, "{}", none.stderr);
+    assert!(
+        none.stderr.contains("no canary or blue-green deploy"),
+        "{}",
+        none.stderr
+    );
+
+    // One command back to the previous release.
+    let back = b.cli(&["rollback", "shop"]);
+    back.ok();
+    assert!(
+        back.stdout.contains(&format!("back on release {v1}")),
+        "{}",
+        back.stdout
+    );
+    assert_eq!(b.get("shop.test", "/version").await, (200, "v1".into()));
+    assert_eq!(releases_running(&b), vec![v1]);
+    assert_eq!(latest_deployment(&b)["strategy"], "rollback");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_during_a_manual_canary_step_rolls_back() {
+    let keep = tempfile::tempdir().unwrap();
+    let b = start(&keep).await;
+    b.deploy(app("v1", 0, "", "").path()).ok();
+    let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+    let canary = app(
+        "v2",
+        0,
+        "strategy = \"canary\"\nsteps = [{ weight = 10, pause = \"manual\" }]",
+        FAST_ANALYSIS,
+    );
+    let deploying = cli_in_background(&b, &["deploy", &canary.path().to_string_lossy()]);
+    let both = eventually(Duration::from_secs(30), || {
+        std::future::ready(releases_running(&b).len() == 2)
+    })
+    .await;
+    assert!(both, "the canary never started");
+    // The rollout is waiting: pausing and resuming are accepted.
+    let paused = eventually(Duration::from_secs(10), || {
+        std::future::ready(b.cli(&["pause", "shop"]).code == 0)
+    })
+    .await;
+    assert!(paused, "pause was never accepted");
+    b.cli(&["resume", "shop"]).ok();
+    b.cli(&["abort", "shop"]).ok();
+    let out = deploying.await.unwrap();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("aborted by"), "{}", out.stderr);
+    assert_eq!(releases_running(&b), vec![v1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_pre_deploy_hook_stops_the_deploy_before_any_traffic_moves() {
+    let keep = tempfile::tempdir().unwrap();
+    let b = start(&keep).await;
+    b.deploy(app("v1", 0, "", "").path()).ok();
+    let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+
+    let hooked = app(
+        "v2",
+        0,
+        "",
+        "[deploy.pre_deploy]\ncommand = \"echo migrating $BERTH_RELEASE_ID; echo 'relation users does not exist' >&2; exit 3\"\nmaintenance = true\n",
+    );
+    let out = b.deploy(hooked.path());
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("pre-deploy hook failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("relation users does not exist"),
+        "{}",
+        out.stderr
+    );
+    // No instance of v2 ever started; v1 serves, and not the maintenance page.
+    assert_eq!(releases_running(&b), vec![v1]);
+    assert_eq!(b.get("shop.test", "/version").await, (200, "v1".into()));
+
+    // A passing hook runs with the new release's id, then the deploy goes on.
+    let ok = app(
+        "v3",
+        0,
+        "",
+        "[deploy.pre_deploy]\ncommand = \"test -n \\\"$BERTH_RELEASE_ID\\\" && test -f server.py\"\n",
+    );
+    let out = b.deploy(ok.path());
+    out.ok();
+    assert!(
+        out.stdout.contains("pre-deploy hook passed"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(b.get("shop.test", "/version").await, (200, "v3".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_smoke_check_puts_the_old_release_back() {
+    let keep = tempfile::tempdir().unwrap();
+    let b = start(&keep).await;
+    b.deploy(app("v1", 0, "", "").path()).ok();
+    let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+
+    let smoked = app(
+        "v2",
+        0,
+        "",
+        "[[deploy.smoke]]\npath = \"/version\"\nbody_contains = \"v3\"\n",
+    );
+    let out = b.deploy(smoked.path());
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("does not contain \"v3\""),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(releases_running(&b), vec![v1.clone()]);
+    assert_eq!(b.get("shop.test", "/version").await, (200, "v1".into()));
+    let releases = b.cli(&["releases", "shop", "--json"]).ok().json();
+    let active: Vec<&Value> = releases["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["active"] == true)
+        .collect();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0]["release"], v1.as_str());
+    assert_eq!(latest_deployment(&b)["state"], "rolled_back");
+}
