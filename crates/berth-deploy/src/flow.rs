@@ -43,10 +43,64 @@ pub(crate) struct Plan {
     pub hooks: bool,
 }
 
-/// A deployment's step log as it is written.
+/// A deployment's step log as it is written, and who hears of it.
 pub(crate) struct Journal {
     pub deployment: i64,
     pub lines: Vec<String>,
+    /// `[[deploy.notify]]` targets, and what every notice of this deployment says.
+    pub targets: Vec<berth_config::app::NotifySpec>,
+    pub notice: crate::notify::Notice,
+}
+
+impl Journal {
+    pub(crate) fn new(
+        deployment: i64,
+        lines: Vec<String>,
+        spec: &AppSpec,
+        key: &AppKey,
+        release: &str,
+        previous: Option<&str>,
+        strategy: &str,
+    ) -> Journal {
+        Journal {
+            deployment,
+            lines,
+            targets: spec.rollout.notify.clone(),
+            notice: crate::notify::Notice {
+                event: "started",
+                app: key.app.clone(),
+                environment: key.env.clone(),
+                release: release.to_owned(),
+                previous: previous.map(str::to_owned),
+                strategy: strategy.to_owned(),
+                detail: String::new(),
+            },
+        }
+    }
+
+    /// Tells the webhooks (in the background).
+    pub(crate) fn announce(&self, event: &'static str, detail: &str) {
+        if self.targets.is_empty() {
+            return;
+        }
+        crate::notify::send(
+            &self.targets,
+            crate::notify::Notice {
+                event,
+                detail: detail.to_owned(),
+                ..self.notice.clone()
+            },
+        );
+    }
+
+    /// Tells the webhooks how the deployment ended.
+    pub(crate) fn announce_end(&self, result: &Result<Vec<String>, DeployError>) {
+        match result {
+            Ok(_) => self.announce("succeeded", "all traffic on the new release"),
+            Err(e @ DeployError::RolledBack(_)) => self.announce("rolled_back", &e.to_string()),
+            Err(e) => self.announce("failed", &e.to_string()),
+        }
+    }
 }
 
 /// What a deploy did.
@@ -306,10 +360,16 @@ impl Deployer {
             strategy: req.strategy.unwrap_or(spec.rollout.strategy),
             hooks: true,
         };
-        let mut journal = Journal {
+        let mut journal = Journal::new(
             deployment,
-            lines: steps,
-        };
+            steps,
+            &spec,
+            &key,
+            release.id.as_str(),
+            previous.as_ref().map(|p| p.version.as_str()),
+            plan.strategy.as_str(),
+        );
+        journal.announce("started", "deploy started");
         let result = self
             .roll(
                 &slot,
@@ -322,6 +382,7 @@ impl Deployer {
                 &mut journal,
             )
             .await;
+        journal.announce_end(&result);
         let steps = journal.lines;
         let elapsed = started.elapsed().as_secs_f64();
         match result {

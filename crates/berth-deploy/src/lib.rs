@@ -22,6 +22,7 @@ mod http;
 mod layout;
 pub mod logs;
 mod metrics;
+mod notify;
 mod progressive;
 mod restore;
 mod rollback;

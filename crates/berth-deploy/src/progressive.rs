@@ -136,6 +136,7 @@ impl Deployer {
         };
         *lock(&slot.control) = None;
         let Err(why) = outcome else {
+            journal.announce("promoted", &format!("{new_version} passed its rollout"));
             return Ok(());
         };
         // All traffic back first, then the new instances go.

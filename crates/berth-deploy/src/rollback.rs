@@ -75,13 +75,19 @@ impl Deployer {
             .await?;
         tx.commit().await?;
         let started = Instant::now();
-        let mut journal = Journal {
+        let mut journal = Journal::new(
             deployment,
-            lines: vec![format!(
+            vec![format!(
                 "rolling back {key} from {} to {version}",
                 current.as_deref().unwrap_or("nothing")
             )],
-        };
+            &spec,
+            &key,
+            &version,
+            current.as_deref(),
+            "rollback",
+        );
+        journal.announce("started", "rollback started");
         let plan = Plan {
             strategy: Strategy::Rolling,
             hooks: false,

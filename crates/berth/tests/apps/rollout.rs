@@ -49,6 +49,72 @@ fn app(version: &str, fail_every: u32, deploy: &str, extra: &str) -> tempfile::T
     ])
 }
 
+/// A webhook on loopback that keeps every JSON body posted to it.
+struct Webhook {
+    url: String,
+    got: Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Webhook {
+    async fn start() -> Webhook {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = got.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let keep = keep.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let keep = keep.clone();
+                            async move {
+                                let body = req.into_body().collect().await?.to_bytes();
+                                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                                    keep.lock().unwrap().push(v);
+                                }
+                                Ok::<_, hyper::Error>(hyper::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Webhook { url, got }
+    }
+
+    fn notify(&self) -> String {
+        format!(
+            "[[deploy.notify]]\nurl = \"{}\"\nformat = \"json\"\n",
+            self.url
+        )
+    }
+
+    /// The events received, waiting a little for the last ones (they are sent in the
+    /// background).
+    async fn events(&self, last: &str) -> Vec<String> {
+        let events = || -> Vec<String> {
+            self.got
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v["event"].as_str().map(str::to_owned))
+                .collect()
+        };
+        eventually(Duration::from_secs(10), || {
+            std::future::ready(events().iter().any(|e| e == last))
+        })
+        .await;
+        events()
+    }
+}
+
 /// Fast analysis for tests: one-second windows, judged from 10 requests.
 const FAST_ANALYSIS: &str =
     "[deploy.analysis]\ninterval = \"1s\"\nmin_requests = 10\nmax_error_rate = 0.05\n";
@@ -159,12 +225,13 @@ async fn a_canary_failing_one_request_in_five_is_rolled_back_within_a_window() {
     b.deploy(app("v1", 0, "", "").path()).ok();
     let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
 
+    let hook = Webhook::start().await;
     let load = Load::start(&b);
     let bad = app(
         "v2",
         5,
         "strategy = \"canary\"\nsteps = [{ weight = 50, pause = \"30s\" }]",
-        FAST_ANALYSIS,
+        &format!("{FAST_ANALYSIS}{}", hook.notify()),
     );
     let out = b.deploy(bad.path());
     let seen = load.finish().await;
@@ -208,6 +275,17 @@ async fn a_canary_failing_one_request_in_five_is_rolled_back_within_a_window() {
         "{errors} failed of {} requests",
         seen.len()
     );
+    // The webhook heard the start and the rollback, with the reason.
+    assert_eq!(
+        hook.events("rolled_back").await,
+        vec!["started", "rolled_back"]
+    );
+    let last = hook.got.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last["app"], "shop");
+    assert!(
+        last["detail"].as_str().unwrap().contains("error rate"),
+        "{last}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,13 +294,17 @@ async fn a_healthy_canary_goes_through_its_steps_to_all_traffic() {
     let b = start(&keep).await;
     b.deploy(app("v1", 0, "", "").path()).ok();
 
+    let hook = Webhook::start().await;
     let load = Load::start(&b);
     let good = app(
         "v2",
         0,
         "strategy = \"canary\"\nsteps = [{ weight = 20, pause = \"1s\" }, { weight = 60, pause = \"1s\" }]",
         // A fifth of a slow trickle is too little to judge: probes make up the numbers.
-        &format!("{FAST_ANALYSIS}[[deploy.probe]]\npath = \"/version\"\ncount = 10\n"),
+        &format!(
+            "{FAST_ANALYSIS}[[deploy.probe]]\npath = \"/version\"\ncount = 10\n{}",
+            hook.notify()
+        ),
     );
     let out = b.deploy(good.path());
     let seen = load.finish().await;
@@ -262,6 +344,10 @@ async fn a_healthy_canary_goes_through_its_steps_to_all_traffic() {
     for _ in 0..10 {
         assert_eq!(b.get("shop.test", "/version").await, (200, "v2".into()));
     }
+    assert_eq!(
+        hook.events("succeeded").await,
+        vec!["started", "promoted", "succeeded"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,4 +528,56 @@ async fn a_failed_smoke_check_puts_the_old_release_back() {
     assert_eq!(active.len(), 1);
     assert_eq!(active[0]["release"], v1.as_str());
     assert_eq!(latest_deployment(&b)["state"], "rolled_back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_interrupted_by_kill_9_converges_to_the_stable_release() {
+    let keep = tempfile::tempdir().unwrap();
+    let mut b = start(&keep).await;
+    b.deploy(app("v1", 0, "", "").path()).ok();
+    let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+    let canary = app(
+        "v2",
+        0,
+        "strategy = \"canary\"\nsteps = [{ weight = 50, pause = \"manual\" }]",
+        FAST_ANALYSIS,
+    );
+    let deploying = cli_in_background(&b, &["deploy", &canary.path().to_string_lossy()]);
+    let both = eventually(Duration::from_secs(30), || {
+        std::future::ready(releases_running(&b).len() == 2)
+    })
+    .await;
+    assert!(both, "the canary never started");
+    // Both releases take traffic now.
+    let mut bodies = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        bodies.insert(b.get("shop.test", "/version").await.1);
+    }
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+
+    b.process.signal(libc::SIGKILL).unwrap();
+    b.process
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("berth died");
+    let out = deploying.await.unwrap();
+    assert_ne!(
+        out.code, 0,
+        "the deploy cannot have succeeded: {}",
+        out.stdout
+    );
+
+    // A new berth on the same data: the release that was active (v1) and only it serves;
+    // the canary's deployment is marked interrupted.
+    let b2 = crate::support::start_in(&b.data_dir).await;
+    let back = eventually(Duration::from_secs(30), || async {
+        b2.get("shop.test", "/version").await == (200, "v1".to_owned())
+    })
+    .await;
+    assert!(back, "the app did not come back");
+    assert_eq!(releases_running(&b2), vec![v1]);
+    for _ in 0..20 {
+        assert_eq!(b2.get("shop.test", "/version").await, (200, "v1".into()));
+    }
+    assert_eq!(latest_deployment(&b2)["state"], "interrupted");
 }
