@@ -13,6 +13,20 @@ pub struct App {
     pub root_body: Bytes,
     pub health_version_ok: Bytes,
     pub health_version_failing: Bytes,
+    /// `DEMO_FAIL_EVERY`: the period and the requests counted towards it.
+    pub fail_every: Option<(u64, std::sync::atomic::AtomicU64)>,
+}
+
+impl App {
+    /// True for every `fail_every`th request outside `/health*`.
+    pub fn partial_failure(&self, path: &str) -> bool {
+        match &self.fail_every {
+            Some((every, count)) if !path.starts_with("/health") => {
+                (count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1) % every == 0
+            }
+            _ => false,
+        }
+    }
 }
 
 impl App {
@@ -35,6 +49,9 @@ impl App {
                 settings.crash_code,
             ),
             release: settings.release.clone(),
+            fail_every: settings
+                .fail_every
+                .map(|n| (n, std::sync::atomic::AtomicU64::new(0))),
             root_body: Bytes::from(
                 serde_json::json!({
                     "app": "berth-demo",

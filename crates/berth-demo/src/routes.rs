@@ -37,6 +37,12 @@ pub async fn handle(
     if app.switches.failing() {
         return Ok(failing_response(&app, req.uri().path()));
     }
+    if app.partial_failure(req.uri().path()) {
+        return Ok(respond::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failing (DEMO_FAIL_EVERY)",
+        ));
+    }
     Ok(route(&app, req).await)
 }
 

@@ -13,6 +13,8 @@ environment:
   BERTH_RELEASE     release label shown in responses (default \"dev\")
   DEMO_VERSION      version shown in responses (default the crate version)
   DEMO_FAIL=1       start with the fail switch on
+  DEMO_FAIL_EVERY=N answer every Nth request with a 500 (not /health: a canary that passes
+                    its health checks and fails its users)
   DEMO_DELAY_MS=N   start with N ms of added latency
   DEMO_CRASH_AFTER=N  exit after serving N requests
   DEMO_CRASH_CODE=N   exit code for DEMO_CRASH_AFTER (default 3)
@@ -25,6 +27,8 @@ pub struct Settings {
     pub release: String,
     pub version: String,
     pub fail: bool,
+    /// Every Nth request (outside `/health*`) fails with a 500.
+    pub fail_every: Option<u64>,
     pub delay_ms: u64,
     pub crash_after: Option<u64>,
     pub crash_code: i32,
@@ -117,6 +121,7 @@ impl Settings {
             release: env("BERTH_RELEASE").unwrap_or_else(|| "dev".to_string()),
             version: env("DEMO_VERSION").unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
             fail,
+            fail_every: number("DEMO_FAIL_EVERY")?.filter(|&n| n > 0),
             delay_ms: number("DEMO_DELAY_MS")?.unwrap_or(0),
             crash_after: number("DEMO_CRASH_AFTER")?,
             crash_code,

@@ -55,6 +55,27 @@ pub struct Numbers {
     pub unready: usize,
 }
 
+impl Numbers {
+    /// Both releases' window in one line: `new 120 req 0.00% 5xx p99 12 ms | stable …`.
+    pub fn summary(&self) -> String {
+        let p99 = |p: Option<f64>| p.map_or("-".to_owned(), |p| format!("{p:.0} ms"));
+        let mut line = format!(
+            "new {} req {} 5xx p99 {}",
+            self.canary_requests,
+            percent(self.canary_error_rate),
+            p99(self.canary_p99_ms)
+        );
+        if let (Some(n), Some(rate)) = (self.stable_requests, self.stable_error_rate) {
+            line.push_str(&format!(
+                " | stable {n} req {} 5xx p99 {}",
+                percent(rate),
+                p99(self.stable_p99_ms)
+            ));
+        }
+        line
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Judgement {
     pub verdict: Verdict,

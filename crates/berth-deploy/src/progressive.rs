@@ -107,7 +107,13 @@ impl Deployer {
                         journal,
                         "analysis",
                         judged.verdict.as_str(),
-                        format!("{}: {} -> {}", rollout.describe(), judged.reason, describe(&next)),
+                        format!(
+                            "{}: {} -> {} [{}]",
+                            rollout.describe(),
+                            judged.reason,
+                            describe(&next),
+                            judged.numbers.summary()
+                        ),
                         json!({ "numbers": judged.numbers, "next": next, "probes": probes.requests }),
                     )
                     .await;

@@ -7,7 +7,7 @@ use berth_config::app::APP_SPEC_FILE;
 use bytes::Bytes;
 use hyper::Method;
 
-use super::{encode, field, list, print, query_string, time_text};
+use super::{encode, field, list, print, progress, query_string, time_text};
 use crate::client::{Client, exit, fail};
 
 /// The environment commands act on when `--env` is not given.
@@ -166,12 +166,25 @@ pub async fn deploy(c: &Client, args: &DeployArgs, json: bool) -> anyhow::Result
     if let Some(s) = &args.strategy {
         path.push_str(&format!("?strategy={}", encode(s)));
     }
-    let report = c
-        .upload(&path, "application/gzip", &headers, Bytes::from(archive))
-        .await?;
+    let deploys_path = app_path(&target, "deploys");
+    let mut printed = progress::newest(c, &deploys_path).await;
+    let upload = c.upload(&path, "application/gzip", &headers, Bytes::from(archive));
+    let report = if json {
+        upload.await
+    } else {
+        let answer = tokio::select! {
+            r = upload => r,
+            () = progress::follow(c, &deploys_path, &mut printed) => unreachable!("follow never ends"),
+        };
+        // The steps recorded after the last look, a failure's included.
+        progress::print_new(c, &deploys_path, &mut printed).await;
+        answer
+    }?;
     print(json, &report, |r| {
-        for s in list(r, "steps") {
-            println!("  {}", s.as_str().unwrap_or_default());
+        for s in list(r, "steps").iter().filter_map(|s| s.as_str()) {
+            if !printed.reasons.iter().any(|p| p == s) {
+                println!("  {s}");
+            }
         }
         if r["unchanged"].as_bool() == Some(true) {
             println!(

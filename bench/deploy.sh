@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Deploys under load: berth serving the demo app (two instances) under wrk's steady load
+# (64 keep-alive connections), then, under the same load:
+#
+#   1. ROLLING rolling deploys back to back (default 20),
+#   2. BLUE_GREEN blue-green deploys, each previewed and promoted (default 5),
+#   3. a bad canary at 10% (every fifth request a 500) until analysis rolls it back.
+#
+# It reports failed requests during 1 and 2 (target: none), their p99 against steady state
+# (target: within 1.5x), and for 3 the time from the canary taking traffic to all traffic back
+# on the stable release, and the failed requests against the least an analysis window allows.
+# Ends with `deploys under load: failed requests F of N, bad canary reverted in S s`.
+#
+#   bench/deploy.sh
+#   ROLLING=5 BLUE_GREEN=2 bench/deploy.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+
+ROLLING=${ROLLING:-20}
+BLUE_GREEN=${BLUE_GREEN:-5}
+CONNS=${CONNS:-64}
+STEADY=${STEADY:-10}
+INTERVAL=${INTERVAL:-5}
+LISTEN_PORT=${LISTEN_PORT:-18911}
+ADMIN_PORT=${ADMIN_PORT:-18912}
+
+need() { command -v "$1" >/dev/null || { echo "bench/deploy.sh: '$1' is missing: apt-get install $2" >&2; exit 1; }; }
+need wrk wrk
+need python3 python3
+
+cargo build --release -q -p berth -p berth-demo
+BIN=$(pwd)/target/release
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+cat >"$WORK/berth.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$LISTEN_PORT"]
+admin_listen = "127.0.0.1:$ADMIN_PORT"
+data_dir = "data"
+workers = 1
+access_log = "off"
+TOML
+"$BIN/berth" serve --config "$WORK/berth.toml" >"$WORK/berth.log" 2>&1 &
+PIDS+=($!)
+wait_port "$ADMIN_PORT"
+for _ in $(seq 1 100); do [ -s "$WORK/data/admin.token" ] && break; sleep 0.1; done
+export BERTH_REMOTE="http://127.0.0.1:$ADMIN_PORT"
+BERTH_TOKEN=$(cat "$WORK/data/admin.token")
+export BERTH_TOKEN
+export BERTH_CREDENTIALS="$WORK/no-credentials.json"
+berth() { "$BIN/berth" "$@"; }
+
+# app VERSION STRATEGY [FAIL_EVERY]: writes the demo app's source for this version.
+app() {
+  local dir="$WORK/app-$1"
+  mkdir -p "$dir"
+  cat >"$dir/berth.toml" <<TOML
+name = "demo"
+hosts = ["demo.bench"]
+
+[deploy]
+strategy = "$2"
+timeout = "30s"
+drain_timeout = "10s"
+steps = [{ weight = 10, pause = "10m" }]
+
+[deploy.analysis]
+interval = "${INTERVAL}s"
+min_requests = 50
+max_error_rate = 0.01
+
+[env]
+DEMO_VERSION = "$1"
+DEMO_FAIL_EVERY = "${3:-0}"
+
+[processes.web]
+command = "exec $BIN/berth-demo --threads 1"
+instances = 2
+stop_timeout = "10s"
+
+[processes.web.health]
+interval = "200ms"
+timeout = "200ms"
+TOML
+  echo "$dir"
+}
+
+# wrk_start NAME: wrk in the background until wrk_stop; its report goes to $WORK/NAME.wrk.
+wrk_start() {
+  wrk -t2 -c"$CONNS" -d1h --latency -H "Host: demo.bench" "http://127.0.0.1:$LISTEN_PORT/" >"$WORK/$1.wrk" 2>&1 &
+  WRK_PID=$!
+  sleep 1
+}
+wrk_stop() { kill -INT "$WRK_PID"; wait "$WRK_PID" || true; }
+
+# wrk_field FILE FIELD: requests | failed | p99_ms from a wrk report.
+wrk_field() {
+  python3 - "$1" "$2" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(v, unit):
+    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+field = sys.argv[2]
+if field == "requests":
+    print(re.search(r"(\d+) requests in", text).group(1))
+elif field == "failed":
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    print((int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, errors.groups())) if errors else 0))
+elif field == "p99_ms":
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s|m)\b", text)
+    print(f"{ms(m.group(1), m.group(2)):.2f}")
+PY
+}
+
+berth deploy "$(app 1 rolling)" >/dev/null
+
+echo "steady state: ${STEADY}s of wrk, $CONNS connections"
+wrk -t2 -c"$CONNS" -d"${STEADY}s" --latency -H "Host: demo.bench" "http://127.0.0.1:$LISTEN_PORT/" >"$WORK/steady.wrk"
+STEADY_P99=$(wrk_field "$WORK/steady.wrk" p99_ms)
+STEADY_N=$(wrk_field "$WORK/steady.wrk" requests)
+
+echo "$ROLLING rolling deploys and $BLUE_GREEN blue-green deploys under the same load"
+wrk_start deploys
+started=$(date +%s.%N)
+version=1
+for _ in $(seq 1 "$ROLLING"); do
+  version=$((version + 1))
+  berth deploy "$(app "$version" rolling)" >"$WORK/deploy-$version.out"
+done
+for _ in $(seq 1 "$BLUE_GREEN"); do
+  version=$((version + 1))
+  berth deploy "$(app "$version" blue-green)" >"$WORK/deploy-$version.out" &
+  deploy_pid=$!
+  # Promote once the new release is up beside the old one.
+  until berth promote demo >/dev/null 2>&1; do sleep 0.2; done
+  wait "$deploy_pid"
+done
+took=$(python3 -c "import time; print(f'{time.time() - $started:.1f}')")
+wrk_stop
+DEPLOY_N=$(wrk_field "$WORK/deploys.wrk" requests)
+DEPLOY_FAILED=$(wrk_field "$WORK/deploys.wrk" failed)
+DEPLOY_P99=$(wrk_field "$WORK/deploys.wrk" p99_ms)
+
+echo "a bad canary at 10% (every fifth request a 500), analysis every ${INTERVAL}s"
+wrk_start canary
+version=$((version + 1))
+if berth deploy "$(app "$version" canary 5)" >"$WORK/canary.out" 2>&1; then
+  echo "bench/deploy.sh: the bad canary was not rolled back" >&2
+  cat "$WORK/canary.out" >&2
+  exit 1
+fi
+wrk_stop
+CANARY_N=$(wrk_field "$WORK/canary.wrk" requests)
+CANARY_FAILED=$(wrk_field "$WORK/canary.wrk" failed)
+berth deploys demo --json >"$WORK/deploys.json"
+read -r REVERT_S WINDOW_MIN <<<"$(python3 - "$WORK/deploys.json" "$WORK/canary.wrk" "$INTERVAL" <<'PY'
+import json, re, sys
+d = json.load(open(sys.argv[1]))["deployments"][0]
+steps = {s["step"]: s for s in d["steps"]}
+# The canary takes traffic at its first step's record, and all traffic is back on the stable
+# release when the rollback step is recorded (the route is switched before it).
+start, end = steps["canary"]["time"], steps["rollback"]["time"]
+text = open(sys.argv[2]).read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+# The least a detector judging whole windows lets through: one window of the canary's share.
+window_min = rps * 0.10 * 0.20 * float(sys.argv[3])
+print(f"{(end - start) / 1000:.1f} {window_min:.0f}")
+PY
+)"
+
+printf '\n%-26s %10s %8s %10s\n' "phase" "requests" "failed" "p99_ms"
+printf '%-26s %10s %8s %10s\n' "steady" "$STEADY_N" 0 "$STEADY_P99"
+printf '%-26s %10s %8s %10s\n' "rolling+blue-green (${took}s)" "$DEPLOY_N" "$DEPLOY_FAILED" "$DEPLOY_P99"
+printf '%-26s %10s %8s %10s\n' "bad canary" "$CANARY_N" "$CANARY_FAILED" "-"
+python3 - "$STEADY_P99" "$DEPLOY_P99" <<'PY'
+import sys
+steady, during = map(float, sys.argv[1:3])
+print(f"p99 during deploys / steady: {during / steady:.2f} (target at most 1.5)")
+PY
+echo "bad canary: reverted ${REVERT_S}s after it took traffic; $CANARY_FAILED failed requests, least one ${INTERVAL}s window allows: ~$WINDOW_MIN"
+echo "deploys under load: failed requests $DEPLOY_FAILED of $DEPLOY_N, bad canary reverted in $REVERT_S s"
