@@ -737,6 +737,15 @@ async fn openapi_lists_every_route() {
         "GET /api/v1/envs/{env}/apps/{name}/ps",
         "GET /api/v1/envs/{env}/apps/{name}/releases",
         "GET /api/v1/envs/{env}/apps/{name}/logs",
+        "POST /api/v1/envs/{env}/apps/{name}/restart",
+        "POST /api/v1/envs/{env}/apps/{name}/promote",
+        "GET /api/v1/envs/{env}/apps/{name}/config",
+        "GET /api/v1/envs/{env}/apps/{name}/secrets",
+        "POST /api/v1/envs/{env}/apps/{name}/secrets",
+        "PUT /api/v1/envs/{env}/apps/{name}/secrets/{key}",
+        "DELETE /api/v1/envs/{env}/apps/{name}/secrets/{key}",
+        "POST /api/v1/envs/{env}/apps/{name}/secrets/{key}/reveal",
+        "POST /api/v1/secrets/rotate-key",
     ]
     .into_iter()
     .map(String::from)
@@ -750,6 +759,7 @@ async fn openapi_lists_every_route() {
         let path = path
             .replace("{name}", "nobody")
             .replace("{id}", "999999")
+            .replace("{key}", "SOME_KEY")
             .replace("{env}", "staging");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let body = (method == Method::POST).then(|| json!({}));

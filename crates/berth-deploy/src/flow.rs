@@ -17,6 +17,7 @@ use crate::error::DeployError;
 use crate::layout::Layout;
 use crate::routes::{AppRoute, edge_health};
 use crate::run::{InstanceView, ReleaseRun};
+use crate::secrets::SecretEnv;
 use crate::{AppKey, Deployer, Slot};
 
 /// How often the drain checks for requests still in flight to the old instances.
@@ -65,6 +66,15 @@ impl DeployReport {
             pruned: Vec::new(),
         }
     }
+}
+
+/// The answer to a second deploy (or restart) of an app while one runs.
+fn busy(key: &AppKey) -> DeployError {
+    DeployError::Conflict(format!(
+        "a deploy of {key} is already in progress; wait for it to finish \
+         (berth ps {} --env {} shows it)",
+        key.app, key.env
+    ))
 }
 
 /// Names used in paths: lower-case letters, digits and `-`/`_`, starting with a letter or
@@ -197,6 +207,33 @@ fn import_and_build(
     Ok((release, spec, build_s))
 }
 
+/// A release about to be started for an app: what [`Deployer::launch`] needs.
+struct Launch<'a> {
+    slot: &'a Slot,
+    key: &'a AppKey,
+    actor: &'a Actor,
+    record: ReleaseRecord,
+    /// The spec as it applies to the app's environment.
+    spec: AppSpec,
+    secrets: SecretEnv,
+    deployment: i64,
+    /// What serves now (stopped once the new instances serve).
+    active: Option<Arc<ReleaseRun>>,
+    build_s: Option<f64>,
+    steps: Vec<String>,
+    started: Instant,
+}
+
+/// The spec a release was recorded with.
+pub(crate) fn stored_spec(record: &ReleaseRecord) -> Result<AppSpec, DeployError> {
+    serde_json::from_value(record.spec.clone()).map_err(|e| {
+        DeployError::Internal(format!(
+            "stored spec of {} is unreadable: {e}",
+            record.version
+        ))
+    })
+}
+
 impl Deployer {
     /// Deploys the uploaded archive (see the crate docs).
     pub async fn deploy(self: &Arc<Self>, req: DeployRequest) -> Result<DeployReport, DeployError> {
@@ -205,11 +242,7 @@ impl Deployer {
         check_path_name("environment", &key.env)?;
         let slot = self.slot(&key);
         let Ok(_guard) = slot.lock.try_lock() else {
-            return Err(DeployError::Conflict(format!(
-                "a deploy of {key} is already in progress; wait for it to finish \
-                 (berth ps {} --env {} shows it)",
-                key.app, key.env
-            )));
+            return Err(busy(&key));
         };
         let mut steps = Vec::new();
         let releases_dir = self.layout.releases_dir(&key.app);
@@ -238,17 +271,11 @@ impl Deployer {
             });
         }
 
-        // Hosts are checked before anything is recorded or started.
-        if !spec.hosts.is_empty() {
-            let probe = AppRoute {
-                hosts: spec.hosts.clone(),
-                health: None,
-                pools: Vec::new(),
-            };
-            if let Some(why) = self.publisher.check(&key, &probe) {
-                return Err(DeployError::Conflict(why));
-            }
-        }
+        let effective = spec.for_environment(&key.env);
+        self.check_hosts(&key, &effective)?;
+        // The secrets are opened before anything is recorded: a missing key or a value that
+        // does not decrypt stops the deploy with nothing changed.
+        let secrets = self.secrets.current_env(&key.env, &key.app).await?;
 
         let spec_json = serde_json::to_value(&spec)
             .map_err(|e| DeployError::Internal(format!("app spec to JSON: {e}")))?;
@@ -274,28 +301,247 @@ impl Deployer {
             .await?;
         tx.commit().await?;
 
+        self.launch(Launch {
+            slot: &slot,
+            key: &key,
+            actor: &req.actor,
+            record,
+            spec: effective,
+            secrets,
+            deployment,
+            active,
+            build_s,
+            steps,
+            started,
+        })
+        .await
+    }
+
+    /// Restarts the app's running release with its current secrets, the way a deploy
+    /// replaces a release: new instances start beside the old, take the traffic once
+    /// healthy, and the old ones drain and stop. A release that fails to become ready is
+    /// stopped and the old instances keep serving, with the secrets they had.
+    pub async fn restart(
+        self: &Arc<Self>,
+        key: &AppKey,
+        actor: &Actor,
+    ) -> Result<DeployReport, DeployError> {
+        check_path_name("app name", &key.app)?;
+        check_path_name("environment", &key.env)?;
+        let slot = self.slot(key);
+        let Ok(_guard) = slot.lock.try_lock() else {
+            return Err(busy(key));
+        };
+        let Some(active) = slot.active.get() else {
+            return Err(DeployError::NotFound(format!(
+                "{} is not running in {}; deploy it first (berth deploy DIR --env {})",
+                key.app, key.env, key.env
+            )));
+        };
+        let record = active.release.clone();
+        let spec = stored_spec(&record)?.for_environment(&key.env);
+        let secrets = self.secrets.current_env(&key.env, &key.app).await?;
+        let mut tx = self.store.transaction().await?;
+        let deployment = tx
+            .start_deployment(actor, &record, Some(&record), "restart")
+            .await?;
+        tx.commit().await?;
+        let steps = vec![format!(
+            "restarting release {} with the current secrets",
+            record.version
+        )];
+        self.launch(Launch {
+            slot: &slot,
+            key,
+            actor,
+            record,
+            spec,
+            secrets,
+            deployment,
+            active: Some(active),
+            build_s: None,
+            steps,
+            started: Instant::now(),
+        })
+        .await
+    }
+
+    /// Deploys into `key.env` exactly the release that runs in `from` (or `release`, one
+    /// recorded there): the same release id, the same directory, built once. The spec is the
+    /// release's own, as it applies in `key.env`; the secrets are `key.env`'s.
+    pub async fn promote(
+        self: &Arc<Self>,
+        key: &AppKey,
+        from: &str,
+        release: Option<&str>,
+        actor: &Actor,
+    ) -> Result<DeployReport, DeployError> {
+        check_path_name("app name", &key.app)?;
+        check_path_name("environment", &key.env)?;
+        check_path_name("environment", from)?;
+        if from == key.env {
+            return Err(DeployError::BadInput(format!(
+                "promoting from {from} to itself: name two environments"
+            )));
+        }
+        let source = match release {
+            Some(v) => self
+                .store
+                .get_release(from, &key.app, v)
+                .await?
+                .ok_or_else(|| {
+                    DeployError::NotFound(format!(
+                        "{} has no release {v} in {from} (berth releases {} --env {from})",
+                        key.app, key.app
+                    ))
+                })?,
+            None => self
+                .store
+                .list_releases(from, &key.app)
+                .await?
+                .into_iter()
+                .find(|r| r.active)
+                .ok_or_else(|| {
+                    DeployError::NotFound(format!(
+                        "{} runs no release in {from}: deploy it there first",
+                        key.app
+                    ))
+                })?,
+        };
+        if !Path::new(&source.artifact).is_dir() {
+            return Err(DeployError::NotFound(format!(
+                "release {} is no longer on disk ({}); deploy its source again",
+                source.version, source.artifact
+            )));
+        }
+        let slot = self.slot(key);
+        let Ok(_guard) = slot.lock.try_lock() else {
+            return Err(busy(key));
+        };
+        let mut steps = vec![format!(
+            "promoting release {} from {from} to {}",
+            source.version, key.env
+        )];
+        let active = slot.active.get();
+        if let Some(run) = &active
+            && run.release.version == source.version
+        {
+            steps.push("already running this release: nothing to do".into());
+            return Ok(DeployReport {
+                previous: Some(run.release.version.clone()),
+                unchanged: true,
+                instances: run.views(),
+                ..DeployReport::new(key, &source.version, None, steps)
+            });
+        }
+        let effective = stored_spec(&source)?.for_environment(&key.env);
+        self.check_hosts(key, &effective)?;
+        let secrets = self.secrets.current_env(&key.env, &key.app).await?;
+        let mut meta = source.meta.clone();
+        if let Some(m) = meta.as_object_mut() {
+            m.insert("promoted_from".into(), json!(from));
+        }
+        let mut tx = self.store.transaction().await?;
+        let app_row = tx
+            .ensure_app(actor, &key.env, &key.app, &source.spec)
+            .await?;
+        let record = tx
+            .record_release(
+                actor,
+                &app_row,
+                &NewRelease {
+                    version: source.version.clone(),
+                    artifact: source.artifact.clone(),
+                    spec: source.spec.clone(),
+                    meta,
+                },
+            )
+            .await?;
+        tx.audit(berth_store::NewAuditEntry::new(
+            actor,
+            "release.promote",
+            key.to_string(),
+            json!({ "from": from, "release": source.version }),
+        ))
+        .await?;
+        let previous: Option<ReleaseRecord> = active.as_ref().map(|r| r.release.clone());
+        let deployment = tx
+            .start_deployment(actor, &record, previous.as_ref(), "promote")
+            .await?;
+        tx.commit().await?;
+        self.launch(Launch {
+            slot: &slot,
+            key,
+            actor,
+            record,
+            spec: effective,
+            secrets,
+            deployment,
+            active,
+            build_s: None,
+            steps,
+            started: Instant::now(),
+        })
+        .await
+    }
+
+    /// Why the app's hosts cannot be served (another route or app has one), before anything
+    /// is recorded or started.
+    fn check_hosts(&self, key: &AppKey, spec: &AppSpec) -> Result<(), DeployError> {
+        if spec.hosts.is_empty() {
+            return Ok(());
+        }
+        let probe = AppRoute {
+            hosts: spec.hosts.clone(),
+            health: None,
+            pools: Vec::new(),
+        };
+        match self.publisher.check(key, &probe) {
+            Some(why) => Err(DeployError::Conflict(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a recorded deployment (start, gate, switch, drain, stop, prune), records how it
+    /// ended and says what it did.
+    async fn launch(&self, l: Launch<'_>) -> Result<DeployReport, DeployError> {
+        let Launch {
+            slot,
+            key,
+            actor,
+            record,
+            spec,
+            secrets,
+            deployment,
+            active,
+            build_s,
+            mut steps,
+            started,
+        } = l;
+        let version = record.version.clone();
+        let previous = active.as_ref().map(|r| r.release.version.clone());
         let result = self
             .roll(
-                &slot, &key, &req.actor, record, spec, deployment, active, &mut steps,
+                slot, key, actor, record, spec, &secrets, deployment, active, &mut steps,
             )
             .await;
         let elapsed = started.elapsed().as_secs_f64();
         match result {
             Ok(pruned) => {
                 let detail = format!("done in {elapsed:.1}s");
-                self.finish(&key, &req.actor, deployment, "succeeded", &detail)
+                self.finish(key, actor, deployment, "succeeded", &detail)
                     .await;
                 let instances = slot.active.get().map(|r| r.views()).unwrap_or_default();
                 Ok(DeployReport {
-                    previous: previous.map(|p| p.version),
+                    previous,
                     deployment: Some(deployment),
                     instances,
                     pruned,
-                    ..DeployReport::new(&key, release.id.as_str(), build_s, steps)
+                    ..DeployReport::new(key, &version, build_s, steps)
                 })
             }
             Err(e) => {
-                self.finish(&key, &req.actor, deployment, "failed", &e.to_string())
+                self.finish(key, actor, deployment, "failed", &e.to_string())
                     .await;
                 Err(e)
             }
@@ -357,6 +603,7 @@ impl Deployer {
         actor: &Actor,
         record: ReleaseRecord,
         spec: AppSpec,
+        secrets: &SecretEnv,
         deployment: i64,
         old: Option<Arc<ReleaseRun>>,
         steps: &mut Vec<String>,
@@ -370,6 +617,7 @@ impl Deployer {
             key,
             record.clone(),
             spec.clone(),
+            secrets,
             Some(deployment),
         )
         .await?;
@@ -384,7 +632,8 @@ impl Deployer {
                 "started {} instance(s) of {version}: {shape:?}",
                 shape.values().sum::<usize>()
             ),
-            json!({ "instances": shape }),
+            // Which secret versions (never values) the instances got.
+            json!({ "instances": shape, "secrets": secrets.versions }),
         )
         .await;
 
@@ -427,6 +676,9 @@ impl Deployer {
         self.publisher.publish(key, app_route(&spec, &run));
         let mut tx = self.store.transaction().await?;
         tx.activate_release(actor, &record).await?;
+        // What the release now runs with: a restart of berth brings back exactly these.
+        tx.record_release_secrets(record.id, &secrets.versions)
+            .await?;
         tx.commit().await?;
         slot.active.set(Some(run.clone()));
         slot.starting.set(None);

@@ -23,6 +23,7 @@ mod metrics;
 mod restore;
 pub mod routes;
 mod run;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -38,6 +39,7 @@ pub use logs::LogQuery;
 pub use metrics::AppMetrics;
 pub use routes::AppRoute;
 pub use run::InstanceView;
+pub use secrets::{SecretEnv, SecretsError, Vault};
 
 use run::ReleaseRun;
 
@@ -125,6 +127,7 @@ pub struct Deployer {
     layout: Layout,
     publisher: Arc<dyn Publisher>,
     metrics: AppMetrics,
+    secrets: Arc<Vault>,
     slots: Mutex<BTreeMap<AppKey, Arc<Slot>>>,
 }
 
@@ -134,18 +137,25 @@ impl Deployer {
         layout: Layout,
         publisher: Arc<dyn Publisher>,
         metrics: AppMetrics,
+        secrets: Arc<Vault>,
     ) -> Arc<Deployer> {
         Arc::new(Deployer {
             store,
             layout,
             publisher,
             metrics,
+            secrets,
             slots: Mutex::new(BTreeMap::new()),
         })
     }
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// The app secrets the deployer starts instances with.
+    pub fn secrets(&self) -> &Arc<Vault> {
+        &self.secrets
     }
 
     fn slot(&self, key: &AppKey) -> Arc<Slot> {

@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::error::DeployError;
 use crate::layout::Layout;
 use crate::metrics::{AppMetrics, PhaseLabels, ProcessLabels};
+use crate::secrets::SecretEnv;
 use crate::{AppKey, lock};
 
 /// An instance's log is rotated at this size.
@@ -74,6 +75,7 @@ struct Context<'a> {
     key: &'a AppKey,
     release: &'a ReleaseRecord,
     spec: &'a AppSpec,
+    secrets: &'a SecretEnv,
 }
 
 fn run_spec(
@@ -88,6 +90,7 @@ fn run_spec(
         key,
         release,
         spec,
+        secrets,
     } = *cx;
     let root = Path::new(&release.artifact);
     let mut command = CommandSpec::new("/bin/sh", root.join(&p.workdir))
@@ -95,6 +98,10 @@ fn run_spec(
         .arg(&p.command);
     for (k, v) in p.environment(spec) {
         command = command.env(k, v);
+    }
+    // Secrets over the spec's variables: a name set in both takes the secret.
+    for (k, v) in &secrets.values {
+        command = command.env(k, v.as_str());
     }
     command = command
         .env(crate::layout::MARKER_ENV, layout.data_dir.as_os_str())
@@ -158,6 +165,7 @@ fn row_state(phase: Phase) -> &'static str {
 impl ReleaseRun {
     /// Starts every instance of every process type. Fails (stopping what it started) only
     /// when berth itself cannot: no free port, no log directory, the store.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         store: &Store,
         layout: &Layout,
@@ -165,6 +173,7 @@ impl ReleaseRun {
         key: &AppKey,
         release: ReleaseRecord,
         spec: AppSpec,
+        secrets: &SecretEnv,
         deployment: Option<i64>,
     ) -> Result<Arc<ReleaseRun>, DeployError> {
         let logs = layout.logs_dir(key).join(&release.version);
@@ -190,6 +199,7 @@ impl ReleaseRun {
                     key,
                     release: &release,
                     spec: &spec,
+                    secrets,
                 };
                 let rs = run_spec(&cx, process, p, &instance, port);
                 let sup = Supervised::start(rs);

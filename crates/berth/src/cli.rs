@@ -116,6 +116,28 @@ Lines read: TIME RELEASE INSTANCE STREAM TEXT.")]
     /// List an app's deployments with every step and the reason for it
     #[command(after_help = "Examples:\n  berth deploys shop")]
     Deploys(crate::commands::apps::AppArgs),
+    /// Manage an app's secrets per environment (encrypted at rest, injected at start)
+    #[command(subcommand)]
+    Secrets(crate::commands::secrets::SecretsCommand),
+    /// Restart an app's running release with its current secrets (rolling, health-gated)
+    #[command(after_help = "Examples:
+  berth restart shop --env staging
+
+New instances start beside the old ones and take the traffic once healthy; the old ones
+drain and stop. If the new ones never get healthy, the old ones keep serving.")]
+    Restart(crate::commands::apps::AppArgs),
+    /// Show an app's effective config per environment, or the drift between two
+    #[command(subcommand)]
+    Config(crate::commands::config::ConfigCommand),
+    /// Deploy to one environment exactly the release verified in another
+    #[command(after_help = "Examples:
+  berth promote-release shop --from staging --to production
+  berth promote-release shop --from staging --to production --release r-3f2a9c0b1d4e
+
+The same release id and build directory run in both; no rebuild. The spec's
+[environments.<to>] overrides and <to>'s secrets apply. Needs deployer on --to and
+viewer on --from.")]
+    PromoteRelease(crate::commands::config::PromoteArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     #[command(after_help = "Examples:
   berth completions bash > /etc/bash_completion.d/berth
