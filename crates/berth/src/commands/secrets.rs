@@ -33,6 +33,9 @@ reaches the instances at the next deploy, or now with --restart (a rolling resta
         /// Restart the app's instances (rolling) so they get the new value now
         #[arg(long)]
         restart: bool,
+        /// Refused: caught here so that the error does not repeat it
+        #[arg(hide = true, num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+        value_on_command_line: Vec<String>,
     },
     /// Remove a secret (its history stays)
     #[command(
@@ -225,7 +228,20 @@ pub async fn run(c: &Client, cmd: SecretsCommand, json: bool) -> anyhow::Result<
             key,
             env,
             restart: again,
+            value_on_command_line,
         } => {
+            if !value_on_command_line.is_empty() {
+                // Never echoed: it is most likely the value.
+                return Err(fail(
+                    exit::BAD_INPUT,
+                    format!(
+                        "values are not taken from the command line (other users can read it in \
+                         the process list, and it stays in your shell history); pipe it in: \
+                         printf %s \"$VALUE\" | berth secrets set {app} {key} --env {env}; or run \
+                         the command without it to be prompted. Nothing was set"
+                    ),
+                ));
+            }
             let value = read_value(&key)?;
             let v = c
                 .call(

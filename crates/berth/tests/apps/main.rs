@@ -10,4 +10,5 @@ mod bad_input;
 mod deploy;
 mod python;
 mod restart;
+mod secrets;
 mod supervise;

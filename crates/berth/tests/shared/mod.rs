@@ -34,12 +34,33 @@ where
 /// Runs `cmd` to completion with its output captured, failing the test if it is still
 /// running after `limit` (a command that should exit but hangs must not hang the suite).
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("command spawns");
+    wait_bounded(cmd, child, limit)
+}
+
+/// [`run_bounded`] with `input` written to the command's standard input.
+#[allow(dead_code)]
+pub fn run_bounded_with_input(cmd: &mut Command, input: &[u8], limit: Duration) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("command spawns");
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that exits without reading gets EPIPE here; its exit status tells.
+        let _ = stdin.write_all(input);
+    }
+    wait_bounded(cmd, child, limit)
+}
+
+fn wait_bounded(cmd: &Command, mut child: std::process::Child, limit: Duration) -> Output {
     let end = Instant::now() + limit;
     while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() >= end {
