@@ -8,6 +8,7 @@ mod support;
 
 mod bad_input;
 mod deploy;
+mod environments;
 mod python;
 mod restart;
 mod secrets;

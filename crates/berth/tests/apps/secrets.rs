@@ -20,14 +20,14 @@ const TOKEN_2: &str = "PLANTED-api-token-v2-c0ffee4211";
 const DB_PASS: &str = "PLANTED db pass with spaces 91ab";
 const STAGING_TOKEN: &str = "PLANTED-staging-only-55e1d0";
 
-fn sha(value: &str) -> String {
+pub fn sha(value: &str) -> String {
     hex::encode(Sha256::digest(value.as_bytes()))
 }
 
 /// A web app whose instances serve `/API_TOKEN` and `/DB_PASS`: the SHA-256 of what they
 /// found in their environment (of "" when unset). Its files go to a fresh directory under
 /// `out`, never to berth's data directory.
-fn secret_app(name: &str, out: &Path, extra: &str) -> tempfile::TempDir {
+pub fn secret_app(name: &str, out: &Path, extra: &str) -> tempfile::TempDir {
     let script = "d=$(mktemp -d -p \"$OUT\")\n\
                   for v in API_TOKEN DB_PASS; do\n\
                     eval \"val=\\${$v-}\"\n\
@@ -48,7 +48,7 @@ fn secret_app(name: &str, out: &Path, extra: &str) -> tempfile::TempDir {
 }
 
 /// What the app's instances report for `var` (through the edge).
-async fn seen(b: &Berth, app: &str, var: &str) -> String {
+pub async fn seen(b: &Berth, app: &str, var: &str) -> String {
     let (status, body) = b.get(&format!("{app}.test"), &format!("/{var}")).await;
     assert_eq!(status, 200, "{app}: GET /{var}: {body}");
     body.trim().to_owned()
@@ -64,7 +64,7 @@ async fn wait_seen(b: &Berth, app: &str, var: &str, value: &str) {
     assert!(ok, "{app} never saw the expected {var}");
 }
 
-fn set(b: &Berth, app: &str, key: &str, value: &str, extra: &[&str]) -> Ran {
+pub fn set(b: &Berth, app: &str, key: &str, value: &str, extra: &[&str]) -> Ran {
     let mut args = vec!["secrets", "set", app, key];
     args.extend_from_slice(extra);
     b.cli_input(&b.token(), &args, Some(value.as_bytes()))
