@@ -68,6 +68,15 @@ impl DeployReport {
     }
 }
 
+/// `, with secrets A v2, B v1` (names and versions, never values), or nothing.
+fn secrets_note(versions: &[(String, i64)]) -> String {
+    if versions.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = versions.iter().map(|(n, v)| format!("{n} v{v}")).collect();
+    format!(", with secrets {}", list.join(", "))
+}
+
 /// The answer to a second deploy (or restart) of an app while one runs.
 fn busy(key: &AppKey) -> DeployError {
     DeployError::Conflict(format!(
@@ -629,8 +638,9 @@ impl Deployer {
             "start_instances",
             "proceed",
             format!(
-                "started {} instance(s) of {version}: {shape:?}",
-                shape.values().sum::<usize>()
+                "started {} instance(s) of {version}: {shape:?}{}",
+                shape.values().sum::<usize>(),
+                secrets_note(&secrets.versions)
             ),
             // Which secret versions (never values) the instances got.
             json!({ "instances": shape, "secrets": secrets.versions }),

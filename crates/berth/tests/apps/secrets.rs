@@ -28,7 +28,8 @@ pub fn sha(value: &str) -> String {
 /// found in their environment (of "" when unset). Its files go to a fresh directory under
 /// `out`, never to berth's data directory.
 pub fn secret_app(name: &str, out: &Path, extra: &str) -> tempfile::TempDir {
-    let script = "d=$(mktemp -d -p \"$OUT\")\n\
+    let script = "if [ \"${API_TOKEN-}\" = \"REFUSED-BY-THE-APP\" ]; then echo bad token; exit 1; fi\n\
+                  d=$(mktemp -d -p \"$OUT\")\n\
                   for v in API_TOKEN DB_PASS; do\n\
                     eval \"val=\\${$v-}\"\n\
                     printf %s \"$val\" | sha256sum | cut -c1-64 > \"$d/$v\"\n\
@@ -565,4 +566,54 @@ async fn a_corrupted_or_moved_ciphertext_is_detected_and_nothing_starts_with_it(
     // Setting it again repairs it.
     set(&b, "tamper", "API_TOKEN", TOKEN_2, &["--restart"]).ok();
     assert_eq!(seen(&b, "tamper", "API_TOKEN").await, sha(TOKEN_2));
+}
+
+#[tokio::test]
+async fn a_release_comes_back_with_the_secret_versions_it_ran_with() {
+    let keep = tempfile::tempdir().unwrap();
+    let data = keep.path().join("data");
+    let out = keep.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut b = start_with(&data, &[]).await;
+    set(&b, "again", "API_TOKEN", TOKEN_1, &[]).ok();
+    let app = secret_app("again", &out, "");
+    // A short deploy timeout for the failing restart below.
+    let toml = std::fs::read_to_string(app.path().join("berth.toml"))
+        .unwrap()
+        .replace("timeout = \"30s\"", "timeout = \"4s\"");
+    std::fs::write(app.path().join("berth.toml"), toml).unwrap();
+    b.deploy(app.path()).ok();
+    assert_eq!(seen(&b, "again", "API_TOKEN").await, sha(TOKEN_1));
+
+    // A value the app refuses: the restart fails its health gate and the old instances
+    // keep serving with the version they had.
+    let r = set(
+        &b,
+        "again",
+        "API_TOKEN",
+        "REFUSED-BY-THE-APP",
+        &["--restart"],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(seen(&b, "again", "API_TOKEN").await, sha(TOKEN_1));
+    // Set without a restart: the running instances keep theirs too.
+    set(&b, "again", "API_TOKEN", TOKEN_2, &[]).ok();
+    assert_eq!(seen(&b, "again", "API_TOKEN").await, sha(TOKEN_1));
+
+    // berth restarts: the release comes back with version 1, the one it ran with, not the
+    // refused version 2 nor the newest, version 3.
+    b.process.stop(Duration::from_secs(20)).await;
+    let b = start_with(&data, &[]).await;
+    wait_seen(&b, "again", "API_TOKEN", TOKEN_1).await;
+    let list = b.cli(&["secrets", "list", "again", "--json"]).ok().json();
+    assert_eq!(list["secrets"][0]["version"], 3);
+    // Then a restart takes the current version.
+    let r = b.cli(&["restart", "again"]);
+    r.ok();
+    assert!(
+        r.stdout.contains("with secrets API_TOKEN v3"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(seen(&b, "again", "API_TOKEN").await, sha(TOKEN_2));
 }
