@@ -618,3 +618,132 @@ impl Vault {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin() -> Actor {
+        Actor::new("root", "admin", "local")
+    }
+
+    async fn store(dir: &Path) -> Store {
+        Store::open_sqlite_file(&dir.join("berth.db"))
+            .await
+            .expect("store")
+    }
+
+    async fn ready(v: &Vault) -> String {
+        v.status().await.expect("vault ready").key_id
+    }
+
+    #[tokio::test]
+    async fn first_start_makes_a_key_and_a_rotation_cut_short_is_finished_or_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path()).await;
+        let file = dir.path().join("master.key");
+        let source = KeySource::File(file.clone());
+        let v = Vault::open(s.clone(), source.clone(), None).await;
+        assert!(v.status().await.unwrap().created);
+        v.set(&admin(), "production", "shop", "A", "one")
+            .await
+            .unwrap();
+        let k1 = std::fs::read_to_string(&file).unwrap();
+
+        // Rotated, then put back as if berth died after the commit and before the rename:
+        // the old key in the file, the new one beside it.
+        let report = v.rotate(&admin()).await.unwrap();
+        assert_eq!(report.resealed, 1);
+        let k2 = std::fs::read_to_string(&file).unwrap();
+        write_key_file(&next_path(&file), &MasterKey::parse(&k2, "test").unwrap()).unwrap();
+        write_key_file(&file, &MasterKey::parse(&k1, "test").unwrap()).unwrap();
+        let v = Vault::open(s.clone(), source.clone(), None).await;
+        assert_eq!(ready(&v).await, report.key_id);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), k2);
+        assert!(!next_path(&file).exists());
+        let (_, value) = v.reveal(&admin(), "production", "shop", "A").await.unwrap();
+        assert_eq!(value.as_str(), "one");
+
+        // A `.next` whose key sealed nothing (berth died before the commit) is dropped.
+        let stray = MasterKey::generate();
+        write_key_file(&next_path(&file), &stray).unwrap();
+        let v = Vault::open(s.clone(), source.clone(), None).await;
+        assert_eq!(ready(&v).await, report.key_id);
+        assert!(!next_path(&file).exists());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), k2);
+    }
+
+    #[tokio::test]
+    async fn a_key_from_the_environment_is_never_written_and_rotation_hands_the_new_one_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path()).await;
+        let key = MasterKey::generate();
+        let text = Zeroizing::new(key.to_text().trim().to_owned());
+        let v = Vault::open(s.clone(), KeySource::Env, Some(text.clone())).await;
+        assert_eq!(ready(&v).await, key.id().to_string());
+        v.set(&admin(), "staging", "shop", "A", "one")
+            .await
+            .unwrap();
+        let report = v.rotate(&admin()).await.unwrap();
+        let new_key = report.new_key.clone().expect("the new key is handed back");
+        assert!(report.key_file.is_none());
+        assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| {
+            let name = e.unwrap().file_name();
+            !name.to_string_lossy().contains("key")
+        }));
+        // The old key is now the wrong one; the new one opens everything.
+        let v = Vault::open(s.clone(), KeySource::Env, Some(text)).await;
+        let e = v.status().await.unwrap_err().to_string();
+        assert!(e.contains("not the key they were sealed with"), "{e}");
+        assert!(matches!(
+            v.set(&admin(), "staging", "shop", "B", "x").await,
+            Err(SecretsError::Unavailable(_))
+        ));
+        let v = Vault::open(s, KeySource::Env, Some(Zeroizing::new(new_key))).await;
+        let (_, value) = v.reveal(&admin(), "staging", "shop", "A").await.unwrap();
+        assert_eq!(value.as_str(), "one");
+        // Apps without secrets need no key at all.
+        assert!(
+            v.current_env("staging", "blog")
+                .await
+                .unwrap()
+                .values
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn values_and_names_are_checked_and_never_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path()).await;
+        let v = Vault::open(s, KeySource::File(dir.path().join("k")), None).await;
+        let big = "x".repeat(MAX_SECRET_BYTES + 1);
+        for (name, value) in [
+            ("A", big.as_str()),
+            ("A", "nul\0here"),
+            ("BERTH_X", "v"),
+            ("1A", "v"),
+        ] {
+            let e = v
+                .set(&admin(), "production", "shop", name, value)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, SecretsError::BadInput(_)), "{e}");
+            assert!(!e.to_string().contains("nul\0here") && !e.to_string().contains(&big));
+        }
+        let e = v
+            .import(
+                &admin(),
+                "production",
+                "shop",
+                &[("A".into(), "1"), ("A".into(), "2")],
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        assert!(matches!(
+            v.unset(&admin(), "production", "shop", "A").await,
+            Err(SecretsError::NotFound(_))
+        ));
+    }
+}
