@@ -117,6 +117,17 @@ fn read_value(key: &str) -> anyhow::Result<Zeroizing<String>> {
             value.pop();
         }
     }
+    if value.is_empty() {
+        // Most likely a script whose stdin was not what it meant: an empty password set
+        // by accident is worse than an error.
+        return Err(fail(
+            exit::BAD_INPUT,
+            format!(
+                "the value for {key} is empty; pipe the value in or type it at the prompt \
+                 (berth secrets unset removes a secret). Nothing was set"
+            ),
+        ));
+    }
     Ok(value)
 }
 

@@ -137,6 +137,15 @@ async fn secrets_reach_instances_and_no_value_leaks_anywhere() {
     // A value cannot be given on the command line.
     let r = b.cli(&["secrets", "set", "vault", "API_TOKEN", TOKEN_1]);
     assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("not taken from the command line"),
+        "{}",
+        r.stderr
+    );
+    // Nor is an empty stdin taken for an empty value.
+    let r = b.cli_input(&b.token(), &["secrets", "set", "vault", "EMPTY"], Some(b""));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("is empty"), "{}", r.stderr);
 
     let list = b.cli(&["secrets", "list", "vault", "--json"]).ok().json();
     let names: Vec<(&str, i64)> = list["secrets"]
