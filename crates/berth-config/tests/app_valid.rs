@@ -493,10 +493,28 @@ fn doc_specs() -> Vec<String> {
 #[test]
 fn the_documented_examples_are_valid() {
     let specs = doc_specs();
-    assert_eq!(specs.len(), 2, "the short and the complete example");
+    assert_eq!(
+        specs.len(),
+        3,
+        "the short, the environments and the complete example"
+    );
     let short = parse_ok(&specs[0]);
     assert_eq!(short.name, "hello-py");
-    let complete = parse_ok(&specs[1]);
+    let environments = parse_ok(&specs[1]);
+    let staging = environments.for_environment("staging");
+    assert_eq!(staging.hosts, ["staging.shop.example.com"]);
+    assert_eq!(staging.processes["web"].instances, 1);
+    assert_eq!(
+        staging.processes["web"].limits.memory_bytes,
+        Some(256 << 20)
+    );
+    assert_eq!(staging.processes["web"].limits.cpu, Some(1.0));
+    assert_eq!(staging.deploy_timeout, secs(300));
+    assert_eq!(
+        environments.for_environment("production").processes["web"].instances,
+        4
+    );
+    let complete = parse_ok(&specs[2]);
     assert_eq!(complete.name, "shop");
     let web = &complete.processes["web"];
     assert!(web.http);

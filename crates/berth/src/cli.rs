@@ -36,7 +36,11 @@ pub enum Command {
   BERTH_DATABASE_URL=postgres://berth@127.0.0.1/berth berth serve --config berth.toml
 
 Signals: SIGHUP re-reads the file (as `berth reload` does); SIGTERM or SIGINT stop accepting,
-let in-flight requests finish (server.shutdown_timeout) and exit 0.")]
+let in-flight requests finish (server.shutdown_timeout) and exit 0.
+
+Secrets: the master key comes from BERTH_MASTER_KEY (64 hex digits), else the systemd credential
+$CREDENTIALS_DIRECTORY/berth-master-key, else the file BERTH_MASTER_KEY_FILE names, else
+master.key in the data directory (created, mode 0600, at the first start). See docs/secrets.md.")]
     Serve(ServeArgs),
     /// Validate a configuration file without running anything
     #[command(after_help = "Examples:
