@@ -588,7 +588,7 @@ impl Vault {
                     Some(file.to_owned()),
                     None,
                     format!(
-                        "the new key is in {}; back it up and drop the old one",
+                        "the new key is in {}; back it up (backups of the old key open nothing now)",
                         file.display()
                     ),
                 )

@@ -4,7 +4,7 @@
 #[macro_use]
 mod support;
 
-use berth_store::{NewRelease, SealedValue, StoreError, Tx};
+use berth_store::{AuditFilter, NewAuditEntry, NewRelease, SealedValue, StoreError, Tx};
 use serde_json::json;
 use support::{TestDb, admin};
 
@@ -12,6 +12,7 @@ both!(
     versions_removals_and_listing,
     release_secrets_and_reseal,
     names_are_checked,
+    audit_entries_of_one_environment,
 );
 
 fn sealed(tag: u8, key: &str) -> SealedValue {
@@ -212,4 +213,34 @@ async fn names_are_checked(db: TestDb) {
             "{env} {app} {name}: {r:?}"
         );
     }
+}
+
+async fn audit_entries_of_one_environment(db: TestDb) {
+    for target in [
+        "shop/staging",
+        "shop/production",
+        "staging",
+        "blog/pre-staging",
+        "blog/staging",
+    ] {
+        db.store
+            .audit_record(NewAuditEntry::new(
+                &admin(),
+                "secret.set",
+                target,
+                json!({}),
+            ))
+            .await
+            .unwrap();
+    }
+    let list = db
+        .store
+        .audit_list(&AuditFilter {
+            environment: Some("staging".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let targets: Vec<&str> = list.iter().map(|e| e.target.as_str()).collect();
+    assert_eq!(targets, ["blog/staging", "shop/staging"]);
 }

@@ -100,8 +100,8 @@ fn read_value(key: &str) -> anyhow::Result<Zeroizing<String>> {
         let _ = std::io::stderr().flush();
         let echo = EchoOff::new();
         let read = stdin.lock().read_line(&mut value);
+        // The terminal echoed the newline itself (ECHONL).
         drop(echo);
-        eprintln!();
         read.map_err(|e| fail(exit::FAILED, format!("reading the value: {e}")))?;
     } else {
         stdin.lock().read_to_string(&mut value).map_err(|e| {

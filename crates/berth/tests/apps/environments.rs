@@ -136,6 +136,26 @@ async fn grants_are_per_environment_for_secrets() {
         .any(|e| e["actor"] == "carol" && e["action"] == "secret.reveal" && e["outcome"] == "ok");
     assert!(ok_reveal, "{audit}");
     assert!(!audit.contains(STAGING_TOKEN) && !audit.contains(PROD_TOKEN));
+
+    // Each environment's audit stream is its own, readable by its viewers.
+    let stream = b
+        .cli_as(&bob, &["audit", "list", "--env", "staging", "--json"])
+        .ok()
+        .json();
+    let targets: Vec<&str> = stream["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["target"].as_str().unwrap())
+        .collect();
+    assert!(!targets.is_empty());
+    assert!(targets.iter().all(|t| *t == "shop/staging"), "{targets:?}");
+    assert_eq!(b.cli_as(&bob, &["audit", "list"]).code, 3);
+    assert_eq!(
+        b.cli_as(&bob, &["audit", "list", "--env", "production"])
+            .code,
+        3
+    );
 }
 
 /// The value and source of `key` in a `config show --json` answer.
