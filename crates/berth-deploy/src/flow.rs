@@ -271,7 +271,11 @@ impl Deployer {
         if let Some(run) = &active
             && run.release.version == release.id.as_str()
         {
-            steps.push("already running this release: nothing to do".into());
+            steps.push(format!(
+                "already running this release: nothing to do (to apply changed secrets: \
+                 berth restart {} --env {})",
+                key.app, key.env
+            ));
             return Ok(DeployReport {
                 previous: Some(run.release.version.clone()),
                 unchanged: true,
