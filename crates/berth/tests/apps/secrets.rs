@@ -168,12 +168,6 @@ async fn secrets_reach_instances_and_no_value_leaks_anywhere() {
     b.deploy(app.path()).ok();
     assert_eq!(seen(&b, "vault", "API_TOKEN").await, sha(TOKEN_1));
     assert_eq!(seen(&b, "vault", "DB_PASS").await, sha(DB_PASS));
-    // The master key never reaches an instance's environment.
-    for pid in pids(&b.ps("vault")) {
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let environ = String::from_utf8_lossy(&environ);
-        assert!(!environ.contains("BERTH_MASTER_KEY"), "pid {pid}");
-    }
 
     // A new value with --restart: the running release restarts, rolling, with it.
     let before = pids(&b.ps("vault"));
@@ -625,4 +619,95 @@ async fn a_release_comes_back_with_the_secret_versions_it_ran_with() {
         r.stdout
     );
     assert_eq!(seen(&b, "again", "API_TOKEN").await, sha(TOKEN_2));
+}
+
+#[tokio::test]
+async fn a_master_key_from_the_environment_or_a_credential_never_reaches_apps() {
+    let keep = tempfile::tempdir().unwrap();
+    let data = keep.path().join("data");
+    let out = keep.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let key = "5e".repeat(32);
+    let mut b = start_with(&data, &[("BERTH_MASTER_KEY", &key)]).await;
+    assert!(
+        b.process
+            .stderr_text()
+            .contains("BERTH_MASTER_KEY environment variable"),
+        "{}",
+        b.process.stderr_text()
+    );
+    set(&b, "envkey", "API_TOKEN", TOKEN_1, &[]).ok();
+    // The build command and the instances see berth's environment, less the key.
+    let app = secret_app("envkey", &out, "");
+    let toml = std::fs::read_to_string(app.path().join("berth.toml")).unwrap();
+    std::fs::write(
+        app.path().join("berth.toml"),
+        toml.replacen(
+            "\n[env]",
+            "\n[build]\ncommand = \"env > build-env.txt\"\n\n[env]",
+            1,
+        ),
+    )
+    .unwrap();
+    b.deploy(app.path()).ok();
+    assert_eq!(seen(&b, "envkey", "API_TOKEN").await, sha(TOKEN_1));
+    let release = b.ps("envkey")["release"].as_str().unwrap().to_owned();
+    let build_env = std::fs::read_to_string(
+        data.join("apps/envkey/releases")
+            .join(&release)
+            .join("build-env.txt"),
+    )
+    .unwrap();
+    assert!(
+        build_env.contains("BERTH_APP=envkey"),
+        "the build's env was captured"
+    );
+    let ps = b.ps("envkey");
+    let instance_pids = pids(&ps);
+    assert!(!instance_pids.is_empty());
+    for (what, text) in
+        std::iter::once(("build".to_owned(), build_env)).chain(instance_pids.iter().map(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+            (
+                format!("pid {pid}"),
+                String::from_utf8_lossy(&environ).into_owned(),
+            )
+        }))
+    {
+        assert!(
+            text.contains("BERTH_APP=envkey"),
+            "{what}: not the app's environment?"
+        );
+        assert!(
+            !text.contains("BERTH_MASTER_KEY") && !text.contains(&key),
+            "{what} got the master key"
+        );
+    }
+    // No key file was written: the variable is the key.
+    assert!(!data.join("master.key").exists());
+    b.process.stop(Duration::from_secs(20)).await;
+
+    // The same key as a systemd credential.
+    let creds = keep.path().join("creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("berth-master-key"), format!("{key}\n")).unwrap();
+    let creds_dir = creds.to_string_lossy().into_owned();
+    let b = start_with(&data, &[("CREDENTIALS_DIRECTORY", creds_dir.as_str())]).await;
+    assert!(
+        b.process.stderr_text().contains("systemd credential"),
+        "{}",
+        b.process.stderr_text()
+    );
+    wait_seen(&b, "envkey", "API_TOKEN", TOKEN_1).await;
+    let r = b.cli(&["secrets", "reveal", "envkey", "API_TOKEN"]);
+    assert_eq!(r.ok().stdout.trim(), TOKEN_1);
+    // berth cannot rewrite a credential: the rotation hands the new key back, once.
+    let r = b.cli(&["secrets", "rotate-key", "--json"]).ok().json();
+    let new_key = r["new_key"].as_str().unwrap();
+    assert_eq!(new_key.len(), 64);
+    assert_eq!(
+        std::fs::read_to_string(creds.join("berth-master-key")).unwrap(),
+        format!("{key}\n")
+    );
+    assert!(!data.join("master.key").exists());
 }
