@@ -36,7 +36,7 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             path: "/api/v1/envs/{env}/apps/{name}/secrets",
             operation_id: "listSecrets",
             audit: None,
-            summary: "The app's secrets in the environment: names, versions, who set them and when; never values",
+            summary: "The app's secrets in the environment: names, versions (and the version the running release has), who set them and when; never values",
             access: "viewer@{env}",
             token_only: false,
             query: &[],
@@ -202,12 +202,25 @@ async fn list(
     let key = super::app_of(path)?;
     ctx.allow(&Need::on(Role::Viewer, &key.env))?;
     let list = vault(&ctx)?.list(&key.env, &key.app).await?;
+    // The versions the running release started with: a difference is a pending restart.
+    let releases = ctx.store().list_releases(&key.env, &key.app).await?;
+    let running: std::collections::BTreeMap<String, i64> = match releases.iter().find(|r| r.active)
+    {
+        Some(r) => ctx
+            .store()
+            .release_secrets(r.id)
+            .await?
+            .into_iter()
+            .collect(),
+        None => Default::default(),
+    };
     let items: Vec<Value> = list
         .iter()
         .map(|s| {
             json!({
                 "name": s.name,
                 "version": s.version,
+                "running_version": running.get(&s.name),
                 "updated_by": s.updated_by,
                 "updated": epoch_ms(s.updated),
             })

@@ -301,14 +301,26 @@ pub async fn run(c: &Client, cmd: SecretsCommand, json: bool) -> anyhow::Result<
                     println!("{} has no secrets in {}", a.app, a.env);
                     return;
                 }
-                println!("{:<32} {:>7}  {:<12} UPDATED", "NAME", "VERSION", "BY");
+                println!(
+                    "{:<32} {:>7} {:>7}  {:<12} UPDATED",
+                    "NAME", "VERSION", "RUNNING", "BY"
+                );
+                let mut pending = false;
                 for s in items {
+                    pending |= s["running_version"] != s["version"];
                     println!(
-                        "{:<32} {:>7}  {:<12} {}",
+                        "{:<32} {:>7} {:>7}  {:<12} {}",
                         field(s, "name"),
                         field(s, "version"),
+                        field(s, "running_version"),
                         field(s, "updated_by"),
                         time_text(&s["updated"])
+                    );
+                }
+                if pending {
+                    println!(
+                        "the running instances have other versions: berth restart {} --env {} applies these",
+                        a.app, a.env
                     );
                 }
             });

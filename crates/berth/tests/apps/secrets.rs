@@ -610,6 +610,9 @@ async fn a_release_comes_back_with_the_secret_versions_it_ran_with() {
     wait_seen(&b, "again", "API_TOKEN", TOKEN_1).await;
     let list = b.cli(&["secrets", "list", "again", "--json"]).ok().json();
     assert_eq!(list["secrets"][0]["version"], 3);
+    assert_eq!(list["secrets"][0]["running_version"], 1);
+    let human = b.cli(&["secrets", "list", "again"]).ok().stdout.clone();
+    assert!(human.contains("berth restart again"), "{human}");
     // Then a restart takes the current version.
     let r = b.cli(&["restart", "again"]);
     r.ok();
