@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -108,6 +109,7 @@ fn run_spec(
         .env("BERTH_APP", &key.app)
         .env("BERTH_ENV", &key.env)
         .env("BERTH_RELEASE_ID", &release.version)
+        .env("BERTH_STATE_DIR", layout.state_dir(key).as_os_str())
         .env("BERTH_PROCESS", process);
     if let Some(port) = port {
         command = command.port(port);
@@ -183,6 +185,17 @@ impl ReleaseRun {
                 logs.display()
             ))
         })?;
+        let state = layout.state_dir(key);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&state)
+            .map_err(|e| {
+                DeployError::Internal(format!(
+                    "cannot create the state directory {}: {e}",
+                    state.display()
+                ))
+            })?;
         let mut procs = Vec::new();
         for (process, p) in &spec.processes {
             for n in 1..=p.instances {

@@ -284,6 +284,24 @@ async fn environments_override_the_base_config_show_diff_and_promote() {
     assert_eq!(prod["instances"].as_array().unwrap().len(), 2);
     // Production has its own hosts, and none of staging's secrets.
     assert_eq!(seen(&b, "envy", "API_TOKEN").await, sha(""));
+    // Each environment has a state directory of its own.
+    let state = |host: &'static str| {
+        let b = &b;
+        async move { b.get(host, "/STATE").await.1 }
+    };
+    let (s_dir, p_dir) = (state("staging.envy.test").await, state("envy.test").await);
+    let data = keep.path().join("data");
+    assert_eq!(
+        s_dir,
+        data.join("apps/envy/staging/state").display().to_string()
+    );
+    assert_eq!(
+        p_dir,
+        data.join("apps/envy/production/state")
+            .display()
+            .to_string()
+    );
+    assert!(std::path::Path::new(&p_dir).is_dir());
     let deploys = b.cli(&["deploys", "envy", "--json"]).ok().json();
     assert_eq!(deploys["deployments"][0]["strategy"], "promote");
     let again = b.cli(&[

@@ -34,6 +34,7 @@ pub fn secret_app(name: &str, out: &Path, extra: &str) -> tempfile::TempDir {
                     eval \"val=\\${$v-}\"\n\
                     printf %s \"$val\" | sha256sum | cut -c1-64 > \"$d/$v\"\n\
                   done\n\
+                  printf %s \"${BERTH_STATE_DIR-}\" > \"$d/STATE\"\n\
                   echo ok > \"$d/health\"\n\
                   cd \"$d\" && exec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n";
     let toml = spec(
