@@ -739,6 +739,15 @@ async fn openapi_lists_every_route() {
         "GET /api/v1/envs/{env}/apps/{name}/logs",
         "POST /api/v1/envs/{env}/apps/{name}/rollback",
         "POST /api/v1/envs/{env}/apps/{name}/rollout/{action}",
+        "POST /api/v1/envs/{env}/apps/{name}/restart",
+        "POST /api/v1/envs/{env}/apps/{name}/promote",
+        "GET /api/v1/envs/{env}/apps/{name}/config",
+        "GET /api/v1/envs/{env}/apps/{name}/secrets",
+        "POST /api/v1/envs/{env}/apps/{name}/secrets",
+        "PUT /api/v1/envs/{env}/apps/{name}/secrets/{key}",
+        "DELETE /api/v1/envs/{env}/apps/{name}/secrets/{key}",
+        "POST /api/v1/envs/{env}/apps/{name}/secrets/{key}/reveal",
+        "POST /api/v1/secrets/rotate-key",
     ]
     .into_iter()
     .map(String::from)
@@ -753,6 +762,7 @@ async fn openapi_lists_every_route() {
             .replace("{name}", "nobody")
             .replace("{id}", "999999")
             .replace("{action}", "promote")
+            .replace("{key}", "SOME_KEY")
             .replace("{env}", "staging");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let body = (method == Method::POST).then(|| json!({}));

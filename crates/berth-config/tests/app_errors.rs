@@ -79,7 +79,9 @@ fn unknown_keys_in_every_table_are_all_reported() {
             (
                 2,
                 "colour",
-                Some("known keys here: name, hosts, build, release, deploy, env, processes")
+                Some(
+                    "known keys here: name, hosts, build, release, deploy, env, processes, environments"
+                )
             ),
             (5, "build.timeuot", Some("did you mean `timeout`?")),
             (8, "processes.web.health.paht", Some("did you mean `path`?")),
@@ -99,7 +101,9 @@ fn unknown_keys_in_every_table_are_all_reported() {
             (
                 14,
                 "deploy.drain",
-                Some("known keys here: timeout, drain_timeout")
+                Some(
+                    "known keys here: timeout, drain_timeout, strategy, steps, keep_warm, promote_after, preview_hosts, pre_deploy, analysis, probe, smoke, notify"
+                )
             ),
         ]
     );
@@ -456,7 +460,7 @@ fn env_values_must_be_strings() {
 }
 
 #[test]
-fn per_environment_tables_are_not_supported_yet() {
+fn env_tables_inside_env_are_refused_with_a_pointer_to_environments() {
     let d = only(&format!(
         "{WEB}[env]\nA = \"b\"\n[env.production]\nA = \"c\"\n"
     ));
@@ -467,7 +471,7 @@ fn per_environment_tables_are_not_supported_yet() {
         "env.production",
         "expected a string, found a table",
     );
-    assert_hint(&d, "not supported yet");
+    assert_hint(&d, "[environments.<name>.env]");
 }
 
 #[test]
@@ -482,7 +486,7 @@ fn process_env_follows_the_same_rules() {
         "processes.web.env.staging",
         "expected a string, found a table",
     );
-    assert_hint(&d, "not supported yet");
+    assert_hint(&d, "[environments.<name>.env]");
 }
 
 // [processes]
@@ -1001,4 +1005,63 @@ fn mangled_input_never_panics() {
             }
         }
     }
+}
+
+#[test]
+fn environment_overrides_are_checked() {
+    let src = format!(
+        "{WEB}[processes.worker]\ncommand = \"w\"\n\
+         [environments.Staging]\nhosts = [\"a.test\"]\n\
+         [environments.prod]\nhots = []\n\
+         [environments.prod.processes.wbe]\ninstances = 2\n\
+         [environments.prod.processes.worker]\ninstances = 99\ncommand = \"x\"\n\
+         [environments.prod.env]\nPORT = \"1\"\n"
+    );
+    let all = diagnostics(&src);
+    let got: Vec<(&str, &str)> = all
+        .iter()
+        .map(|d| (d.field.as_str(), d.message.as_str()))
+        .collect();
+    assert!(
+        got.contains(&(
+            "environments.Staging",
+            "environment name `Staging` must start with a lower-case letter or a digit"
+        )),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("environments.prod.hots", "unknown key `hots`")),
+        "{got:?}"
+    );
+    let wbe = all
+        .iter()
+        .find(|d| d.field == "environments.prod.processes.wbe")
+        .expect("unknown process reported");
+    assert_eq!(wbe.message, "no process `wbe` in [processes]");
+    assert_hint(wbe, "did you mean `web`?");
+    assert!(
+        got.iter()
+            .any(|(f, _)| *f == "environments.prod.processes.worker.instances"),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&(
+            "environments.prod.processes.worker.command",
+            "unknown key `command`"
+        )),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("environments.prod.env.PORT", "PORT is set by berth")),
+        "{got:?}"
+    );
+    // Hosts in an environment are checked like the base ones, with their own field.
+    let d = only(&format!("{WEB}[environments.dev]\nhosts = [\"*\"]\n"));
+    assert_diag(
+        &d,
+        5,
+        10,
+        "environments.dev.hosts[0]",
+        "`*` would claim every host",
+    );
 }

@@ -167,6 +167,7 @@ fn full_spec() -> AppSpec {
         ]
         .into_iter()
         .collect(),
+        environments: BTreeMap::new(),
     }
 }
 
@@ -217,6 +218,7 @@ fn minimal_spec_gets_the_defaults() {
         rollout: Default::default(),
         env: BTreeMap::new(),
         processes: [("web".to_owned(), web)].into_iter().collect(),
+        environments: BTreeMap::new(),
     };
     assert_eq!(spec, expected);
     // The named constants agree with the literal values above.
@@ -493,10 +495,28 @@ fn doc_specs() -> Vec<String> {
 #[test]
 fn the_documented_examples_are_valid() {
     let specs = doc_specs();
-    assert_eq!(specs.len(), 2, "the short and the complete example");
+    assert_eq!(
+        specs.len(),
+        3,
+        "the short, the environments and the complete example"
+    );
     let short = parse_ok(&specs[0]);
     assert_eq!(short.name, "hello-py");
-    let complete = parse_ok(&specs[1]);
+    let environments = parse_ok(&specs[1]);
+    let staging = environments.for_environment("staging");
+    assert_eq!(staging.hosts, ["staging.shop.example.com"]);
+    assert_eq!(staging.processes["web"].instances, 1);
+    assert_eq!(
+        staging.processes["web"].limits.memory_bytes,
+        Some(256 << 20)
+    );
+    assert_eq!(staging.processes["web"].limits.cpu, Some(1.0));
+    assert_eq!(staging.deploy_timeout, secs(300));
+    assert_eq!(
+        environments.for_environment("production").processes["web"].instances,
+        4
+    );
+    let complete = parse_ok(&specs[2]);
     assert_eq!(complete.name, "shop");
     let web = &complete.processes["web"];
     assert!(web.http);
@@ -512,4 +532,78 @@ fn the_documented_examples_are_valid() {
         web.environment(&complete),
         env(&[("NODE_ENV", "production"), ("LOG_LEVEL", "debug")])
     );
+}
+
+const WITH_ENVIRONMENTS: &str = r#"
+name = "shop"
+hosts = ["shop.example.com"]
+
+[env]
+LOG_LEVEL = "info"
+REGION = "eu"
+
+[processes.web]
+command = "./server"
+instances = 4
+limits = { memory = "512MiB", cpu = 1 }
+
+[processes.worker]
+command = "./worker"
+
+[environments.staging]
+hosts = ["staging.shop.example.com"]
+env = { LOG_LEVEL = "debug" }
+deploy = { timeout = "30s" }
+
+[environments.staging.processes.web]
+instances = 1
+limits = { memory = "256MiB" }
+env = { WEB_ONLY = "1" }
+
+[environments.production.processes.worker]
+instances = 3
+"#;
+
+#[test]
+fn environments_are_laid_over_the_base() {
+    let spec = parse_ok(WITH_ENVIRONMENTS);
+    assert_eq!(spec.environments.len(), 2);
+
+    let staging = spec.for_environment("staging");
+    assert!(staging.environments.is_empty());
+    assert_eq!(staging.hosts, ["staging.shop.example.com"]);
+    assert_eq!(
+        staging.env,
+        env(&[("LOG_LEVEL", "debug"), ("REGION", "eu")])
+    );
+    assert_eq!(staging.deploy_timeout, secs(30));
+    assert_eq!(staging.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    let web = &staging.processes["web"];
+    assert_eq!(web.instances, 1);
+    // One limit replaced, the other kept.
+    assert_eq!(web.limits.memory_bytes, Some(256 << 20));
+    assert_eq!(web.limits.cpu, Some(1.0));
+    assert_eq!(web.env, env(&[("WEB_ONLY", "1")]));
+    assert_eq!(staging.processes["worker"].instances, 1);
+
+    let production = spec.for_environment("production");
+    assert_eq!(production.hosts, ["shop.example.com"]);
+    assert_eq!(production.processes["web"].instances, 4);
+    assert_eq!(production.processes["worker"].instances, 3);
+    assert_eq!(production.env["LOG_LEVEL"], "info");
+
+    // An environment the spec does not name runs the base.
+    let mut base = spec.clone();
+    base.environments.clear();
+    assert_eq!(spec.for_environment("dev"), base);
+
+    // The stored form keeps the overrides, and a spec stored before environments existed
+    // (no `environments` key) still reads.
+    let json = serde_json::to_value(&spec).unwrap();
+    let back: AppSpec = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, spec);
+    let mut old = json;
+    old.as_object_mut().unwrap().remove("environments");
+    let old: AppSpec = serde_json::from_value(old).unwrap();
+    assert!(old.environments.is_empty());
 }

@@ -28,6 +28,10 @@ pub enum DeployError {
     RolledBack(String),
     #[error("store: {0}")]
     Store(#[from] berth_store::StoreError),
+    /// The app's secrets could not be had (no usable master key, a value that does not
+    /// decrypt); nothing was started.
+    #[error("{0}")]
+    Secrets(#[from] crate::secrets::SecretsError),
     #[error("{0}")]
     Internal(String),
 }

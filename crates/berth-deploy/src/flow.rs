@@ -18,6 +18,7 @@ use crate::layout::Layout;
 use crate::progressive::Pair;
 use crate::routes::{AppRoute, edge_health};
 use crate::run::{InstanceView, ReleaseRun};
+use crate::secrets::SecretEnv;
 use crate::{AppKey, Deployer, Slot};
 
 /// How often the drain checks for requests still in flight to the old instances.
@@ -38,6 +39,9 @@ pub struct DeployRequest {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Plan {
     pub strategy: Strategy,
+    /// What the deployment is recorded as: the strategy's name, `restart`, `promote` or
+    /// `rollback`.
+    pub label: &'static str,
     /// Run the pre-deploy hook (not on a rollback: the release's hook ran when it was
     /// deployed).
     pub hooks: bool,
@@ -142,6 +146,24 @@ impl DeployReport {
             pruned: Vec::new(),
         }
     }
+}
+
+/// `, with secrets A v2, B v1` (names and versions, never values), or nothing.
+fn secrets_note(versions: &[(String, i64)]) -> String {
+    if versions.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = versions.iter().map(|(n, v)| format!("{n} v{v}")).collect();
+    format!(", with secrets {}", list.join(", "))
+}
+
+/// The answer to a second deploy (or restart) of an app while one runs.
+fn busy(key: &AppKey) -> DeployError {
+    DeployError::Conflict(format!(
+        "a deploy of {key} is already in progress; wait for it to finish \
+         (berth ps {} --env {} shows it)",
+        key.app, key.env
+    ))
 }
 
 /// Names used in paths: lower-case letters, digits and `-`/`_`, starting with a letter or
@@ -275,6 +297,34 @@ fn import_and_build(
     Ok((release, spec, build_s))
 }
 
+/// A release about to be started for an app: what [`Deployer::launch`] needs.
+pub(crate) struct Launch<'a> {
+    pub slot: &'a Slot,
+    pub key: &'a AppKey,
+    pub actor: &'a Actor,
+    pub record: ReleaseRecord,
+    /// The spec as it applies to the app's environment.
+    pub spec: AppSpec,
+    pub secrets: SecretEnv,
+    pub deployment: i64,
+    /// What serves now (stopped once the new instances serve).
+    pub active: Option<Arc<ReleaseRun>>,
+    pub build_s: Option<f64>,
+    pub steps: Vec<String>,
+    pub started: Instant,
+    pub plan: Plan,
+}
+
+/// The spec a release was recorded with.
+pub(crate) fn stored_spec(record: &ReleaseRecord) -> Result<AppSpec, DeployError> {
+    serde_json::from_value(record.spec.clone()).map_err(|e| {
+        DeployError::Internal(format!(
+            "stored spec of {} is unreadable: {e}",
+            record.version
+        ))
+    })
+}
+
 impl Deployer {
     /// Deploys the uploaded archive (see the crate docs).
     pub async fn deploy(self: &Arc<Self>, req: DeployRequest) -> Result<DeployReport, DeployError> {
@@ -283,11 +333,7 @@ impl Deployer {
         check_path_name("environment", &key.env)?;
         let slot = self.slot(&key);
         let Ok(_guard) = slot.lock.try_lock() else {
-            return Err(DeployError::Conflict(format!(
-                "a deploy of {key} is already in progress; wait for it to finish \
-                 (berth ps {} --env {} shows it)",
-                key.app, key.env
-            )));
+            return Err(busy(&key));
         };
         let mut steps = Vec::new();
         let releases_dir = self.layout.releases_dir(&key.app);
@@ -307,7 +353,11 @@ impl Deployer {
         if let Some(run) = &active
             && run.release.version == release.id.as_str()
         {
-            steps.push("already running this release: nothing to do".into());
+            steps.push(format!(
+                "already running this release: nothing to do (to apply changed secrets: \
+                 berth restart {} --env {})",
+                key.app, key.env
+            ));
             return Ok(DeployReport {
                 previous: Some(run.release.version.clone()),
                 unchanged: true,
@@ -316,16 +366,11 @@ impl Deployer {
             });
         }
 
-        // Hosts are checked before anything is recorded or started.
-        if !spec.hosts.is_empty() {
-            let probe = AppRoute {
-                hosts: spec.hosts.clone(),
-                ..AppRoute::default()
-            };
-            if let Some(why) = self.publisher.check(&key, &probe) {
-                return Err(DeployError::Conflict(why));
-            }
-        }
+        let effective = spec.for_environment(&key.env);
+        self.check_hosts(&key, &effective)?;
+        // The secrets are opened before anything is recorded: a missing key or a value that
+        // does not decrypt stops the deploy with nothing changed.
+        let secrets = self.secrets.current_env(&key.env, &key.app).await?;
 
         let spec_json = serde_json::to_value(&spec)
             .map_err(|e| DeployError::Internal(format!("app spec to JSON: {e}")))?;
@@ -351,32 +396,267 @@ impl Deployer {
                 &req.actor,
                 &record,
                 previous.as_ref(),
-                req.strategy.unwrap_or(spec.rollout.strategy).as_str(),
+                req.strategy.unwrap_or(effective.rollout.strategy).as_str(),
             )
             .await?;
         tx.commit().await?;
-
+        let strategy = req.strategy.unwrap_or(effective.rollout.strategy);
         let plan = Plan {
-            strategy: req.strategy.unwrap_or(spec.rollout.strategy),
+            strategy,
+            label: strategy.as_str(),
             hooks: true,
         };
+
+        self.launch(Launch {
+            slot: &slot,
+            key: &key,
+            actor: &req.actor,
+            record,
+            spec: effective,
+            secrets,
+            deployment,
+            active,
+            build_s,
+            steps,
+            started,
+            plan,
+        })
+        .await
+    }
+
+    /// Restarts the app's running release with its current secrets, the way a deploy
+    /// replaces a release: new instances start beside the old, take the traffic once
+    /// healthy, and the old ones drain and stop. A release that fails to become ready is
+    /// stopped and the old instances keep serving, with the secrets they had.
+    pub async fn restart(
+        self: &Arc<Self>,
+        key: &AppKey,
+        actor: &Actor,
+    ) -> Result<DeployReport, DeployError> {
+        check_path_name("app name", &key.app)?;
+        check_path_name("environment", &key.env)?;
+        let slot = self.slot(key);
+        let Ok(_guard) = slot.lock.try_lock() else {
+            return Err(busy(key));
+        };
+        let Some(active) = slot.active.get() else {
+            return Err(DeployError::NotFound(format!(
+                "{} is not running in {}; deploy it first (berth deploy DIR --env {})",
+                key.app, key.env, key.env
+            )));
+        };
+        let record = active.release.clone();
+        let spec = stored_spec(&record)?.for_environment(&key.env);
+        let secrets = self.secrets.current_env(&key.env, &key.app).await?;
+        let mut tx = self.store.transaction().await?;
+        let deployment = tx
+            .start_deployment(actor, &record, Some(&record), "restart")
+            .await?;
+        tx.commit().await?;
+        let steps = vec![format!(
+            "restarting release {} with the current secrets",
+            record.version
+        )];
+        self.launch(Launch {
+            slot: &slot,
+            key,
+            actor,
+            record,
+            spec,
+            secrets,
+            deployment,
+            active: Some(active),
+            build_s: None,
+            steps,
+            started: Instant::now(),
+            plan: Plan {
+                strategy: Strategy::Rolling,
+                label: "restart",
+                hooks: false,
+            },
+        })
+        .await
+    }
+
+    /// Deploys into `key.env` exactly the release that runs in `from` (or `release`, one
+    /// recorded there): the same release id, the same directory, built once. The spec is the
+    /// release's own, as it applies in `key.env`; the secrets are `key.env`'s.
+    pub async fn promote(
+        self: &Arc<Self>,
+        key: &AppKey,
+        from: &str,
+        release: Option<&str>,
+        actor: &Actor,
+    ) -> Result<DeployReport, DeployError> {
+        check_path_name("app name", &key.app)?;
+        check_path_name("environment", &key.env)?;
+        check_path_name("environment", from)?;
+        if from == key.env {
+            return Err(DeployError::BadInput(format!(
+                "promoting from {from} to itself: name two environments"
+            )));
+        }
+        let source = match release {
+            Some(v) => self
+                .store
+                .get_release(from, &key.app, v)
+                .await?
+                .ok_or_else(|| {
+                    DeployError::NotFound(format!(
+                        "{} has no release {v} in {from} (berth releases {} --env {from})",
+                        key.app, key.app
+                    ))
+                })?,
+            None => self
+                .store
+                .list_releases(from, &key.app)
+                .await?
+                .into_iter()
+                .find(|r| r.active)
+                .ok_or_else(|| {
+                    DeployError::NotFound(format!(
+                        "{} runs no release in {from}: deploy it there first",
+                        key.app
+                    ))
+                })?,
+        };
+        if !Path::new(&source.artifact).is_dir() {
+            return Err(DeployError::NotFound(format!(
+                "release {} is no longer on disk ({}); deploy its source again",
+                source.version, source.artifact
+            )));
+        }
+        let slot = self.slot(key);
+        let Ok(_guard) = slot.lock.try_lock() else {
+            return Err(busy(key));
+        };
+        let mut steps = vec![format!(
+            "promoting release {} from {from} to {}",
+            source.version, key.env
+        )];
+        let active = slot.active.get();
+        if let Some(run) = &active
+            && run.release.version == source.version
+        {
+            steps.push("already running this release: nothing to do".into());
+            return Ok(DeployReport {
+                previous: Some(run.release.version.clone()),
+                unchanged: true,
+                instances: run.views(),
+                ..DeployReport::new(key, &source.version, None, steps)
+            });
+        }
+        let effective = stored_spec(&source)?.for_environment(&key.env);
+        self.check_hosts(key, &effective)?;
+        let secrets = self.secrets.current_env(&key.env, &key.app).await?;
+        let mut meta = source.meta.clone();
+        if let Some(m) = meta.as_object_mut() {
+            m.insert("promoted_from".into(), json!(from));
+        }
+        let mut tx = self.store.transaction().await?;
+        let app_row = tx
+            .ensure_app(actor, &key.env, &key.app, &source.spec)
+            .await?;
+        let record = tx
+            .record_release(
+                actor,
+                &app_row,
+                &NewRelease {
+                    version: source.version.clone(),
+                    artifact: source.artifact.clone(),
+                    spec: source.spec.clone(),
+                    meta,
+                },
+            )
+            .await?;
+        tx.audit(berth_store::NewAuditEntry::new(
+            actor,
+            "release.promote",
+            key.to_string(),
+            json!({ "from": from, "release": source.version }),
+        ))
+        .await?;
+        let previous: Option<ReleaseRecord> = active.as_ref().map(|r| r.release.clone());
+        let deployment = tx
+            .start_deployment(actor, &record, previous.as_ref(), "promote")
+            .await?;
+        // The target environment's own strategy: production may canary what staging rolled.
+        let promoted_strategy = effective.rollout.strategy;
+        tx.commit().await?;
+        self.launch(Launch {
+            slot: &slot,
+            key,
+            actor,
+            record,
+            spec: effective,
+            secrets,
+            deployment,
+            active,
+            build_s: None,
+            steps,
+            started: Instant::now(),
+            plan: Plan {
+                strategy: promoted_strategy,
+                label: "promote",
+                hooks: true,
+            },
+        })
+        .await
+    }
+
+    /// Why the app's hosts cannot be served (another route or app has one), before anything
+    /// is recorded or started.
+    fn check_hosts(&self, key: &AppKey, spec: &AppSpec) -> Result<(), DeployError> {
+        if spec.hosts.is_empty() {
+            return Ok(());
+        }
+        let probe = AppRoute {
+            hosts: spec.hosts.clone(),
+            ..AppRoute::default()
+        };
+        match self.publisher.check(key, &probe) {
+            Some(why) => Err(DeployError::Conflict(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a recorded deployment (start, gate, switch, drain, stop, prune), records how it
+    /// ended and says what it did.
+    pub(crate) async fn launch(&self, l: Launch<'_>) -> Result<DeployReport, DeployError> {
+        let Launch {
+            slot,
+            key,
+            actor,
+            record,
+            spec,
+            secrets,
+            deployment,
+            active,
+            build_s,
+            steps,
+            started,
+            plan,
+        } = l;
+        let version = record.version.clone();
+        let previous = active.as_ref().map(|r| r.release.version.clone());
         let mut journal = Journal::new(
             deployment,
             steps,
             &spec,
-            &key,
-            release.id.as_str(),
-            previous.as_ref().map(|p| p.version.as_str()),
-            plan.strategy.as_str(),
+            key,
+            &version,
+            previous.as_deref(),
+            plan.label,
         );
-        journal.announce("started", "deploy started");
+        journal.announce("started", &format!("{} started", plan.label));
         let result = self
             .roll(
-                &slot,
-                &key,
-                &req.actor,
+                slot,
+                key,
+                actor,
                 record,
                 spec,
+                &secrets,
                 plan,
                 active,
                 &mut journal,
@@ -388,15 +668,15 @@ impl Deployer {
         match result {
             Ok(pruned) => {
                 let detail = format!("done in {elapsed:.1}s");
-                self.finish(&key, &req.actor, deployment, "succeeded", &detail)
+                self.finish(key, actor, deployment, "succeeded", &detail)
                     .await;
                 let instances = slot.active.get().map(|r| r.views()).unwrap_or_default();
                 Ok(DeployReport {
-                    previous: previous.map(|p| p.version),
+                    previous,
                     deployment: Some(deployment),
                     instances,
                     pruned,
-                    ..DeployReport::new(&key, release.id.as_str(), build_s, steps)
+                    ..DeployReport::new(key, &version, build_s, steps)
                 })
             }
             Err(e) => {
@@ -404,7 +684,7 @@ impl Deployer {
                     DeployError::RolledBack(_) => "rolled_back",
                     _ => "failed",
                 };
-                self.finish(&key, &req.actor, deployment, state, &e.to_string())
+                self.finish(key, actor, deployment, state, &e.to_string())
                     .await;
                 Err(e)
             }
@@ -470,6 +750,7 @@ impl Deployer {
         actor: &Actor,
         record: ReleaseRecord,
         spec: AppSpec,
+        secrets: &SecretEnv,
         plan: Plan,
         old: Option<Arc<ReleaseRun>>,
         journal: &mut Journal,
@@ -479,7 +760,7 @@ impl Deployer {
         if plan.hooks
             && let Some(hook) = &spec.rollout.pre_deploy
         {
-            self.pre_deploy(key, &record, &spec, hook, old.as_ref(), journal)
+            self.pre_deploy(key, &record, &spec, secrets, hook, old.as_ref(), journal)
                 .await?;
         }
         let run = ReleaseRun::start(
@@ -489,6 +770,7 @@ impl Deployer {
             key,
             record.clone(),
             spec.clone(),
+            secrets,
             Some(journal.deployment),
         )
         .await?;
@@ -499,10 +781,12 @@ impl Deployer {
             "start_instances",
             "proceed",
             format!(
-                "started {} instance(s) of {version}: {shape:?}",
-                shape.values().sum::<usize>()
+                "started {} instance(s) of {version}: {shape:?}{}",
+                shape.values().sum::<usize>(),
+                secrets_note(&secrets.versions)
             ),
-            json!({ "instances": shape }),
+            // Which secret versions (never values) the instances got.
+            json!({ "instances": shape, "secrets": secrets.versions }),
         )
         .await;
 
@@ -554,7 +838,8 @@ impl Deployer {
             self.progressive(slot, pair, plan.strategy, journal).await?;
         }
 
-        self.switch(slot, key, actor, &record, &spec, &run).await?;
+        self.switch(slot, key, actor, &record, &spec, &run, Some(secrets))
+            .await?;
         self.record(journal, "switch", "proceed",
             format!("traffic switched to {version}"),
             json!({ "upstreams": run.web_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>() })).await;
@@ -611,7 +896,9 @@ impl Deployer {
         Ok(pruned)
     }
 
-    /// All traffic to `run`, recorded as the app's active release.
+    /// All traffic to `run`, recorded as the app's active release (with the secret versions
+    /// it runs with, when they are new: a restart of berth brings back exactly these).
+    #[allow(clippy::too_many_arguments)]
     async fn switch(
         &self,
         slot: &Slot,
@@ -620,10 +907,15 @@ impl Deployer {
         record: &ReleaseRecord,
         spec: &AppSpec,
         run: &Arc<ReleaseRun>,
+        secrets: Option<&SecretEnv>,
     ) -> Result<(), DeployError> {
         self.publisher.publish(key, app_route(spec, run));
         let mut tx = self.store.transaction().await?;
         tx.activate_release(actor, record).await?;
+        if let Some(secrets) = secrets {
+            tx.record_release_secrets(record.id, &secrets.versions)
+                .await?;
+        }
         tx.commit().await?;
         slot.active.set(Some(run.clone()));
         slot.starting.set(None);
@@ -676,7 +968,10 @@ impl Deployer {
     ) {
         match old {
             Some(old) => {
-                if let Err(e) = self.switch(slot, key, actor, &old.release, spec, old).await {
+                if let Err(e) = self
+                    .switch(slot, key, actor, &old.release, spec, old, None)
+                    .await
+                {
                     tracing::error!(error = %e, "could not record the rollback after a failed smoke check");
                 }
             }
@@ -699,11 +994,13 @@ impl Deployer {
 
     /// Runs the pre-deploy hook with the new release's environment, under the maintenance
     /// page when asked. A failure ends the deploy before any instance starts.
+    #[allow(clippy::too_many_arguments)]
     async fn pre_deploy(
         &self,
         key: &AppKey,
         record: &ReleaseRecord,
         spec: &AppSpec,
+        secrets: &SecretEnv,
         hook: &HookSpec,
         old: Option<&Arc<ReleaseRun>>,
         journal: &mut Journal,
@@ -725,6 +1022,15 @@ impl Deployer {
         env.insert("BERTH_APP".into(), key.app.clone());
         env.insert("BERTH_ENV".into(), key.env.clone());
         env.insert("BERTH_RELEASE_ID".into(), record.version.clone());
+        env.insert(
+            "BERTH_STATE_DIR".into(),
+            self.layout.state_dir(key).to_string_lossy().into_owned(),
+        );
+        // As for instances: the secrets over the spec's variables (a migration needs the
+        // database password).
+        for (k, v) in &secrets.values {
+            env.insert(k.clone(), v.as_str().to_owned());
+        }
         let dir = PathBuf::from(&record.artifact);
         let log = self
             .layout

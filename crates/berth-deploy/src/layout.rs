@@ -5,6 +5,7 @@
 //! <data>/apps/<app>/releases/<id>.json       its metadata
 //! <data>/apps/<app>/releases/<id>.build.log  its build's output
 //! <data>/apps/<app>/<env>/logs/<id>/<instance>.log   each instance's output, rotated
+//! <data>/apps/<app>/<env>/state/           the app's own files in the environment ($BERTH_STATE_DIR)
 //! <data>/uploads/                            archives being received
 //! ```
 //!
@@ -40,6 +41,16 @@ impl Layout {
             .join(&key.app)
             .join(&key.env)
             .join("logs")
+    }
+
+    /// A directory the app's instances may write to in one environment, kept across
+    /// releases, restarts and berth restarts (`BERTH_STATE_DIR`).
+    pub fn state_dir(&self, key: &AppKey) -> PathBuf {
+        self.data_dir
+            .join("apps")
+            .join(&key.app)
+            .join(&key.env)
+            .join("state")
     }
 
     pub fn uploads_dir(&self) -> PathBuf {

@@ -29,6 +29,7 @@ mod rollback;
 pub mod rollout;
 pub mod routes;
 mod run;
+pub mod secrets;
 mod smoke;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,7 @@ pub use logs::LogQuery;
 pub use metrics::AppMetrics;
 pub use routes::AppRoute;
 pub use run::InstanceView;
+pub use secrets::{SecretEnv, SecretsError, Vault};
 
 use run::ReleaseRun;
 
@@ -137,6 +139,7 @@ pub struct Deployer {
     layout: Layout,
     publisher: Arc<dyn Publisher>,
     metrics: AppMetrics,
+    secrets: Arc<Vault>,
     slots: Mutex<BTreeMap<AppKey, Arc<Slot>>>,
 }
 
@@ -146,18 +149,25 @@ impl Deployer {
         layout: Layout,
         publisher: Arc<dyn Publisher>,
         metrics: AppMetrics,
+        secrets: Arc<Vault>,
     ) -> Arc<Deployer> {
         Arc::new(Deployer {
             store,
             layout,
             publisher,
             metrics,
+            secrets,
             slots: Mutex::new(BTreeMap::new()),
         })
     }
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// The app secrets the deployer starts instances with.
+    pub fn secrets(&self) -> &Arc<Vault> {
+        &self.secrets
     }
 
     fn slot(&self, key: &AppKey) -> Arc<Slot> {

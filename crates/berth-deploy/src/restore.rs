@@ -12,7 +12,7 @@ use berth_store::ReleaseRecord;
 use serde::Serialize;
 
 use crate::error::DeployError;
-use crate::flow::app_route;
+use crate::flow::{app_route, stored_spec};
 use crate::run::ReleaseRun;
 use crate::{AppKey, Deployer};
 
@@ -60,18 +60,16 @@ impl Deployer {
         key: &AppKey,
         record: ReleaseRecord,
     ) -> Result<(), DeployError> {
-        let spec: AppSpec = serde_json::from_value(record.spec.clone()).map_err(|e| {
-            DeployError::Internal(format!(
-                "stored spec of {} is unreadable: {e}",
-                record.version
-            ))
-        })?;
+        let spec: AppSpec = stored_spec(&record)?.for_environment(&key.env);
         if !std::path::Path::new(&record.artifact).is_dir() {
             return Err(DeployError::NotFound(format!(
                 "release directory {} is missing; deploy the app again",
                 record.artifact
             )));
         }
+        // Exactly the secret versions the release ran with before berth stopped.
+        let versions = self.store.release_secrets(record.id).await?;
+        let secrets = self.secrets.env_for(&key.env, &key.app, &versions).await?;
         let slot = self.slot(key);
         // Held until the app is ready, so a deploy arriving meanwhile is told to wait.
         let guard = slot.lock.clone().lock_owned().await;
@@ -82,6 +80,7 @@ impl Deployer {
             key,
             record,
             spec.clone(),
+            &secrets,
             None,
         )
         .await?;

@@ -10,7 +10,7 @@ use berth_config::app::Strategy;
 use berth_store::Actor;
 
 use crate::error::DeployError;
-use crate::flow::{DeployReport, Journal, Plan, check_path_name, load_spec};
+use crate::flow::{DeployReport, Launch, Plan, check_path_name, stored_spec};
 use crate::{AppKey, Deployer};
 
 /// How far back the previous release is looked for in the deployment history.
@@ -64,69 +64,48 @@ impl Deployer {
                  source again instead"
             )));
         }
-        let app = key.app.clone();
-        let spec = tokio::task::spawn_blocking(move || load_spec(&dir, &app))
-            .await
-            .map_err(|e| DeployError::Internal(format!("reading the app spec: {e}")))??;
+        let spec = stored_spec(&record)?.for_environment(&key.env);
+        // The secret versions the release ran with, so a rollback restores them too; a
+        // release that never ran here (or ran with none) gets the current ones.
+        let versions = self.store.release_secrets(record.id).await?;
+        let secrets = if versions.is_empty() {
+            self.secrets.current_env(&key.env, &key.app).await?
+        } else {
+            self.secrets.env_for(&key.env, &key.app, &versions).await?
+        };
         let previous = active.as_ref().map(|r| r.release.clone());
         let mut tx = self.store.transaction().await?;
         let deployment = tx
             .start_deployment(&actor, &record, previous.as_ref(), "rollback")
             .await?;
         tx.commit().await?;
-        let started = Instant::now();
-        let mut journal = Journal::new(
+        let steps = vec![format!(
+            "rolling back {key} from {} to {version}",
+            current.as_deref().unwrap_or("nothing")
+        )];
+        self.launch(Launch {
+            slot: &slot,
+            key: &key,
+            actor: &actor,
+            record,
+            spec,
+            secrets,
             deployment,
-            vec![format!(
-                "rolling back {key} from {} to {version}",
-                current.as_deref().unwrap_or("nothing")
-            )],
-            &spec,
-            &key,
-            &version,
-            current.as_deref(),
-            "rollback",
-        );
-        journal.announce("started", "rollback started");
-        let plan = Plan {
-            strategy: Strategy::Rolling,
-            hooks: false,
-        };
-        let result = self
-            .roll(
-                &slot,
-                &key,
-                &actor,
-                record,
-                spec,
-                plan,
-                active,
-                &mut journal,
-            )
-            .await;
-        match result {
-            Ok(pruned) => {
-                let detail = format!("done in {:.1}s", started.elapsed().as_secs_f64());
-                self.finish(&key, &actor, deployment, "succeeded", &detail)
-                    .await;
-                Ok(DeployReport {
-                    previous: current,
-                    deployment: Some(deployment),
-                    instances: slot.active.get().map(|r| r.views()).unwrap_or_default(),
-                    pruned,
-                    ..DeployReport::new(&key, &version, None, journal.lines)
-                })
-            }
-            Err(e) => {
-                self.finish(&key, &actor, deployment, "failed", &e.to_string())
-                    .await;
-                Err(e)
-            }
-        }
+            active,
+            build_s: None,
+            steps,
+            started: Instant::now(),
+            plan: Plan {
+                strategy: Strategy::Rolling,
+                label: "rollback",
+                hooks: false,
+            },
+        })
+        .await
     }
 
     /// The release that served before `current`: the one the newest successful deployment
-    /// of `current` replaced.
+    /// of `current` replaced (restarts, which replace it with itself, do not count).
     async fn previous(&self, key: &AppKey, current: Option<&str>) -> Result<String, DeployError> {
         let history = self
             .store
@@ -134,7 +113,12 @@ impl Deployer {
             .await?;
         history
             .iter()
-            .find(|d| d.state == "succeeded" && Some(d.release.as_str()) == current)
+            // A restart replaces a release with itself: look past it.
+            .find(|d| {
+                d.state == "succeeded"
+                    && Some(d.release.as_str()) == current
+                    && d.previous_release.as_deref() != current
+            })
             .and_then(|d| d.previous_release.clone())
             .ok_or_else(|| {
                 DeployError::NotFound(format!(

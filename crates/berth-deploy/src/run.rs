@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -18,6 +19,7 @@ use serde::Serialize;
 use crate::error::DeployError;
 use crate::layout::Layout;
 use crate::metrics::{AppMetrics, PhaseLabels, ProcessLabels};
+use crate::secrets::SecretEnv;
 use crate::{AppKey, lock};
 
 /// An instance's log is rotated at this size.
@@ -74,6 +76,7 @@ struct Context<'a> {
     key: &'a AppKey,
     release: &'a ReleaseRecord,
     spec: &'a AppSpec,
+    secrets: &'a SecretEnv,
 }
 
 fn run_spec(
@@ -88,6 +91,7 @@ fn run_spec(
         key,
         release,
         spec,
+        secrets,
     } = *cx;
     let root = Path::new(&release.artifact);
     let mut command = CommandSpec::new("/bin/sh", root.join(&p.workdir))
@@ -96,11 +100,16 @@ fn run_spec(
     for (k, v) in p.environment(spec) {
         command = command.env(k, v);
     }
+    // Secrets over the spec's variables: a name set in both takes the secret.
+    for (k, v) in &secrets.values {
+        command = command.env(k, v.as_str());
+    }
     command = command
         .env(crate::layout::MARKER_ENV, layout.data_dir.as_os_str())
         .env("BERTH_APP", &key.app)
         .env("BERTH_ENV", &key.env)
         .env("BERTH_RELEASE_ID", &release.version)
+        .env("BERTH_STATE_DIR", layout.state_dir(key).as_os_str())
         .env("BERTH_PROCESS", process);
     if let Some(port) = port {
         command = command.port(port);
@@ -158,6 +167,7 @@ fn row_state(phase: Phase) -> &'static str {
 impl ReleaseRun {
     /// Starts every instance of every process type. Fails (stopping what it started) only
     /// when berth itself cannot: no free port, no log directory, the store.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         store: &Store,
         layout: &Layout,
@@ -165,6 +175,7 @@ impl ReleaseRun {
         key: &AppKey,
         release: ReleaseRecord,
         spec: AppSpec,
+        secrets: &SecretEnv,
         deployment: Option<i64>,
     ) -> Result<Arc<ReleaseRun>, DeployError> {
         let logs = layout.logs_dir(key).join(&release.version);
@@ -174,6 +185,17 @@ impl ReleaseRun {
                 logs.display()
             ))
         })?;
+        let state = layout.state_dir(key);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&state)
+            .map_err(|e| {
+                DeployError::Internal(format!(
+                    "cannot create the state directory {}: {e}",
+                    state.display()
+                ))
+            })?;
         let mut procs = Vec::new();
         for (process, p) in &spec.processes {
             for n in 1..=p.instances {
@@ -190,6 +212,7 @@ impl ReleaseRun {
                     key,
                     release: &release,
                     spec: &spec,
+                    secrets,
                 };
                 let rs = run_spec(&cx, process, p, &instance, port);
                 let sup = Supervised::start(rs);

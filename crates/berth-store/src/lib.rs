@@ -16,6 +16,7 @@ mod error;
 mod names;
 mod releases;
 mod roles;
+mod secrets;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod time;
@@ -35,6 +36,7 @@ pub use deployments::{DeployStep, Deployment, NewInstance};
 pub use error::StoreError;
 pub use releases::{NewRelease, ReleaseRecord};
 pub use roles::{ALL_ENVIRONMENTS, Grant, GrantParseError, Role, UnknownRole};
+pub use secrets::{MAX_SECRET_NAME, SealedValue, SecretInfo, SecretRow, check_secret_name};
 pub use time::{serde_ms, serde_ms_opt};
 pub use tokens::TokenInfo;
 pub use tx::Tx;

@@ -36,7 +36,11 @@ pub enum Command {
   BERTH_DATABASE_URL=postgres://berth@127.0.0.1/berth berth serve --config berth.toml
 
 Signals: SIGHUP re-reads the file (as `berth reload` does); SIGTERM or SIGINT stop accepting,
-let in-flight requests finish (server.shutdown_timeout) and exit 0.")]
+let in-flight requests finish (server.shutdown_timeout) and exit 0.
+
+Secrets: the master key comes from BERTH_MASTER_KEY (64 hex digits), else the systemd credential
+$CREDENTIALS_DIRECTORY/berth-master-key, else the file BERTH_MASTER_KEY_FILE names, else
+master.key in the data directory (created, mode 0600, at the first start). See docs/secrets.md.")]
     Serve(ServeArgs),
     /// Validate a configuration file without running anything
     #[command(after_help = "Examples:
@@ -146,6 +150,28 @@ Lines read: TIME RELEASE INSTANCE STREAM TEXT.")]
     /// List an app's deployments with every step and the reason for it
     #[command(after_help = "Examples:\n  berth deploys shop")]
     Deploys(crate::commands::apps::AppArgs),
+    /// Manage an app's secrets per environment (encrypted at rest, injected at start)
+    #[command(subcommand)]
+    Secrets(crate::commands::secrets::SecretsCommand),
+    /// Restart an app's running release with its current secrets (rolling, health-gated)
+    #[command(after_help = "Examples:
+  berth restart shop --env staging
+
+New instances start beside the old ones and take the traffic once healthy; the old ones
+drain and stop. If the new ones never get healthy, the old ones keep serving.")]
+    Restart(crate::commands::apps::AppArgs),
+    /// Show an app's effective config per environment, or the drift between two
+    #[command(subcommand)]
+    Config(crate::commands::config::ConfigCommand),
+    /// Deploy to one environment exactly the release verified in another
+    #[command(after_help = "Examples:
+  berth promote-release shop --from staging --to production
+  berth promote-release shop --from staging --to production --release r-3f2a9c0b1d4e
+
+The same release id and build directory run in both; no rebuild. The spec's
+[environments.<to>] overrides and <to>'s secrets apply. Needs deployer on --to and
+viewer on --from.")]
+    PromoteRelease(crate::commands::config::PromoteArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     #[command(after_help = "Examples:
   berth completions bash > /etc/bash_completion.d/berth

@@ -15,7 +15,7 @@ use clap::{CommandFactory, Parser};
 
 use cli::{AuditCommand, Cli, Command, TokensCommand, UsersCommand};
 use client::{Client, block_on};
-use commands::{access, apps, audit, login, rollouts};
+use commands::{access, apps, audit, config, login, rollouts, secrets};
 
 // The proxy allocates a little per request; glibc malloc spent about a fifth of the request
 // path's instructions in a profile (bench/RESULTS.md), mimalloc much less.
@@ -76,6 +76,12 @@ fn main() -> ExitCode {
         Command::Logs(args) => block_on(async { apps::logs(&api(), &args).await }),
         Command::Releases(args) => block_on(async { apps::releases(&api(), &args, json).await }),
         Command::Deploys(args) => block_on(async { apps::deploys(&api(), &args, json).await }),
+        Command::Secrets(cmd) => block_on(async { secrets::run(&api(), cmd, json).await }),
+        Command::Restart(a) => {
+            block_on(async { secrets::restart_app(&api(), &a.app, &a.env, json).await })
+        }
+        Command::Config(cmd) => block_on(async { config::run(&api(), cmd, json).await }),
+        Command::PromoteRelease(p) => block_on(async { config::promote(&api(), &p, json).await }),
         Command::Audit(cmd) => block_on(async {
             let c = api();
             match cmd {

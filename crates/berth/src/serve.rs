@@ -31,6 +31,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = args.database_url {
         config.server.database_url = url;
     }
+    let key = take_master_key_env(&config.server.data_dir);
     let runtime = if config.server.workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -42,7 +43,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .build()
     }
     .context("starting the async runtime")?;
-    runtime.block_on(serve(path, config))
+    runtime.block_on(serve(path, config, key))
+}
+
+/// Where the secrets' master key comes from, and `BERTH_MASTER_KEY`'s value.
+pub struct KeyConfig {
+    source: berth_secrets::KeySource,
+    env_value: Option<zeroize::Zeroizing<String>>,
+}
+
+/// Reads the master key settings from the environment and takes `BERTH_MASTER_KEY` out of
+/// it, so no app instance or build command (which inherit berth's environment) ever sees it.
+/// Runs before the runtime starts any thread: changing the environment is only sound then.
+fn take_master_key_env(data_dir: &std::path::Path) -> KeyConfig {
+    let env_value = std::env::var(berth_secrets::ENV_KEY)
+        .ok()
+        .map(zeroize::Zeroizing::new);
+    if std::env::var_os(berth_secrets::ENV_KEY).is_some() {
+        // SAFETY: berth is still single-threaded here (no runtime, no other thread yet).
+        unsafe { std::env::remove_var(berth_secrets::ENV_KEY) };
+    }
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let key_file = std::env::var_os(berth_secrets::ENV_KEY_FILE).map(PathBuf::from);
+    let source = berth_secrets::KeySource::locate(
+        env_value.is_some(),
+        credentials.as_deref(),
+        key_file.as_deref(),
+        data_dir,
+    );
+    KeyConfig { source, env_value }
 }
 
 fn init_logging(format: LogFormat) {
@@ -153,7 +182,7 @@ async fn start_edge(
     Ok((edge, bound))
 }
 
-async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
+async fn serve(path: PathBuf, config: Config, key: KeyConfig) -> anyhow::Result<ExitCode> {
     // State first: a store that cannot be opened must stop berth before it takes traffic.
     let state = match state::open(&config.server).await {
         Ok(s) => s,
@@ -211,11 +240,20 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<ExitCode> {
         current: Mutex::new(config),
         reloads,
     });
+    let vault = berth_deploy::Vault::open(state.store.clone(), key.source, key.env_value).await;
+    match vault.status().await {
+        Ok(k) => {
+            tracing::info!(key_id = %k.key_id, source = %k.source, created = k.created, "secrets: master key loaded")
+        }
+        // berth still serves (apps without secrets too); every secrets action says why.
+        Err(e) => tracing::error!("{e}"),
+    }
     let deployer = berth_deploy::Deployer::new(
         state.store.clone(),
         berth_deploy::Layout { data_dir },
         Arc::new(crate::apps_edge::EdgePublisher(server.clone())),
         app_metrics,
+        vault,
     );
     // Apps come back before the admin API answers, so a deploy cannot race the restore.
     match deployer.restore().await {

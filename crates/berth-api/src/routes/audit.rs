@@ -52,6 +52,11 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
                     description: "only this target",
                 },
                 QueryParam {
+                    name: "env",
+                    kind: "string",
+                    description: "only entries about this environment (targets `APP/ENV`): its audit stream, readable with viewer@{env}",
+                },
+                QueryParam {
                     name: "since",
                     kind: "integer",
                     description: "at or after this time (ms since the Unix epoch)",
@@ -142,12 +147,15 @@ fn filter_from(uri: &Uri) -> Result<AuditFilter, ApiError> {
             .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0).unsigned_abs()))
             .map_err(|_| ApiError::bad_request(name, "expected milliseconds since the Unix epoch"))
     };
-    let params = ["actor", "action", "target", "since", "until", "limit"];
+    let params = [
+        "actor", "action", "target", "env", "since", "until", "limit",
+    ];
     for (name, value) in query_pairs(uri, &params)? {
         match name.as_str() {
             "actor" => filter.actor = Some(value),
             "action" => filter.action_prefix = Some(value),
             "target" => filter.target = Some(value),
+            "env" => filter.environment = Some(super::one_environment(value)?),
             "since" => filter.since = Some(ms("since", &value)?),
             "until" => filter.until = Some(ms("until", &value)?),
             "limit" => match value.parse::<u32>() {
@@ -168,7 +176,11 @@ fn filter_from(uri: &Uri) -> Result<AuditFilter, ApiError> {
 
 async fn list(ctx: Ctx, uri: Uri) -> Result<Response, ApiError> {
     let filter = filter_from(&uri)?;
-    ctx.allow(&Need::everywhere(Role::Viewer))?;
+    // One environment's stream is readable by its viewers; the whole log needs `*`.
+    match &filter.environment {
+        Some(env) => ctx.allow(&Need::on(Role::Viewer, env))?,
+        None => ctx.allow(&Need::everywhere(Role::Viewer))?,
+    }
     let entries = ctx.store().audit_list(&filter).await?;
     listing("entries", &entries)
 }

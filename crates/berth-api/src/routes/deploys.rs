@@ -61,6 +61,8 @@ const LOG_QUERY: &[QueryParam] = &[
 
 /// How attempts at this endpoint are named in the audit log.
 const DEPLOY_REQUEST: &str = "deploy.request";
+const APP_RESTART: &str = "app.restart";
+const RELEASE_PROMOTE: &str = "release.promote";
 
 pub(super) fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -158,6 +160,71 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             errors: &[StatusCode::BAD_REQUEST, StatusCode::SERVICE_UNAVAILABLE],
             handler: |m| on(m, logs),
         },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/envs/{env}/apps/{name}/restart",
+            operation_id: "restart",
+            audit: Some(APP_RESTART),
+            summary: "Restart the running release with the current secrets, rolling: new instances take the traffic once healthy",
+            access: "deployer@{env}",
+            token_only: false,
+            query: &[],
+            body: None,
+            success: (StatusCode::OK, "what the restart did", Some(report_schema)),
+            errors: &[
+                StatusCode::BAD_REQUEST,
+                StatusCode::NOT_FOUND,
+                StatusCode::CONFLICT,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ],
+            handler: |m| on(m, restart),
+        },
+        Endpoint {
+            method: Method::POST,
+            path: "/api/v1/envs/{env}/apps/{name}/promote",
+            operation_id: "promote",
+            audit: Some(RELEASE_PROMOTE),
+            summary: "Deploy into {env} exactly the release running in another environment (same release id, same build)",
+            access: "deployer@{env} and viewer@{from}",
+            token_only: false,
+            query: &[],
+            body: Some(|| {
+                json!({ "type": "object", "required": ["from"], "additionalProperties": false,
+                        "properties": { "from": { "type": "string" }, "release": { "type": "string" } } })
+            }),
+            success: (
+                StatusCode::CREATED,
+                "what the deploy did",
+                Some(report_schema),
+            ),
+            errors: &[
+                StatusCode::BAD_REQUEST,
+                StatusCode::NOT_FOUND,
+                StatusCode::CONFLICT,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ],
+            handler: |m| on(m, promote),
+        },
+        Endpoint {
+            method: Method::GET,
+            path: "/api/v1/envs/{env}/apps/{name}/config",
+            operation_id: "config",
+            audit: None,
+            summary: "The effective config of the app's release in the environment, each value with its source (environment, base, default, secret: value hidden)",
+            access: "viewer@{env}",
+            token_only: false,
+            query: &[],
+            body: None,
+            success: (
+                StatusCode::OK,
+                "{app, environment, release, entries: [{key, value, source}]}",
+                Some(any_object),
+            ),
+            errors: &[StatusCode::BAD_REQUEST, StatusCode::NOT_FOUND],
+            handler: |m| on(m, config),
+        },
     ]
 }
 
@@ -219,6 +286,7 @@ impl From<DeployError> for ApiError {
                 message: m,
             },
             DeployError::Store(s) => s.into(),
+            DeployError::Secrets(s) => s.into(),
             DeployError::Internal(m) => ApiError::Internal(m),
         }
     }
@@ -461,4 +529,101 @@ async fn logs(
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     Ok(response)
+}
+
+async fn restart(
+    ctx: Ctx,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let key = app_of(path)?;
+    let attempt = Attempt::new(APP_RESTART, key.to_string(), json!({}));
+    let env = key.env.clone();
+    ctx.mutate(attempt, Need::on(Role::Deployer, &env), async |actor| {
+        let report = deployer(&ctx)?.restart(&key, &actor).await?;
+        json_of(StatusCode::OK, &report)
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    from: String,
+    release: Option<String>,
+}
+
+async fn promote(
+    ctx: Ctx,
+    path: Result<Path<(String, String)>, PathRejection>,
+    super::JsonBody(body): super::JsonBody<PromoteBody>,
+) -> Result<Response, ApiError> {
+    let key = app_of(path)?;
+    let from = super::one_environment(body.from)?;
+    let attempt = Attempt::new(
+        RELEASE_PROMOTE,
+        key.to_string(),
+        json!({ "from": from, "release": body.release }),
+    );
+    let env = key.env.clone();
+    ctx.mutate(attempt, Need::on(Role::Deployer, &env), async |actor| {
+        // Reading what runs in the source environment needs a look there too.
+        ctx.allow(&Need::on(Role::Viewer, &from))?;
+        let report = deployer(&ctx)?
+            .promote(&key, &from, body.release.as_deref(), &actor)
+            .await?;
+        json_of(StatusCode::CREATED, &report)
+    })
+    .await
+}
+
+async fn config(
+    ctx: Ctx,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let key = app_of(path)?;
+    ctx.allow(&Need::on(Role::Viewer, &key.env))?;
+    let releases = ctx.store().list_releases(&key.env, &key.app).await?;
+    let Some(release) = releases
+        .iter()
+        .find(|r| r.active)
+        .or_else(|| releases.first())
+    else {
+        return Err(ApiError::NotFound(format!(
+            "{} has no release in {}: deploy or promote it there first",
+            key.app, key.env
+        )));
+    };
+    let file = std::path::Path::new(&release.artifact).join(berth_config::app::APP_SPEC_FILE);
+    let text = tokio::fs::read_to_string(&file).await.map_err(|e| {
+        ApiError::NotFound(format!(
+            "the berth.toml of release {} is not readable ({e}); deploy it again",
+            release.version
+        ))
+    })?;
+    let shown = std::path::PathBuf::from(format!(
+        "{}:{}",
+        release.version,
+        berth_config::app::APP_SPEC_FILE
+    ));
+    let mut entries = berth_config::app::explain(&text, &shown, &key.env)
+        .map_err(|e| ApiError::Internal(format!("stored spec of {}: {e}", release.version)))?;
+    // Secrets: names and versions only; the values stay sealed.
+    let secrets = ctx.store().list_secrets(&key.env, &key.app).await?;
+    for s in secrets {
+        entries.push(berth_config::app::ConfigEntry {
+            key: format!("secrets.{}", s.name),
+            value: format!("(hidden, version {})", s.version),
+            source: "secret".into(),
+        });
+    }
+    json_of(
+        StatusCode::OK,
+        &json!({
+            "app": key.app,
+            "environment": key.env,
+            "release": release.version,
+            "active": release.active,
+            "entries": entries,
+        }),
+    )
 }

@@ -8,6 +8,7 @@ mod deploys;
 mod metrics;
 mod reload;
 mod rollouts;
+mod secrets;
 mod tokens;
 mod users;
 mod whoami;
@@ -33,7 +34,7 @@ use crate::auth;
 use crate::error::ApiError;
 
 /// Request bodies are small JSON objects; anything bigger is a mistake or an attack.
-const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// A query parameter, for the OpenAPI document.
 pub(crate) struct QueryParam {
@@ -93,6 +94,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
     all.extend(apps::endpoints());
     all.extend(deploys::endpoints());
     all.extend(rollouts::endpoints());
+    all.extend(secrets::endpoints());
     all
 }
 
@@ -258,7 +260,7 @@ pub(crate) fn epoch_ms(t: SystemTime) -> Value {
 
 /// `*` is a grant wildcard, not an environment: asking for it would otherwise read as
 /// "needs the role on every environment" and then fail on the name.
-pub(super) fn one_environment(env: String) -> Result<String, ApiError> {
+pub(crate) fn one_environment(env: String) -> Result<String, ApiError> {
     if env == berth_store::ALL_ENVIRONMENTS {
         return Err(ApiError::bad_request(
             "env",

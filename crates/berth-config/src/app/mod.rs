@@ -8,6 +8,7 @@
 //! The validated [`AppSpec`] is plain data with every default filled in, and it is
 //! `Serialize`/`Deserialize` so a release can keep the spec it was deployed with.
 
+mod explain;
 mod read;
 mod rollout;
 mod suggest;
@@ -23,6 +24,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::{ConfigError, Source};
+
+pub use explain::{ConfigEntry, FROM_BASE, FROM_DEFAULT, FROM_ENVIRONMENT, duration_text, explain};
 
 /// The app spec's file name inside an app's source directory.
 pub const APP_SPEC_FILE: &str = "berth.toml";
@@ -93,9 +96,69 @@ pub struct AppSpec {
     pub env: BTreeMap<String, String>,
     /// `[processes.<name>]`: at least one.
     pub processes: BTreeMap<String, ProcessSpec>,
+    /// `[environments.<name>]`: what changes in one environment (`staging`, `production`).
+    /// Empty in a spec returned by [`AppSpec::for_environment`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<String, EnvironmentSpec>,
+}
+
+/// `[environments.<name>]`: overrides of the base spec in one environment. A key left out
+/// keeps the base value; `env` tables are laid over the base ones.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentSpec {
+    pub hosts: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub deploy_timeout: Option<Duration>,
+    pub drain_timeout: Option<Duration>,
+    /// Overrides of processes the base spec defines.
+    pub processes: BTreeMap<String, ProcessOverride>,
+}
+
+/// `[environments.<name>.processes.<process>]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessOverride {
+    pub instances: Option<u32>,
+    pub env: BTreeMap<String, String>,
+    /// Each limit given replaces the base one; the others stay.
+    pub limits: ResourceLimits,
 }
 
 impl AppSpec {
+    /// The spec as it applies in `environment`: its `[environments.<environment>]` laid over
+    /// the base (the base alone for an environment the spec does not name).
+    pub fn for_environment(&self, environment: &str) -> AppSpec {
+        let mut out = self.clone();
+        out.environments.clear();
+        let Some(o) = self.environments.get(environment) else {
+            return out;
+        };
+        if let Some(hosts) = &o.hosts {
+            out.hosts = hosts.clone();
+        }
+        out.env.extend(o.env.clone());
+        if let Some(t) = o.deploy_timeout {
+            out.deploy_timeout = t;
+        }
+        if let Some(t) = o.drain_timeout {
+            out.drain_timeout = t;
+        }
+        for (name, po) in &o.processes {
+            let Some(p) = out.processes.get_mut(name) else {
+                continue;
+            };
+            if let Some(n) = po.instances {
+                p.instances = n;
+            }
+            p.env.extend(po.env.clone());
+            let l = &po.limits;
+            p.limits.memory_bytes = l.memory_bytes.or(p.limits.memory_bytes);
+            p.limits.cpu = l.cpu.or(p.limits.cpu);
+            p.limits.open_files = l.open_files.or(p.limits.open_files);
+            p.limits.processes = l.processes.or(p.limits.processes);
+        }
+        out
+    }
+
     /// The one process that serves HTTP, if any.
     pub fn http_process(&self) -> Option<(&str, &ProcessSpec)> {
         self.processes

@@ -22,7 +22,10 @@ const ROOT_KEYS: &[&str] = &[
     "deploy",
     "env",
     "processes",
+    "environments",
 ];
+const ENVIRONMENT_KEYS: &[&str] = &["hosts", "env", "deploy", "processes"];
+const PROCESS_OVERRIDE_KEYS: &[&str] = &["instances", "env", "limits"];
 const BUILD_KEYS: &[&str] = &["command", "timeout"];
 const RELEASE_KEYS: &[&str] = &["keep"];
 /// `[deploy]`: the timeouts here, the rollout keys in [`super::rollout`].
@@ -125,6 +128,7 @@ pub(super) fn validate(source: &Source<'_>) -> Result<AppSpec, ConfigError> {
         None => BTreeMap::new(),
     };
     let processes = check_processes(&mut r, &t, &hosts);
+    let environments = check_environments(&mut r, &t, &processes);
 
     r.c.finish(AppSpec {
         name,
@@ -136,7 +140,125 @@ pub(super) fn validate(source: &Source<'_>) -> Result<AppSpec, ConfigError> {
         rollout,
         env,
         processes,
+        environments,
     })
+}
+
+/// Environment names as the deployer uses them in paths: 1 to 63 lower-case letters, digits,
+/// `-` and `_`, starting with a letter or digit.
+fn environment_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Some("must be 1 to 63 characters");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        return Some("must start with a lower-case letter or a digit");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        return Some("may only hold lower-case letters, digits, `-` and `_`");
+    }
+    None
+}
+
+/// `[environments.<name>]` tables.
+fn check_environments(
+    r: &mut Reader<'_>,
+    t: &Table<'_, '_>,
+    processes: &BTreeMap<String, ProcessSpec>,
+) -> BTreeMap<String, EnvironmentSpec> {
+    let mut out = BTreeMap::new();
+    let Some(value) = t.get("environments") else {
+        return out;
+    };
+    let Some(table) = r.open_table(value, "environments".to_owned()) else {
+        return out;
+    };
+    for (name, value) in table.entries() {
+        let field = table.at(name.get_ref());
+        if let Some(problem) = environment_name_problem(name.get_ref()) {
+            r.error(
+                name.span(),
+                &field,
+                format!("environment name `{}` {problem}", name.get_ref()),
+            )
+            .hint("environments are named like `production`, `staging`, `dev`, `uat`");
+        }
+        let Some(env) = r.table(value, field, ENVIRONMENT_KEYS) else {
+            continue;
+        };
+        let mut spec = EnvironmentSpec::default();
+        if env.get("hosts").is_some() {
+            let hosts = check_hosts(r, &env);
+            if !hosts.is_empty()
+                && !processes.is_empty()
+                && processes.values().all(|p| !p.http)
+                && let Some(span) = env.span_of("hosts")
+            {
+                r.error(
+                    span,
+                    &env.at("hosts"),
+                    "hosts are given but no process serves HTTP",
+                )
+                .hint("name the process that serves HTTP `web`, or set http = true on it");
+            }
+            spec.hosts = Some(hosts);
+        }
+        if let Some(value) = env.get("env") {
+            spec.env = check_env(r, value, env.at("env"));
+        }
+        if let Some(deploy) = r.sub_table(&env, "deploy", DEPLOY_KEYS) {
+            if deploy.get("timeout").is_some() {
+                spec.deploy_timeout = Some(r.duration(&deploy, "timeout", DEFAULT_DEPLOY_TIMEOUT));
+            }
+            if deploy.get("drain_timeout").is_some() {
+                spec.drain_timeout =
+                    Some(r.duration_or_zero(&deploy, "drain_timeout", DEFAULT_DRAIN_TIMEOUT));
+            }
+        }
+        if let Some(value) = env.get("processes")
+            && let Some(procs) = r.open_table(value, env.at("processes"))
+        {
+            let known: Vec<&str> = processes.keys().map(String::as_str).collect();
+            for (pname, pvalue) in procs.entries() {
+                let pfield = procs.at(pname.get_ref());
+                if !processes.contains_key(pname.get_ref().as_ref()) {
+                    let hint = match super::suggest::closest(pname.get_ref(), &known) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => format!(
+                            "an environment can only change processes the base spec defines: {}",
+                            known.join(", ")
+                        ),
+                    };
+                    r.error(
+                        pname.span(),
+                        &pfield,
+                        format!("no process `{}` in [processes]", pname.get_ref()),
+                    )
+                    .hint(hint);
+                    continue;
+                }
+                let Some(p) = r.table(pvalue, pfield, PROCESS_OVERRIDE_KEYS) else {
+                    continue;
+                };
+                let over = ProcessOverride {
+                    instances: r.optional_int(&p, "instances", 0, Some(MAX_INSTANCES.into())),
+                    env: match p.get("env") {
+                        Some(v) => check_env(r, v, p.at("env")),
+                        None => BTreeMap::new(),
+                    },
+                    limits: match r.sub_table(&p, "limits", LIMITS_KEYS) {
+                        Some(limits) => check_limits(r, &limits),
+                        None => ResourceLimits::default(),
+                    },
+                };
+                spec.processes.insert(pname.get_ref().to_string(), over);
+            }
+        }
+        out.insert(name.get_ref().to_string(), spec);
+    }
+    out
 }
 
 /// What is wrong with an app or process name, if anything.
@@ -191,7 +313,7 @@ fn check_name(r: &mut Reader<'_>, name: &str, span: Range<usize>, field: &str, w
 /// The hosts, lower-cased.
 fn check_hosts(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Vec<String> {
     match t.get("hosts") {
-        Some(value) => check_host_list(r, value, "hosts"),
+        Some(value) => check_host_list(r, value, &t.at("hosts")),
         None => Vec::new(),
     }
 }
@@ -284,8 +406,8 @@ fn check_env(r: &mut Reader<'_>, value: &Value<'_>, field: String) -> BTreeMap<S
             }
             DeValue::Table(_) => {
                 r.type_error(value, &field, "a string").hint(
-                    "per-environment overrides ([env.<name>] tables) are not supported yet; \
-                     set variables directly, as NAME = \"value\"",
+                    "variables are NAME = \"value\"; per-environment variables go in \
+                     [environments.<name>.env]",
                 );
             }
             DeValue::Array(_) => {

@@ -127,6 +127,10 @@ pub struct AuditFilter {
     /// Entries whose action starts with this, e.g. `user.` or `deploy.`.
     pub action_prefix: Option<String>,
     pub target: Option<String>,
+    /// Entries about one environment: targets `APP/ENVIRONMENT` (apps, releases, deploys,
+    /// secrets there), an environment's own audit stream.
+    #[serde(default)]
+    pub environment: Option<String>,
     /// At or after this time.
     #[serde(default, with = "crate::time::serde_ms_opt")]
     pub since: Option<SystemTime>,
@@ -152,13 +156,16 @@ impl Store {
                  AND ($3 IS NULL OR target = $3) \
                  AND ($4 IS NULL OR time_ms >= $4) \
                  AND ($5 IS NULL OR time_ms < $5) \
-                 ORDER BY seq DESC LIMIT $6",
+                 AND ($6 IS NULL OR (length(target) > length($6) \
+                      AND substr(target, length(target) - length($6)) = '/' || $6)) \
+                 ORDER BY seq DESC LIMIT $7",
             )
             .bind(filter.actor.as_deref())
             .bind(filter.action_prefix.as_deref())
             .bind(filter.target.as_deref())
             .bind(filter.since.map(to_ms))
             .bind(filter.until.map(to_ms))
+            .bind(filter.environment.as_deref())
             .bind(limit)
             .fetch_all(p)
             .await

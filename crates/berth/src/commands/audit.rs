@@ -16,6 +16,9 @@ pub struct Filter {
     /// Only entries about this target
     #[arg(long)]
     pub target: Option<String>,
+    /// Only entries about apps in this environment (its audit stream; viewer@ENV may read it)
+    #[arg(long)]
+    pub env: Option<String>,
     /// Only entries newer than this long ago (e.g. 10m, 24h, 7d)
     #[arg(long)]
     pub since: Option<String>,
@@ -30,6 +33,7 @@ fn query(f: &Filter) -> anyhow::Result<String> {
         ("actor", &f.actor),
         ("action", &f.action),
         ("target", &f.target),
+        ("env", &f.env),
     ] {
         if let Some(v) = v {
             q.push((k, v.clone()));

@@ -3,9 +3,11 @@
 pub mod access;
 pub mod apps;
 pub mod audit;
+pub mod config;
 pub mod login;
 pub mod progress;
 pub mod rollouts;
+pub mod secrets;
 
 /// Prints a value as JSON (`--json`) or through `human`.
 pub fn print(json: bool, value: &serde_json::Value, human: impl FnOnce(&serde_json::Value)) {

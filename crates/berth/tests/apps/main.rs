@@ -8,7 +8,9 @@ mod support;
 
 mod bad_input;
 mod deploy;
+mod environments;
 mod python;
 mod restart;
 mod rollout;
+mod secrets;
 mod supervise;

@@ -16,34 +16,59 @@ pub struct Berth {
     pub admin: SocketAddr,
     pub data_dir: PathBuf,
     pub process: BerthProcess,
+    /// Every CLI run against this berth: its arguments and what it printed (the leak scan
+    /// reads them).
+    pub transcript: std::sync::Mutex<Vec<(Vec<String>, Ran)>>,
 }
 
-fn config(listen: SocketAddr, admin: SocketAddr, data_dir: &Path) -> String {
+fn config(listen: SocketAddr, admin: SocketAddr, data_dir: &Path, access_log: bool) -> String {
+    let access_log = if access_log {
+        data_dir.join("access.log").display().to_string()
+    } else {
+        "off".to_owned()
+    };
     format!(
         "[server]\nlisten = [\"{listen}\"]\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\n\
-         workers = 2\nshutdown_timeout = \"10s\"\naccess_log = \"off\"\n",
+         workers = 2\nshutdown_timeout = \"10s\"\naccess_log = \"{access_log}\"\n",
         data_dir.display()
     )
 }
 
 /// A berth with no routes of its own, keeping its state in `data_dir`.
 pub async fn start_in(data_dir: &Path) -> Berth {
+    start_with(data_dir, &[]).await
+}
+
+/// [`start_in`] with these environment variables set for berth.
+pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Berth {
+    launch(data_dir, env, false).await
+}
+
+/// [`start_with`], writing the edge's access log to `access.log` in the data directory.
+#[allow(dead_code)]
+pub async fn start_logged(data_dir: &Path, env: &[(&str, &str)]) -> Berth {
+    launch(data_dir, env, true).await
+}
+
+async fn launch(data_dir: &Path, env: &[(&str, &str)], access_log: bool) -> Berth {
     let mut last = String::new();
     for _ in 0..3 {
         let (listen, admin) = (free_addr(), free_addr());
-        match BerthProcess::builder(BIN)
-            .config_toml(config(listen, admin, data_dir))
+        let mut builder = BerthProcess::builder(BIN)
+            .config_toml(config(listen, admin, data_dir, access_log))
             .admin_addr(admin)
-            .ready_timeout(Duration::from_secs(60))
-            .start()
-            .await
-        {
+            .ready_timeout(Duration::from_secs(60));
+        for (k, v) in env {
+            builder = builder.env(*k, *v);
+        }
+        match builder.start().await {
             Ok(process) => {
                 return Berth {
                     listen,
                     admin,
                     data_dir: data_dir.to_owned(),
                     process,
+                    transcript: Default::default(),
                 };
             }
             Err(e) => {
@@ -63,7 +88,7 @@ pub async fn start(keep: &tempfile::TempDir) -> Berth {
 }
 
 /// What a CLI run printed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Ran {
     pub code: i32,
     pub stdout: String,
@@ -98,23 +123,36 @@ impl Berth {
 
     /// Runs the CLI against this berth with `token`.
     pub fn cli_as(&self, token: &str, args: &[&str]) -> Ran {
-        let out = crate::shared::run_bounded(
-            Command::new(BIN)
-                .args(args)
-                .env("BERTH_REMOTE", format!("http://{}", self.admin))
-                .env("BERTH_TOKEN", token)
-                .env(
-                    "BERTH_CREDENTIALS",
-                    "/nonexistent/berth-test-credentials.json",
-                ),
-            // Deploys build and wait for health: generous, but a hang still fails.
-            Duration::from_secs(180),
-        );
-        Ran {
+        self.cli_input(token, args, None)
+    }
+
+    /// Runs the CLI against this berth with `token`, `input` on its standard input (none:
+    /// /dev/null).
+    pub fn cli_input(&self, token: &str, args: &[&str], input: Option<&[u8]>) -> Ran {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("BERTH_REMOTE", format!("http://{}", self.admin))
+            .env("BERTH_TOKEN", token)
+            .env(
+                "BERTH_CREDENTIALS",
+                "/nonexistent/berth-test-credentials.json",
+            );
+        // Deploys build and wait for health: generous, but a hang still fails.
+        let limit = Duration::from_secs(180);
+        let out = match input {
+            None => crate::shared::run_bounded(&mut cmd, limit),
+            Some(bytes) => crate::shared::run_bounded_with_input(&mut cmd, bytes, limit),
+        };
+        let ran = Ran {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        };
+        self.transcript
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((args.iter().map(|a| a.to_string()).collect(), ran.clone()));
+        ran
     }
 
     /// Runs the CLI against this berth as its first admin.

@@ -34,24 +34,67 @@ where
 /// Runs `cmd` to completion with its output captured, failing the test if it is still
 /// running after `limit` (a command that should exit but hangs must not hang the suite).
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("command spawns");
+    wait_bounded(cmd, child, limit)
+}
+
+/// [`run_bounded`] with `input` written to the command's standard input.
+#[allow(dead_code)]
+pub fn run_bounded_with_input(cmd: &mut Command, input: &[u8], limit: Duration) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("command spawns");
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that exits without reading gets EPIPE here; its exit status tells.
+        let _ = stdin.write_all(input);
+    }
+    wait_bounded(cmd, child, limit)
+}
+
+fn wait_bounded(cmd: &Command, mut child: std::process::Child, limit: Duration) -> Output {
+    // Read both pipes while waiting: a command that writes more than a pipe holds (64 KiB,
+    // a completion script) would otherwise block on its write and never exit.
+    fn drain<R: std::io::Read + Send + 'static>(
+        pipe: Option<R>,
+    ) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let end = Instant::now() + limit;
-    while child.try_wait().expect("try_wait").is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
         if Instant::now() >= end {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
+            let _ = child.wait();
             panic!(
                 "{cmd:?} still running after {limit:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&stdout.join().unwrap_or_default()),
+                String::from_utf8_lossy(&stderr.join().unwrap_or_default())
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
-    child.wait_with_output().expect("output")
 }
