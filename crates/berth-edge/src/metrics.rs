@@ -49,6 +49,19 @@ pub struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    pub route: String,
+    /// `route` or `auth`.
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EncodingLabels {
+    pub route: String,
+    pub encoding: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
@@ -75,6 +88,8 @@ pub struct EdgeMetrics {
     pub connection_errors: Family<KindLabels, Counter>,
     pub open_upgrades: Gauge,
     pub access_log_dropped: Counter,
+    pub rate_limit_keys: Family<RateLimitLabels, Gauge>,
+    pub compressed: Family<EncodingLabels, Counter>,
 }
 
 impl EdgeMetrics {
@@ -94,6 +109,8 @@ impl EdgeMetrics {
             connection_errors: Family::default(),
             open_upgrades: Gauge::default(),
             access_log_dropped: Counter::default(),
+            rate_limit_keys: Family::default(),
+            compressed: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("berth");
         r.register(
@@ -108,7 +125,7 @@ impl EdgeMetrics {
         );
         r.register(
             "rejections",
-            "Requests refused by the edge itself (404, 413, 431, 503...), by reason",
+            "Requests refused by the edge itself (403, 404, 413, 429, 431, 503...), by reason",
             m.rejections.clone(),
         );
         r.register(
@@ -165,6 +182,16 @@ impl EdgeMetrics {
             "access_log_dropped",
             "Access-log lines dropped because the writer fell behind",
             m.access_log_dropped.clone(),
+        );
+        r.register(
+            "rate_limit_keys",
+            "Clients (or header keys) a rate limit remembers now; bounded by its max_keys",
+            m.rate_limit_keys.clone(),
+        );
+        r.register(
+            "compressed_responses",
+            "Responses compressed by the edge, by route and encoding",
+            m.compressed.clone(),
         );
         Arc::new(m)
     }
