@@ -37,8 +37,8 @@ pub enum ProxyError {
         reason: String,
         retry_safe: bool,
     },
-    #[error("your address may not use this site")]
-    IpDenied,
+    #[error("your address {0} may not use this site")]
+    IpDenied(std::net::IpAddr),
     #[error("too many requests; try again in {retry_after_secs} s")]
     RateLimited {
         kind: crate::spec::RateLimitKind,
@@ -65,7 +65,7 @@ impl ProxyError {
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::BadRequestBody
-            | ProxyError::IpDenied
+            | ProxyError::IpDenied(_)
             | ProxyError::RateLimited { .. }
             | ProxyError::BadPath(_)
             | ProxyError::OutsideRoot
@@ -96,7 +96,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequestBody | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
-            ProxyError::IpDenied | ProxyError::OutsideRoot => StatusCode::FORBIDDEN,
+            ProxyError::IpDenied(_) | ProxyError::OutsideRoot => StatusCode::FORBIDDEN,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -117,7 +117,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::BadRequestBody => "bad_request_body",
-            ProxyError::IpDenied => "ip_denied",
+            ProxyError::IpDenied(_) => "ip_denied",
             ProxyError::RateLimited { kind, .. } => kind.reason(),
             ProxyError::BadPath(_) => "bad_path",
             ProxyError::OutsideRoot => "outside_root",

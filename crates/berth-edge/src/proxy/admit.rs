@@ -60,7 +60,7 @@ pub(super) fn admit<'r>(
     if let Some(access) = &policies.access
         && !access.permits(done.client)
     {
-        return Err(Rejection::Limit(ProxyError::IpDenied));
+        return Err(Rejection::Limit(ProxyError::IpDenied(done.client)));
     }
     if let Some(m) = &route.spec.maintenance {
         let ip = done.client;

@@ -67,6 +67,9 @@ pub async fn handle(
         return Ok(edge_response(done, StatusCode::OK, answer, None));
     }
     let table = shared.table.load();
+    if !table.proxies.networks.is_empty() {
+        done.client = crate::client_ip::resolve(conn.peer.ip(), req.headers(), &table.proxies);
+    }
     let Some(route) = table.lookup(&host, req.uri().path()) else {
         shared.metrics.reject("-", ProxyError::NoRoute.reason());
         let msg = format!("no site is configured for host '{host}'\n");
@@ -74,9 +77,6 @@ pub async fn handle(
     };
     done.route = route.name.clone();
     done.metrics = Some(route.edge_metrics.clone());
-    if !table.proxies.networks.is_empty() {
-        done.client = crate::client_ip::resolve(conn.peer.ip(), req.headers(), &table.proxies);
-    }
     if !conn.is_tls()
         && route.spec.https_redirect
         && let Some(port) = shared.tls.redirect_port(&host)

@@ -210,7 +210,7 @@ async fn allow_and_deny_lists_answer_403_and_count_it() {
     assert_eq!(refused.status(), 403);
     let text = refused.text().await.expect("body");
     assert!(
-        text.contains("your address may not use this site"),
+        text.contains("your address 127.0.0.1 may not use this site"),
         "{text}"
     );
     // The denied network gets nothing of the site; others do.
