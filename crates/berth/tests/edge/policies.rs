@@ -233,3 +233,47 @@ async fn allow_and_deny_lists_answer_403_and_count_it() {
         String::from_utf8_lossy(&reply)
     );
 }
+
+/// A reload (a deploy, a SIGHUP) must not hand every client a fresh burst; a changed limit
+/// starts afresh.
+#[tokio::test]
+async fn buckets_survive_a_reload_that_keeps_the_limit() {
+    let up = FakeUpstream::start_named("a").await;
+    let limited = |extra: &str| {
+        simple(
+            &[up.addr()],
+            &format!("rate_limit = {{ rate = \"1/h\", burst = 1 }}\n{extra}"),
+            "",
+        )
+    };
+    let env = start(&limited("")).await;
+    assert_eq!(get(&env, "/", &[]).await.status(), 200);
+    assert_eq!(get(&env, "/", &[]).await.status(), 429);
+    let reloads = |n: f64| {
+        let env = &env;
+        async move {
+            crate::common::eventually(Duration::from_secs(5), || async {
+                env.metric("berth_config_reloads_total{result=\"applied\"}")
+                    .await
+                    >= n
+            })
+            .await
+        }
+    };
+    // Another setting of the route changes; the limit does not.
+    env.write_body(&limited("max_body = \"1MiB\""));
+    env.berth.signal(libc::SIGHUP).expect("SIGHUP");
+    assert!(reloads(1.0).await, "the reload was not applied");
+    assert_eq!(get(&env, "/", &[]).await.status(), 429);
+    // A new limit: new buckets.
+    env.write_body(&simple(
+        &[up.addr()],
+        "rate_limit = { rate = \"1/h\", burst = 2 }",
+        "",
+    ));
+    env.berth.signal(libc::SIGHUP).expect("SIGHUP");
+    assert!(reloads(2.0).await, "the second reload was not applied");
+    assert_eq!(get(&env, "/", &[]).await.status(), 200);
+    assert_eq!(get(&env, "/", &[]).await.status(), 200);
+    assert_eq!(get(&env, "/", &[]).await.status(), 429);
+}
