@@ -46,6 +46,8 @@ pub struct ServerFile {
     pub audit_retention: DurationField,
     pub client: Option<ClientFile>,
     pub acme: Option<AcmeFile>,
+    pub trusted_proxies: Option<Vec<Text>>,
+    pub proxy_protocol: Option<Spanned<bool>>,
 }
 
 /// `[server.acme]`: the ACME CA and account for certificates with `source = "acme"`.
@@ -81,7 +83,8 @@ pub struct RouteFile {
     pub hosts: Spanned<Vec<Text>>,
     pub path_prefix: Option<Text>,
     pub strip_prefix: Option<bool>,
-    pub group: Text,
+    /// Required unless the route serves static files without falling back.
+    pub group: Option<Text>,
     pub max_body: SizeField,
     pub max_concurrent: Option<Int>,
     pub retry: Option<RetryFile>,
@@ -91,6 +94,51 @@ pub struct RouteFile {
     pub response_headers: Option<HeaderRulesFile>,
     pub maintenance: Option<MaintenanceFile>,
     pub https_redirect: Option<bool>,
+    pub allow: Option<Vec<Text>>,
+    pub deny: Option<Vec<Text>>,
+    pub rate_limit: Option<RateLimitFile>,
+    pub auth_rate_limit: Option<AuthRateLimitFile>,
+    pub compression: Option<Toggle<CompressionFile>>,
+    #[serde(rename = "static")]
+    pub static_files: Option<Spanned<StaticFile>>,
+}
+
+/// `rate_limit = { rate = "10/s", burst = 20, key = "ip" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    pub rate: Text,
+    pub burst: Option<Int>,
+    pub key: Option<Text>,
+    pub max_keys: Option<Int>,
+}
+
+/// `auth_rate_limit = { paths = ["/login"], rate = "5/m" }`: a second, stricter limit for
+/// some paths of the route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRateLimitFile {
+    pub paths: Spanned<Vec<Text>>,
+    pub rate: Text,
+    pub burst: Option<Int>,
+    pub key: Option<Text>,
+    pub max_keys: Option<Int>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionFile {
+    pub algorithms: Option<Spanned<Vec<Text>>>,
+    pub min_size: SizeField,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticFile {
+    pub dir: Text,
+    pub fallback: Option<bool>,
+    pub index: Option<Text>,
+    pub max_age: DurationField,
 }
 
 /// `[[certificate]]`: one certificate and the hosts it is served for.

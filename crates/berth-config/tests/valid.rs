@@ -428,6 +428,7 @@ fn documented_example_is_valid() {
         .expect("a ```toml block starting with `# berth.toml` in docs/config.md");
     let dir = tempfile::tempdir().expect("tempdir");
     fs::write(dir.path().join("maintenance.html"), "<p>down</p>").expect("write page");
+    fs::create_dir_all(dir.path().join("staticfiles")).expect("static dir");
     let certs = dir.path().join("certs/example.com");
     fs::create_dir_all(&certs).expect("certs dir");
     let key = rcgen::KeyPair::generate().expect("key");

@@ -82,6 +82,9 @@ pub fn edge_parts(key: &AppKey, route: &AppRoute) -> (RouteSpec, GroupSpec) {
         }),
         // Redirects only where the edge has a certificate for the host (see berth_edge::tls).
         https_redirect: true,
+        // No access lists, rate limits, compression or static files: the app spec has no
+        // keys for them yet.
+        policies: Default::default(),
     };
     let group = GroupSpec {
         name,

@@ -15,6 +15,9 @@ use crate::exchange::{Completion, End};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A response body made by a policy: compressed, or read from a file.
+pub type BoxBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>;
+
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds the limit of {0} bytes")]
 pub struct BodyTooLarge(pub u64);
@@ -113,6 +116,8 @@ impl Body for RequestBody {
 enum Source {
     Full(Option<Bytes>),
     Upstream(Incoming),
+    /// Only routes with compression or static files get here: the plain path stays unboxed.
+    Boxed(BoxBody),
 }
 
 /// Body sent to the client. Owns the exchange's [`Completion`], which runs exactly once: at
@@ -136,9 +141,21 @@ impl ResponseBody {
     }
 
     pub fn upstream(body: Incoming, completion: Box<Completion>) -> Self {
-        let ended = body.is_end_stream();
+        Self::streaming(Source::Upstream(body), completion)
+    }
+
+    pub fn boxed(body: BoxBody, completion: Box<Completion>) -> Self {
+        Self::streaming(Source::Boxed(body), completion)
+    }
+
+    fn streaming(source: Source, completion: Box<Completion>) -> Self {
+        let ended = match &source {
+            Source::Full(b) => b.is_none(),
+            Source::Upstream(b) => b.is_end_stream(),
+            Source::Boxed(b) => b.is_end_stream(),
+        };
         let mut this = Self {
-            source: Source::Upstream(body),
+            source,
             bytes: 0,
             completion: Some(completion),
             deadline: None,
@@ -176,6 +193,7 @@ impl Body for ResponseBody {
             Source::Upstream(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(BoxError::from))),
+            Source::Boxed(body) => body.as_mut().poll_frame(cx),
         };
         match polled {
             Poll::Pending => {
@@ -215,6 +233,7 @@ impl Body for ResponseBody {
         match &self.source {
             Source::Full(b) => b.is_none(),
             Source::Upstream(b) => b.is_end_stream(),
+            Source::Boxed(b) => b.is_end_stream(),
         }
     }
 
@@ -223,6 +242,7 @@ impl Body for ResponseBody {
             Source::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Source::Full(None) => SizeHint::with_exact(0),
             Source::Upstream(b) => b.size_hint(),
+            Source::Boxed(b) => b.size_hint(),
         }
     }
 }

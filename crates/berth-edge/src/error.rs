@@ -37,6 +37,23 @@ pub enum ProxyError {
         reason: String,
         retry_safe: bool,
     },
+    #[error("your address {0} may not use this site")]
+    IpDenied(std::net::IpAddr),
+    #[error("too many requests; try again in {retry_after_secs} s")]
+    RateLimited {
+        kind: crate::spec::RateLimitKind,
+        retry_after_secs: u64,
+    },
+    #[error("bad path: {0}")]
+    BadPath(crate::static_files::path::BadPath),
+    #[error("the file is outside the static directory")]
+    OutsideRoot,
+    #[error("no such file")]
+    NotFound,
+    #[error("static files answer GET and HEAD only")]
+    MethodNotAllowed,
+    #[error("the requested range is outside the file ({len} bytes)")]
+    RangeNotSatisfiable { len: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -47,7 +64,14 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BodyTooLarge { .. }
-            | ProxyError::BadRequestBody => Fault::Client,
+            | ProxyError::BadRequestBody
+            | ProxyError::IpDenied(_)
+            | ProxyError::RateLimited { .. }
+            | ProxyError::BadPath(_)
+            | ProxyError::OutsideRoot
+            | ProxyError::NotFound
+            | ProxyError::MethodNotAllowed
+            | ProxyError::RangeNotSatisfiable { .. } => Fault::Client,
             ProxyError::Overloaded { .. } | ProxyError::Internal(_) => Fault::Internal,
             ProxyError::NoUpstream
             | ProxyError::Connect { .. }
@@ -71,7 +95,12 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BadRequestBody => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequestBody | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::IpDenied(_) | ProxyError::OutsideRoot => StatusCode::FORBIDDEN,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::NotFound => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ProxyError::Overloaded { .. } | ProxyError::NoUpstream => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -88,6 +117,13 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::BadRequestBody => "bad_request_body",
+            ProxyError::IpDenied(_) => "ip_denied",
+            ProxyError::RateLimited { kind, .. } => kind.reason(),
+            ProxyError::BadPath(_) => "bad_path",
+            ProxyError::OutsideRoot => "outside_root",
+            ProxyError::NotFound => "not_found",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             ProxyError::Overloaded { .. } => "overloaded",
             ProxyError::NoUpstream => "no_upstream",
             ProxyError::Connect { .. } => "connect",

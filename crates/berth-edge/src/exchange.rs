@@ -17,6 +17,8 @@ use crate::upstream::{InFlight, Sender};
 
 /// A client connection as the request phases see it.
 pub struct ConnInfo {
+    /// The client end of the connection: the TCP peer, or the source a trusted PROXY
+    /// protocol header named.
     pub peer: SocketAddr,
     /// The peer's IP as a header value, formatted once per connection for X-Forwarded-For.
     pub peer_ip: HeaderValue,
@@ -57,6 +59,8 @@ pub struct Completion {
     pub start: Instant,
     pub time: SystemTime,
     pub conn: Arc<ConnInfo>,
+    /// The client's address: the peer's, or the one trusted proxies forwarded.
+    pub client: std::net::IpAddr,
     pub _active: ActiveGuard,
     pub request_id: HeaderValue,
     pub method: Method,
@@ -108,7 +112,7 @@ impl Completion {
             log.log(AccessRecord {
                 time: self.time,
                 request_id: String::from_utf8_lossy(self.request_id.as_bytes()).into_owned(),
-                client: self.conn.peer.ip(),
+                client: self.client,
                 host: std::mem::take(&mut self.host),
                 method: self.method.to_string(),
                 path: std::mem::take(&mut self.path),

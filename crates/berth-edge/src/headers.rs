@@ -102,8 +102,9 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
 }
 
-/// Client-supplied forwarding headers are replaced, not appended to: until trusted proxies are
-/// configured, anything a client sends there is a spoofing vector for the app.
+/// Client-supplied forwarding headers are replaced, not appended to: the app gets one address,
+/// the client's, as berth settled it (the peer's, or the one trusted proxies named), and never
+/// what an untrusted client wrote there.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     client_ip: &HeaderValue,

@@ -4,12 +4,15 @@
 //! number of new specs (file reloads, the supervisor adding instances, the deployer moving
 //! weights) without dropping a request. Decision logic lives in [`balance`] and [`health`] and
 //! is pure; the request lifecycle is in `proxy/`, a file per phase. TLS termination and
-//! certificates are in [`tls`].
+//! certificates are in [`tls`]. Route policies have a module each: `rate_limit`, `client_ip`
+//! (trusted proxies), `proxy_protocol`, `compress` and `static_files`.
 
 pub mod access_log;
 pub mod balance;
 mod body;
 mod checker;
+mod client_ip;
+mod compress;
 mod conn_watch;
 pub mod error;
 mod exchange;
@@ -17,9 +20,12 @@ mod headers;
 pub mod health;
 pub mod metrics;
 mod proxy;
+mod proxy_protocol;
+mod rate_limit;
 mod select;
 mod server;
 pub mod spec;
+mod static_files;
 pub mod stats;
 mod table;
 pub mod tls;

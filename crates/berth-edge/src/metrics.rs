@@ -49,6 +49,19 @@ pub struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    pub route: String,
+    /// `route` or `auth`.
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EncodingLabels {
+    pub route: String,
+    pub encoding: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
@@ -77,6 +90,8 @@ pub struct EdgeMetrics {
     pub access_log_dropped: Counter,
     /// The same request counts per (route, release), cheap to read back (canary analysis).
     pub stats: crate::stats::StatsRegistry,
+    pub rate_limit_keys: Family<RateLimitLabels, Gauge>,
+    pub compressed: Family<EncodingLabels, Counter>,
 }
 
 impl EdgeMetrics {
@@ -97,6 +112,8 @@ impl EdgeMetrics {
             stats: Default::default(),
             open_upgrades: Gauge::default(),
             access_log_dropped: Counter::default(),
+            rate_limit_keys: Family::default(),
+            compressed: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("berth");
         r.register(
@@ -111,7 +128,7 @@ impl EdgeMetrics {
         );
         r.register(
             "rejections",
-            "Requests refused by the edge itself (404, 413, 431, 503...), by reason",
+            "Requests refused by the edge itself (403, 404, 413, 429, 431, 503...), by reason",
             m.rejections.clone(),
         );
         r.register(
@@ -168,6 +185,16 @@ impl EdgeMetrics {
             "access_log_dropped",
             "Access-log lines dropped because the writer fell behind",
             m.access_log_dropped.clone(),
+        );
+        r.register(
+            "rate_limit_keys",
+            "Clients (or header keys) a rate limit remembers now; bounded by its max_keys",
+            m.rate_limit_keys.clone(),
+        );
+        r.register(
+            "compressed_responses",
+            "Responses compressed by the edge, by route and encoding",
+            m.compressed.clone(),
         );
         Arc::new(m)
     }

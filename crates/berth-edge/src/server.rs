@@ -2,10 +2,12 @@
 //! on TLS ports), the idle watch, and graceful drain. Listeners are bound once;
 //! reconfiguration never touches them.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -17,6 +19,7 @@ use crate::conn_watch::{self, ConnActivity, Verdict, WatchedIo};
 use crate::exchange::ConnInfo;
 use crate::metrics::KindLabels;
 use crate::proxy::{self, Shared};
+use crate::proxy_protocol::{self, Parsed, ReadError, Rewind};
 use crate::spec::ClientLimits;
 
 /// Room above the configured header limit so the edge, not hyper, answers most oversized
@@ -74,11 +77,14 @@ pub async fn accept_loop(
                     let shared = shared.clone();
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        if tls {
-                            serve_tls(stream, peer, shared, shutdown).await;
-                        } else {
-                            let _ = stream.set_nodelay(true);
-                            serve(stream, peer, Instant::now(), "http", shared, shutdown).await;
+                        let opened = Instant::now();
+                        let _ = stream.set_nodelay(true);
+                        if let Some((stream, peer)) = proxy_header(stream, peer, &shared).await {
+                            if tls {
+                                serve_tls(stream, peer, opened, shared, shutdown).await;
+                            } else {
+                                serve(stream, peer, opened, "http", shared, shutdown).await;
+                            }
                         }
                         drop(tracked);
                     });
@@ -113,13 +119,12 @@ fn builder(limits: &ClientLimits) -> auto::Builder<TokioExecutor> {
 /// does the first request head after it: a silent client is cut at the same point as on a
 /// plain port.
 async fn serve_tls(
-    stream: TcpStream,
+    stream: Rewind<TcpStream>,
     peer: std::net::SocketAddr,
+    opened: Instant,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let opened = Instant::now();
     let timeout = shared.table.load().limits.header_timeout;
     let tls = shared.tls.clone();
     let stream = tokio::select! {
@@ -195,6 +200,47 @@ async fn serve<I>(
             .inc();
     }
     shared.metrics.open_connections.dec();
+}
+
+/// With the PROXY protocol on, reads the header a load balancer puts before the connection's
+/// first byte, within `header_timeout` of connecting (the rest of the head shares that time).
+/// A trusted peer's header names the client; a header from anyone else, or a malformed one,
+/// closes the connection and is counted. A connection without a header is served as is: its
+/// peer is its client, so nothing is taken on trust. `None` means closed.
+async fn proxy_header(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Option<(Rewind<TcpStream>, SocketAddr)> {
+    let (trusted, timeout) = {
+        let table = shared.table.load();
+        if !table.proxies.proxy_protocol {
+            return Some((Rewind::new(stream, Bytes::new()), peer));
+        }
+        (table.proxies.trusts(peer.ip()), table.limits.header_timeout)
+    };
+    let kind = match tokio::time::timeout(timeout, proxy_protocol::read_header(stream)).await {
+        Ok(Ok((None, stream))) => return Some((stream, peer)),
+        Ok(Ok((Some(Parsed::Header { source, .. }), stream))) if trusted => {
+            return Some((stream, source.unwrap_or(peer)));
+        }
+        Ok(Ok((Some(_), _))) => "proxy_protocol_untrusted",
+        Ok(Err(ReadError::Malformed(e))) => {
+            tracing::debug!(%peer, error = %e, "closing a connection");
+            "proxy_protocol_malformed"
+        }
+        // Gone before saying anything: nothing to count.
+        Ok(Err(ReadError::Closed)) => return None,
+        Ok(Err(ReadError::Io(_))) => "io",
+        Err(_) => "header_timeout",
+    };
+    tracing::debug!(%peer, kind, "PROXY protocol header refused");
+    shared
+        .metrics
+        .connection_errors
+        .get_or_create(&KindLabels { kind })
+        .inc();
+    None
 }
 
 fn classify(e: &(dyn std::error::Error + 'static)) -> &'static str {

@@ -64,6 +64,15 @@ pub mod defaults {
 
     /// Release name of a group given as a plain upstream list.
     pub const RELEASE: &str = "default";
+
+    /// Distinct clients (keys) one rate limit remembers; more evicts the buckets closest to
+    /// full first.
+    pub const RATE_LIMIT_MAX_KEYS: usize = 100_000;
+    /// Bodies smaller than this are not worth compressing: the framing eats the gain.
+    pub const COMPRESSION_MIN_SIZE: u64 = 1024;
+    /// `Cache-Control: max-age` of static files whose names carry no content hash.
+    pub const STATIC_MAX_AGE: Duration = Duration::from_secs(60);
+    pub const STATIC_INDEX: &str = "index.html";
     pub const POOL_WEIGHT: u32 = 100;
     pub const MAX_POOL_WEIGHT: u32 = 1_000_000;
 }
@@ -76,6 +85,8 @@ pub struct EdgeSpec {
     /// TLS listeners and certificates; `TlsSpec::default()` is no TLS at all.
     pub tls: TlsSpec,
     pub client: ClientLimits,
+    /// Which peers may tell berth who the client is (X-Forwarded-For, PROXY protocol).
+    pub trusted_proxies: TrustedProxies,
     pub routes: Vec<RouteSpec>,
     pub groups: Vec<GroupSpec>,
 }
@@ -98,6 +109,24 @@ impl Default for ClientLimits {
             idle_timeout: defaults::CLIENT_IDLE_TIMEOUT,
             max_header_bytes: defaults::MAX_HEADER_BYTES,
         }
+    }
+}
+
+/// Peers whose word on the client's address is taken. With none, the client is always the
+/// TCP peer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrustedProxies {
+    /// When the TCP peer is in one of these, the client is the rightmost address of
+    /// X-Forwarded-For that is not.
+    pub networks: Vec<IpNet>,
+    /// Read a PROXY protocol v1/v2 header at the start of connections (plain and TLS), and
+    /// take the client from it when the peer is trusted; refuse it from anyone else.
+    pub proxy_protocol: bool,
+}
+
+impl TrustedProxies {
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.networks.iter().any(|n| n.contains(&ip))
     }
 }
 
@@ -208,7 +237,8 @@ pub struct RouteSpec {
     /// Starts with `/`; `/` matches everything.
     pub path_prefix: String,
     pub strip_prefix: bool,
-    /// Name of a [`GroupSpec`].
+    /// Name of a [`GroupSpec`]; empty for a route served only from static files (no
+    /// fallback).
     pub group: String,
     pub max_body_bytes: u64,
     pub max_concurrent: usize,
@@ -221,6 +251,141 @@ pub struct RouteSpec {
     /// Answer plain-HTTP requests with a 308 to HTTPS when the request's host has a
     /// certificate (and a TLS listener is up).
     pub https_redirect: bool,
+    /// Access lists, rate limits, compression and static files; `Default` is none of them.
+    pub policies: RoutePolicies,
+}
+
+/// What a route does besides forwarding. Each part is off by default, and a route with none
+/// of them pays a few branches for them, nothing more.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoutePolicies {
+    pub access: Option<IpAccess>,
+    /// Checked in order; a request must pass every limit whose paths match it.
+    pub rate_limits: Vec<RateLimitSpec>,
+    pub compression: Option<CompressionSpec>,
+    pub static_files: Option<StaticSpec>,
+}
+
+/// Client networks a route accepts (403 otherwise). `deny` wins over `allow`; an empty
+/// `allow` allows everyone not denied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IpAccess {
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+}
+
+impl IpAccess {
+    pub fn permits(&self, ip: std::net::IpAddr) -> bool {
+        !self.deny.iter().any(|n| n.contains(&ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip)))
+    }
+}
+
+/// A token bucket per key: `burst` tokens, refilled at `rate`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitSpec {
+    pub kind: RateLimitKind,
+    /// Path prefixes (segment boundaries, percent-decoded) the limit applies to; empty is
+    /// every path of the route.
+    pub paths: Vec<String>,
+    pub rate: Rate,
+    pub burst: u32,
+    pub key: RateKey,
+    /// Keys remembered at most; see [`defaults::RATE_LIMIT_MAX_KEYS`].
+    pub max_keys: usize,
+}
+
+/// `count` requests per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitKind {
+    /// `rate_limit`: the whole route.
+    Route,
+    /// `auth_rate_limit`: the route's login-like paths, usually stricter.
+    Auth,
+}
+
+impl RateLimitKind {
+    /// The `limit` label of `berth_rate_limit_keys`.
+    pub fn label(self) -> &'static str {
+        match self {
+            RateLimitKind::Route => "route",
+            RateLimitKind::Auth => "auth",
+        }
+    }
+
+    /// The `reason` label of `berth_rejections_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            RateLimitKind::Route => "rate_limited",
+            RateLimitKind::Auth => "auth_rate_limited",
+        }
+    }
+}
+
+/// What a rate limit counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    /// The client's address (after trusted proxies).
+    ClientIp,
+    /// A header's value, e.g. an API key; requests without it are counted by client address.
+    Header(HeaderName),
+}
+
+/// Compression of responses the route sends (from the app or from static files).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressionSpec {
+    /// In the server's order of preference, for clients that like several equally.
+    pub algorithms: Vec<Encoding>,
+    /// Responses with a known length below this go out as they are.
+    pub min_size: u64,
+}
+
+impl Default for CompressionSpec {
+    fn default() -> Self {
+        Self {
+            algorithms: vec![Encoding::Brotli, Encoding::Gzip],
+            min_size: defaults::COMPRESSION_MIN_SIZE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Brotli,
+    Gzip,
+    Zstd,
+}
+
+impl Encoding {
+    /// The Content-Encoding token.
+    pub fn token(self) -> &'static str {
+        match self {
+            Encoding::Brotli => "br",
+            Encoding::Gzip => "gzip",
+            Encoding::Zstd => "zstd",
+        }
+    }
+}
+
+/// Files served by the edge itself under the route's path prefix (which is removed to find
+/// the file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticSpec {
+    /// Canonical (absolute, symlinks resolved): nothing outside it is ever served.
+    pub root: PathBuf,
+    /// File served for a directory, e.g. `index.html`; `None` answers directories 404.
+    pub index: Option<String>,
+    /// Send requests for missing files (and methods other than GET and HEAD) to the route's
+    /// group instead of answering 404 (405).
+    pub fallback: bool,
+    /// `Cache-Control: max-age` for names without a content hash.
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -9,8 +9,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::balance::SmoothWeighted;
-use crate::metrics::{EdgeMetrics, RouteMetrics};
-use crate::spec::{ClientLimits, EdgeSpec, GroupSpec, HostPattern, RouteSpec};
+use crate::metrics::{EdgeMetrics, RateLimitLabels, RouteMetrics};
+use crate::rate_limit::RateLimiter;
+use crate::spec::{
+    ClientLimits, EdgeSpec, GroupSpec, HostPattern, RateLimitSpec, RouteSpec, TrustedProxies,
+};
 use crate::upstream::{InstanceSettings, Upstream};
 
 pub struct Table {
@@ -23,6 +26,7 @@ pub struct Table {
     /// Swapped in with the routes, so a request never pairs one spec's routes with another's
     /// limits.
     pub limits: ClientLimits,
+    pub proxies: TrustedProxies,
 }
 
 pub struct Route {
@@ -34,6 +38,8 @@ pub struct Route {
     pub metrics: Vec<RouteMetrics>,
     /// For answers given before a release was chosen (404, 413, 503...).
     pub edge_metrics: RouteMetrics,
+    /// Indexed like `spec.policies.rate_limits`; carried over while a limit is unchanged.
+    pub limiters: Vec<Arc<RateLimiter>>,
 }
 
 pub struct Group {
@@ -62,6 +68,7 @@ type Registry<K, T> = Mutex<HashMap<K, Vec<Weak<T>>>>;
 pub struct Carry {
     instances: Registry<(String, String, SocketAddr), Upstream>,
     route_in_flight: Registry<String, AtomicUsize>,
+    limiters: Registry<(String, &'static str), RateLimiter>,
 }
 
 impl Table {
@@ -71,13 +78,33 @@ impl Table {
             .iter()
             .map(|g| (g.name.as_str(), Arc::new(Group::build(g, carry, metrics))))
             .collect();
+        let no_group = Arc::new(Group::build(
+            &GroupSpec {
+                name: String::new(),
+                balance: Default::default(),
+                sticky: None,
+                force: Default::default(),
+                health: None,
+                passive: Default::default(),
+                upstream_idle_timeout: crate::spec::defaults::UPSTREAM_IDLE_TIMEOUT,
+                pools: Vec::new(),
+            },
+            carry,
+            metrics,
+        ));
         let routes: Vec<Route> = spec
             .routes
             .iter()
             .filter_map(|route| {
                 // Validation guarantees the group exists; a route without one is skipped
-                // rather than trusted.
-                let Some(group) = groups.get(route.group.as_str()) else {
+                // rather than trusted. A route served only from files has none.
+                let static_only = route.group.is_empty() && route.policies.static_files.is_some();
+                let group = if static_only {
+                    Some(&no_group)
+                } else {
+                    groups.get(route.group.as_str())
+                };
+                let Some(group) = group else {
                     tracing::error!(route = %route.name, group = %route.group, "route names an unknown group; skipped");
                     return None;
                 };
@@ -90,6 +117,12 @@ impl Table {
                         .map(|p| metrics.route(&route.name, &p.release))
                         .collect(),
                     edge_metrics: metrics.route(&route.name, EDGE_RELEASE),
+                    limiters: route
+                        .policies
+                        .rate_limits
+                        .iter()
+                        .map(|limit| carry.limiter(&route.name, limit, metrics))
+                        .collect(),
                     group: group.clone(),
                     spec: route.clone(),
                 })
@@ -124,6 +157,7 @@ impl Table {
             routes,
             groups: groups.into_values().collect(),
             limits: spec.client.clone(),
+            proxies: spec.trusted_proxies.clone(),
         }
     }
 
@@ -230,6 +264,31 @@ impl Carry {
         )
     }
 
+    /// The same limiter, buckets and all, while the route's limit is unchanged; a new one
+    /// (empty buckets) when it changed.
+    fn limiter(
+        &self,
+        route: &str,
+        spec: &RateLimitSpec,
+        metrics: &EdgeMetrics,
+    ) -> Arc<RateLimiter> {
+        carried(
+            &self.limiters,
+            (route.to_owned(), spec.kind.label()),
+            |existing| existing.spec == *spec,
+            || {
+                let gauge = metrics
+                    .rate_limit_keys
+                    .get_or_create(&RateLimitLabels {
+                        route: route.to_owned(),
+                        limit: spec.kind.label(),
+                    })
+                    .clone();
+                RateLimiter::new(spec.clone(), gauge, std::time::Instant::now())
+            },
+        )
+    }
+
     fn route_counter(&self, route: &str) -> Arc<AtomicUsize> {
         carried(
             &self.route_in_flight,
@@ -320,10 +379,16 @@ mod tests {
             response_headers: Default::default(),
             maintenance: None,
             https_redirect: false,
+            policies: Default::default(),
         }
     }
 
     fn table(routes: Vec<RouteSpec>) -> Table {
+        let metrics = EdgeMetrics::new(&mut Registry::default());
+        Table::build(&edge_spec(routes), &Carry::default(), &metrics)
+    }
+
+    fn edge_spec(routes: Vec<RouteSpec>) -> EdgeSpec {
         let group = GroupSpec {
             name: "g".to_owned(),
             balance: Default::default(),
@@ -338,15 +403,62 @@ mod tests {
                 upstreams: Vec::new(),
             }],
         };
-        let spec = EdgeSpec {
+        EdgeSpec {
             listeners: Vec::new(),
             tls: Default::default(),
             client: ClientLimits::default(),
+            trusted_proxies: Default::default(),
             routes,
             groups: vec![group],
-        };
+        }
+    }
+
+    /// Buckets are state a reload must keep, or a client could reset its limit by waiting
+    /// for any deploy.
+    #[test]
+    fn rate_limiters_are_carried_over_while_their_limit_is_unchanged() {
+        use crate::spec::{Rate, RateKey, RateLimitKind};
         let metrics = EdgeMetrics::new(&mut Registry::default());
-        Table::build(&spec, &Carry::default(), &metrics)
+        let carry = Carry::default();
+        let limited = |burst| {
+            let mut r = route("r", &[HostPattern::Any], "/");
+            r.policies.rate_limits = vec![RateLimitSpec {
+                kind: RateLimitKind::Route,
+                paths: Vec::new(),
+                rate: Rate {
+                    count: 1,
+                    per: std::time::Duration::from_secs(60),
+                },
+                burst,
+                key: RateKey::ClientIp,
+                max_keys: 1000,
+            }];
+            edge_spec(vec![r])
+        };
+        let first = Table::build(&limited(5), &carry, &metrics);
+        let again = Table::build(&limited(5), &carry, &metrics);
+        let old = &first.lookup("h", "/").expect("route").limiters[0];
+        let same = &again.lookup("h", "/").expect("route").limiters[0];
+        assert!(Arc::ptr_eq(old, same));
+        let changed = Table::build(&limited(6), &carry, &metrics);
+        let new = &changed.lookup("h", "/").expect("route").limiters[0];
+        assert!(!Arc::ptr_eq(old, new));
+        assert_eq!(new.spec.burst, 6);
+    }
+
+    #[test]
+    fn a_static_only_route_is_kept_without_a_group() {
+        let mut files = route("files", &[HostPattern::Any], "/static");
+        files.group = String::new();
+        files.policies.static_files = Some(crate::spec::StaticSpec {
+            root: "/".into(),
+            index: None,
+            fallback: false,
+            max_age: std::time::Duration::ZERO,
+        });
+        let t = table(vec![files]);
+        let r = t.lookup("h", "/static/x").expect("static route");
+        assert!(r.group.pools.is_empty());
     }
 
     fn routed<'t>(t: &'t Table, host: &str, path: &str) -> Option<&'t str> {

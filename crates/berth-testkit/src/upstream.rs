@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -84,6 +84,7 @@ pub struct FakeUpstreamBuilder {
     drop_mid_body: Option<usize>,
     slow_body: Option<(usize, Duration)>,
     body: Option<Bytes>,
+    headers: Vec<(HeaderName, HeaderValue)>,
     health_path: String,
     unhealthy: bool,
 }
@@ -98,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) drop_mid_body: Option<usize>,
     pub(crate) slow_body: Option<(usize, Duration)>,
     pub(crate) body: Bytes,
+    /// Added to every normal response.
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) health_path: String,
     pub(crate) healthy: AtomicBool,
     /// 0 means "use the mix".
@@ -126,6 +129,7 @@ impl FakeUpstream {
             drop_mid_body: None,
             slow_body: None,
             body: None,
+            headers: Vec::new(),
             health_path: "/health".to_string(),
             unhealthy: false,
         }
@@ -295,6 +299,19 @@ impl FakeUpstreamBuilder {
         self
     }
 
+    /// Adds a header to every normal response, e.g. `Content-Type` or `Content-Encoding`.
+    ///
+    /// # Panics
+    /// If the name or value is invalid.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .unwrap_or_else(|_| panic!("FakeUpstream header name {name:?} is invalid"));
+        let value = HeaderValue::from_str(value)
+            .unwrap_or_else(|_| panic!("FakeUpstream header value {value:?} is invalid"));
+        self.headers.push((name, value));
+        self
+    }
+
     /// Defaults to `/health`.
     pub fn health_path(mut self, path: impl Into<String>) -> Self {
         self.health_path = path.into();
@@ -333,6 +350,7 @@ impl FakeUpstreamBuilder {
             .unwrap_or_else(|_| panic!("FakeUpstream name {name:?} is not a valid header value"));
         let shared = Arc::new(Shared {
             body: self.body.unwrap_or_else(|| Bytes::from(name.clone())),
+            headers: self.headers,
             name,
             name_header,
             latency: self.latency,

@@ -146,6 +146,9 @@ async fn normal(shared: &Shared) -> Result<Response<ScriptedBody>, DropOnPurpose
     };
     let mut res = Response::new(normal_body(shared));
     *res.status_mut() = status;
+    for (name, value) in &shared.headers {
+        res.headers_mut().insert(name.clone(), value.clone());
+    }
     Ok(res)
 }
 

@@ -8,6 +8,7 @@ mod headers;
 pub(crate) mod health;
 pub(crate) mod host;
 mod maintenance;
+mod policies;
 mod pool;
 mod route;
 mod server;
@@ -31,6 +32,7 @@ pub const DEV_CA_DIR: &str = "tls/dev-ca";
 pub(crate) fn validate(file: &FileConfig, source: &Source<'_>) -> Result<Config, ConfigError> {
     let mut checker = Checker::new(source);
     let (server, listeners, client) = server::check(&mut checker, &file.server);
+    let trusted_proxies = policies::check_trusted_proxies(&mut checker, &file.server);
     let groups = group::check_all(&mut checker, &file.group);
     let routes = route::check_all(&mut checker, &file.route, &groups);
     let tls = tls::check(&mut checker, file, &server, &listeners);
@@ -40,6 +42,7 @@ pub(crate) fn validate(file: &FileConfig, source: &Source<'_>) -> Result<Config,
             listeners,
             tls,
             client,
+            trusted_proxies,
             routes,
             groups,
         },

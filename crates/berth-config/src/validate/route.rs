@@ -9,7 +9,7 @@ use berth_edge::spec::{
 use http::uri::PathAndQuery;
 use toml::Spanned;
 
-use super::{Checker, NAME_HINT, headers, host, is_name, maintenance};
+use super::{Checker, NAME_HINT, headers, host, is_name, maintenance, policies};
 use crate::file::{RetryFile, RouteFile, Text, TimeoutsFile};
 use crate::path::{index, key};
 
@@ -35,29 +35,53 @@ pub(super) fn check_all(
     routes
         .iter()
         .enumerate()
-        .map(|(i, route)| check(c, i, route.get_ref(), groups, &mut claims))
+        .map(|(i, route)| check(c, i, route, groups, &mut claims))
         .collect()
 }
 
 fn check(
     c: &mut Checker<'_>,
     i: usize,
-    route: &RouteFile,
+    spanned: &Spanned<RouteFile>,
     groups: &[GroupSpec],
     claims: &mut Claims,
 ) -> RouteSpec {
+    let route = spanned.get_ref();
     let field = index("route", i);
     let at = |name| key(&field, name);
     check_name(c, &route.name, &at("name"), i, claims);
     let path_prefix = check_path_prefix(c, route.path_prefix.as_ref(), &at("path_prefix"));
     let hosts = check_hosts(c, route, &at("hosts"), &path_prefix, i, claims);
-    check_group(c, &route.group, &at("group"), groups);
+    let policies = policies::check_route(c, route, &field, &path_prefix);
+    let group = match (&route.group, &route.static_files) {
+        (Some(group), _) => {
+            check_group(c, group, &at("group"), groups);
+            group.get_ref().clone()
+        }
+        (None, Some(files)) => {
+            if files.get_ref().fallback == Some(true) {
+                c.error(
+                    files.span(),
+                    &at("static"),
+                    "`fallback = true` sends missing files to the route's group, and the route has none",
+                )
+                .hint("add `group = \"...\"` to the route, or drop `fallback`");
+            }
+            // Served from files alone.
+            String::new()
+        }
+        (None, None) => {
+            c.error(spanned.span(), &field, "missing field `group`")
+                .hint("every route sends its requests to a group, unless it serves static files: add `group = \"...\"` or `static = { dir = \"...\" }`");
+            String::new()
+        }
+    };
     RouteSpec {
         name: route.name.get_ref().clone(),
         hosts,
         path_prefix,
         strip_prefix: route.strip_prefix.unwrap_or(false),
-        group: route.group.get_ref().clone(),
+        group,
         max_body_bytes: c.size(
             &route.max_body,
             &at("max_body"),
@@ -90,6 +114,7 @@ fn check(
         ),
         maintenance: maintenance::check(c, route.maintenance.as_ref(), &at("maintenance")),
         https_redirect: route.https_redirect.unwrap_or(defaults::HTTPS_REDIRECT),
+        policies,
     }
 }
 

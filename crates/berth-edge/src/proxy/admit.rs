@@ -1,6 +1,12 @@
-//! Phase 3: refuse what a route will not take, before any upstream is touched.
+//! Phase 3: refuse what a route will not take, before any upstream is touched. The order is
+//! cheapest and least stateful first: sizes, then the client's address (a denied client
+//! takes no rate-limit token), maintenance, rate limits, and concurrency last, since a
+//! permit is only taken by requests that will be served.
 
+use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -11,8 +17,10 @@ use super::respond::{client_message, edge_response};
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::exchange::{Completion, RoutePermit};
-use crate::spec::{ClientLimits, Maintenance};
-use crate::table::Route;
+use crate::rate_limit::{Decision, Key, retry_after_secs};
+use crate::spec::{ClientLimits, Maintenance, RateKey};
+use crate::table::{Route, prefix_matches};
+use percent_encoding::percent_decode_str;
 
 /// Why phase 3 refused a request.
 pub(super) enum Rejection<'r> {
@@ -48,11 +56,20 @@ pub(super) fn admit<'r>(
             limit: route.spec.max_body_bytes,
         }));
     }
+    let policies = &route.spec.policies;
+    if let Some(access) = &policies.access
+        && !access.permits(done.client)
+    {
+        return Err(Rejection::Limit(ProxyError::IpDenied(done.client)));
+    }
     if let Some(m) = &route.spec.maintenance {
-        let ip = done.conn.peer.ip();
+        let ip = done.client;
         if !m.allow.iter().any(|net| net.contains(&ip)) {
             return Err(Rejection::Maintenance(m));
         }
+    }
+    if !route.limiters.is_empty() {
+        rate_limit(route, req, done.client, done.start)?;
     }
     let previous = route.in_flight.fetch_add(1, Ordering::Relaxed);
     let permit = RoutePermit(route.in_flight.clone());
@@ -62,6 +79,42 @@ pub(super) fn admit<'r>(
         }));
     }
     done.permit = Some(permit);
+    Ok(())
+}
+
+/// Every limit whose paths match must have a token for the request's key. A request refused
+/// by one limit takes no token from the ones after it.
+fn rate_limit<'r>(
+    route: &'r Route,
+    req: &Request<Incoming>,
+    client: IpAddr,
+    now: Instant,
+) -> Result<(), Rejection<'r>> {
+    // Paths are compared decoded, so `/%6Cogin` is counted as the `/login` the app will see.
+    let mut decoded: Option<Cow<'_, str>> = None;
+    for limiter in &route.limiters {
+        let spec = &limiter.spec;
+        if !spec.paths.is_empty() {
+            let path = decoded
+                .get_or_insert_with(|| percent_decode_str(req.uri().path()).decode_utf8_lossy());
+            if !spec.paths.iter().any(|p| prefix_matches(p, path)) {
+                continue;
+            }
+        }
+        let key = match &spec.key {
+            RateKey::Header(name) => req
+                .headers()
+                .get(name)
+                .map_or(Key::Ip(client), |v| Key::Header(v.as_bytes())),
+            RateKey::ClientIp => Key::Ip(client),
+        };
+        if let Decision::Deny { retry_after } = limiter.check(key, now) {
+            return Err(Rejection::Limit(ProxyError::RateLimited {
+                kind: spec.kind,
+                retry_after_secs: retry_after_secs(retry_after),
+            }));
+        }
+    }
     Ok(())
 }
 
@@ -96,11 +149,17 @@ pub(super) fn rejection_response(
             shared.metrics.reject(&route.name, e.reason());
             done.set_error(e.reason());
             let body = client_message(&e, &done.request_id);
-            let overloaded = matches!(e, ProxyError::Overloaded { .. });
+            let retry_after = match e {
+                ProxyError::Overloaded { .. } => Some(1),
+                ProxyError::RateLimited {
+                    retry_after_secs, ..
+                } => Some(retry_after_secs),
+                _ => None,
+            };
             let mut resp = edge_response(done, e.status(), body, Some(route));
-            if overloaded {
+            if let Some(secs) = retry_after {
                 resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(1));
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             resp
         }

@@ -216,9 +216,19 @@ fn upstream_request(
     if let Some(h) = &original_host {
         parts.headers.insert(header::HOST, h.clone());
     }
+    // The client a trusted proxy named is formatted here; everyone else's address was
+    // formatted once for the connection.
+    let named;
+    let client_ip = if done.client == done.conn.peer.ip() {
+        &done.conn.peer_ip
+    } else {
+        named = HeaderValue::from_str(&done.client.to_string())
+            .map_err(|e| ProxyError::Internal(format!("client address: {e}")))?;
+        &named
+    };
     headers::set_forwarded(
         &mut parts.headers,
-        &done.conn.peer_ip,
+        client_ip,
         done.conn.proto,
         original_host,
     );

@@ -3,10 +3,15 @@
 //! 1. [`identify`]: request id, host, what gets logged.
 //! 2. route: host and path to a [`Route`] (404 when none); a plain-HTTP request for a host
 //!    that has a certificate is redirected to HTTPS (308) unless the route says otherwise.
-//! 3. [`admit`]: limits (431, 413), maintenance (503) and the route's concurrency (503).
-//! 4. [`forward`]: pick a release and an instance, send, retry when it is safe.
-//! 5. [`respond`]: response headers (hop-by-hop, security, request id, cohort cookie) and a
-//!    body that finishes the exchange when its last byte is sent.
+//! 3. [`admit`]: limits (431, 413), client address lists (403), maintenance (503), rate
+//!    limits (429) and the route's concurrency (503). The client's address is settled just
+//!    before, from trusted proxies' X-Forwarded-For.
+//! 4. [`forward`]: pick a release and an instance, send, retry when it is safe. A route with
+//!    static files answers from them first (`static_files`), and forwards only what it falls
+//!    back on.
+//! 5. [`respond`]: response headers (hop-by-hop, security, request id, cohort cookie),
+//!    compression when the route asks for it, and a body that finishes the exchange when its
+//!    last byte is sent.
 mod admit;
 mod forward;
 mod respond;
@@ -23,16 +28,18 @@ use hyper::body::Incoming;
 
 use crate::access_log::AccessLog;
 use crate::body::ResponseBody;
+use crate::compress;
 use crate::error::ProxyError;
 use crate::exchange::{Completion, ConnInfo, edge_release};
 use crate::headers;
 use crate::metrics::EdgeMetrics;
 use crate::select;
+use crate::static_files;
 use crate::table::Table;
 
 use admit::{admit, rejection_response};
 use forward::forward;
-use respond::{client_message, edge_response, redirect_to_https, respond};
+use respond::{client_message, edge_response, redirect_to_https, refuse, respond, respond_static};
 
 /// State shared by every connection.
 pub struct Shared {
@@ -60,6 +67,9 @@ pub async fn handle(
         return Ok(edge_response(done, StatusCode::OK, answer, None));
     }
     let table = shared.table.load();
+    if !table.proxies.networks.is_empty() {
+        done.client = crate::client_ip::resolve(conn.peer.ip(), req.headers(), &table.proxies);
+    }
     let Some(route) = table.lookup(&host, req.uri().path()) else {
         shared.metrics.reject("-", ProxyError::NoRoute.reason());
         let msg = format!("no site is configured for host '{host}'\n");
@@ -76,11 +86,43 @@ pub async fn handle(
     if let Err(rejection) = admit(&table.limits, route, &req, &mut done) {
         return Ok(rejection_response(&shared, route, rejection, done));
     }
+    // Taken now: forwarding consumes the request.
+    let compression = route
+        .spec
+        .policies
+        .compression
+        .as_ref()
+        .map(|c| compress::plan(c, req.method(), req.headers()));
+    if let Some(files) = &route.spec.policies.static_files {
+        let served = static_files::serve(
+            files,
+            &route.spec.path_prefix,
+            req.method(),
+            req.uri().path(),
+            req.headers(),
+        )
+        .await;
+        match served {
+            static_files::Outcome::Serve(resp) => {
+                return Ok(respond_static(&shared, route, compression, resp, done));
+            }
+            static_files::Outcome::Refused(e) => return Ok(refuse(&shared, route, e, done)),
+            static_files::Outcome::Fallback => {}
+        }
+    }
     let pick = select::release_pick(&route.group, req.headers());
     let upgrade = headers::upgrade_token(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     match forward(&shared, route, &pick, req, upgrade.as_ref(), &mut done).await {
-        Ok(sent) => Ok(respond(&shared, route, &pick, sent, client_upgrade, done)),
+        Ok(sent) => Ok(respond(
+            &shared,
+            route,
+            &pick,
+            sent,
+            client_upgrade,
+            compression,
+            done,
+        )),
         Err(e) => {
             // Upstream faults were counted per attempt in `forward`.
             if e.fault() != crate::error::Fault::Upstream {
@@ -108,6 +150,7 @@ fn identify(conn: &Arc<ConnInfo>, req: &Request<Incoming>, host: &str) -> Box<Co
             SystemTime::UNIX_EPOCH
         },
         conn: conn.clone(),
+        client: conn.peer.ip(),
         _active: conn.activity.begin(),
         request_id: headers::request_id(req.headers()),
         method: req.method().clone(),

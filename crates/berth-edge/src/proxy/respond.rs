@@ -8,12 +8,14 @@ use http::{Response, StatusCode};
 
 use super::Shared;
 use super::forward::Sent;
-use crate::body::ResponseBody;
+use crate::body::{BoxBody, ResponseBody};
+use crate::compress;
 use crate::error::ProxyError;
 use crate::exchange::Completion;
 use crate::headers;
-use crate::metrics::EdgeMetrics;
+use crate::metrics::{EdgeMetrics, EncodingLabels};
 use crate::select::ReleasePick;
+use crate::static_files::FileBody;
 use crate::table::Route;
 
 /// Phase 5: the upstream's response as the client sees it.
@@ -23,6 +25,7 @@ pub(super) fn respond(
     pick: &ReleasePick,
     sent: Sent,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    compression: Option<compress::Plan>,
     mut done: Box<Completion>,
 ) -> Response<ResponseBody> {
     let Sent {
@@ -57,7 +60,92 @@ pub(super) fn respond(
     done.upstream = Some(inflight);
     // An upgraded connection belongs to the tunnel, never to the pool.
     done.sender = upgrade.is_none().then_some(sender);
+    if let Some(plan) = compression
+        && upgrade.is_none()
+        && let Some(encoder) = compressor(shared, route, &plan, &mut parts)
+    {
+        let body = Box::pin(compress::Compressed::new(body, encoder));
+        return Response::from_parts(parts, ResponseBody::boxed(body, done));
+    }
     Response::from_parts(parts, ResponseBody::upstream(body, done))
+}
+
+/// A file from the route's static directory, as the client sees it.
+pub(super) fn respond_static(
+    shared: &Shared,
+    route: &Route,
+    compression: Option<compress::Plan>,
+    file: Response<FileBody>,
+    mut done: Box<Completion>,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = file.into_parts();
+    done.status = parts.status.as_u16();
+    finish_headers(&mut parts.headers, route, &done);
+    let body: BoxBody =
+        match compression.and_then(|plan| compressor(shared, route, &plan, &mut parts)) {
+            Some(encoder) => Box::pin(compress::Compressed::new(body, encoder)),
+            None => Box::pin(body),
+        };
+    Response::from_parts(parts, ResponseBody::boxed(body, done))
+}
+
+/// An encoder when the route compresses this response (its head is then marked for it).
+fn compressor(
+    shared: &Shared,
+    route: &Route,
+    plan: &compress::Plan,
+    parts: &mut http::response::Parts,
+) -> Option<compress::Encoder> {
+    let spec = route.spec.policies.compression.as_ref()?;
+    let encoding = compress::prepare(plan, spec, parts.status, &mut parts.headers)?;
+    match compress::Encoder::new(encoding) {
+        Ok(encoder) => {
+            compress::mark(&mut parts.headers, encoding);
+            shared
+                .metrics
+                .compressed
+                .get_or_create(&EncodingLabels {
+                    route: route.name.to_string(),
+                    encoding: encoding.token(),
+                })
+                .inc();
+            Some(encoder)
+        }
+        Err(e) => {
+            // Sent as it is: uncompressed is still a correct answer.
+            tracing::warn!(error = %e, "cannot start a compressor");
+            None
+        }
+    }
+}
+
+/// The edge's answer to a request it refuses after admission (static files): counted by
+/// reason, except a plain missing file, which is an answer like any app's 404.
+pub(super) fn refuse(
+    shared: &Shared,
+    route: &Route,
+    e: ProxyError,
+    mut done: Box<Completion>,
+) -> Response<ResponseBody> {
+    if !matches!(e, ProxyError::NotFound) {
+        shared.metrics.reject(&route.name, e.reason());
+        done.set_error(e.reason());
+    }
+    let body = client_message(&e, &done.request_id);
+    let mut resp = edge_response(done, e.status(), body, Some(route));
+    let h = resp.headers_mut();
+    match e {
+        ProxyError::MethodNotAllowed => {
+            h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        ProxyError::RangeNotSatisfiable { len } => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+        }
+        _ => {}
+    }
+    resp
 }
 
 fn finish_headers(h: &mut http::HeaderMap, route: &Route, done: &Completion) {

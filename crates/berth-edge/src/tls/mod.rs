@@ -33,7 +33,6 @@ use rustls::crypto::CryptoProvider;
 use rustls::crypto::aws_lc_rs::{self as provider_impl, cipher_suite};
 use rustls::server::{ServerConfig, ServerSessionMemoryCache};
 use rustls::{ProtocolVersion, SupportedCipherSuite};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -536,12 +535,15 @@ impl Tls {
 
     /// The TLS handshake, bounded by `timeout`. Failures are counted by reason and the
     /// connection is dropped.
-    pub(crate) async fn handshake(
+    pub(crate) async fn handshake<S>(
         &self,
-        stream: TcpStream,
+        stream: S,
         timeout: Duration,
         started: Instant,
-    ) -> Option<TlsStream<TcpStream>> {
+    ) -> Option<TlsStream<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let left = timeout.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, self.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {

@@ -96,6 +96,14 @@ fn check_reports_an_unknown_key_with_file_and_line() {
 }
 
 #[test]
+fn the_policies_example_passes_check() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies.toml");
+    let out = run(&["check", "--config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(text(&out.stdout).contains("ok"), "{}", text(&out.stdout));
+}
+
+#[test]
 fn check_names_a_missing_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("missing.toml");

@@ -498,6 +498,7 @@ async fn the_dev_ca_is_created_once_and_survives_a_restart() {
                 send_sni: true,
                 alpn: vec![H2.to_vec()],
                 accept_any: false,
+                preface: Vec::new(),
             };
             let got = dial
                 .get(env.https, "/")
@@ -660,6 +661,7 @@ fn pebble_dial(root: &rustls::pki_types::CertificateDer<'static>, host: &str) ->
         send_sni: true,
         alpn: vec![H1.to_vec()],
         accept_any: false,
+        preface: Vec::new(),
     }
 }
 
@@ -860,4 +862,52 @@ async fn acme_tls_alpn01_issues_and_a_restart_reuses_the_stored_certificate() {
     let env = start_tls_on(ports, &body, &extra).await;
     assert_eq!(served(env.https).await.as_ref(), Some(&first));
     assert_eq!(env.metric("berth_acme_orders_total").await, 0.0);
+}
+
+/// The PROXY protocol header comes before the TLS handshake; believed from a trusted peer,
+/// refused (the handshake never starts) from anyone else.
+#[tokio::test]
+async fn a_proxy_protocol_header_before_the_handshake_names_the_client() {
+    let up = FakeUpstream::start_named("a").await;
+    let ca = TestCa::new();
+    let dir = cert_dir();
+    let leaf = ca.leaf(&["a.test"]);
+    let (cert, key) = leaf.write(dir.path(), "a");
+    let body = format!(
+        "{}{}",
+        simple(&[up.addr()], "https_redirect = false", ""),
+        files_cert(&["a.test"], &cert, &key, "")
+    );
+    let header = b"PROXY TCP4 198.51.100.7 127.0.0.1 4711 443\r\n";
+    let env = start_tls(
+        &body,
+        "trusted_proxies = [\"127.0.0.1\"]\nproxy_protocol = true",
+    )
+    .await;
+    let got = Dial::new(&ca, "a.test")
+        .preface(header)
+        .get(env.https, "/echo")
+        .await
+        .expect("served over TLS after the PROXY header");
+    assert_eq!(got.status, 200);
+    let doc: serde_json::Value = serde_json::from_slice(&got.body).expect("echo JSON");
+    assert_eq!(doc["headers"]["x-forwarded-for"][0], "198.51.100.7");
+
+    let env = start_tls(
+        &body,
+        "trusted_proxies = [\"10.0.0.0/8\"]\nproxy_protocol = true",
+    )
+    .await;
+    let refused = Dial::new(&ca, "a.test")
+        .preface(header)
+        .get(env.https, "/echo")
+        .await;
+    assert!(refused.is_err(), "an untrusted PROXY header was served");
+    // Without the header the same peer is served.
+    let got = Dial::new(&ca, "a.test")
+        .get(env.https, "/echo")
+        .await
+        .expect("served");
+    let doc: serde_json::Value = serde_json::from_slice(&got.body).expect("echo JSON");
+    assert_eq!(doc["headers"]["x-forwarded-for"][0], "127.0.0.1");
 }

@@ -278,6 +278,8 @@ pub struct Dial {
     /// Accept any certificate (and record it), to see what the server sends for a name it
     /// has no certificate for.
     pub accept_any: bool,
+    /// Written before the handshake, e.g. a PROXY protocol header.
+    pub preface: Vec<u8>,
 }
 
 impl Dial {
@@ -288,7 +290,14 @@ impl Dial {
             send_sni: true,
             alpn: vec![H1.to_vec()],
             accept_any: false,
+            preface: Vec::new(),
         }
+    }
+
+    /// Sends `bytes` on the TCP connection before the TLS handshake.
+    pub fn preface(mut self, bytes: &[u8]) -> Dial {
+        self.preface = bytes.to_vec();
+        self
     }
 
     pub fn h2(mut self) -> Dial {
@@ -330,7 +339,10 @@ impl Dial {
         &self,
         addr: SocketAddr,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(addr).await?;
+        let mut tcp = TcpStream::connect(addr).await?;
+        if !self.preface.is_empty() {
+            tokio::io::AsyncWriteExt::write_all(&mut tcp, &self.preface).await?;
+        }
         let name = ServerName::try_from(self.name.clone())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let connector = TlsConnector::from(Arc::new(self.config()));
