@@ -112,3 +112,33 @@ fn rollout_mistakes_are_all_reported_with_their_field_and_hint() {
     assert!(all[3].hint.as_deref().unwrap_or("").contains("0.01 for 1%"));
     assert_eq!(all[0].line, 5);
 }
+
+#[test]
+fn an_environment_may_choose_its_own_strategy_and_nothing_else_of_the_rollout() {
+    let spec = parse_ok(
+        "[deploy]\nstrategy = \"rolling\"\n\
+         [environments.production.deploy]\nstrategy = \"canary\"\n",
+    );
+    assert_eq!(
+        spec.for_environment("production").rollout.strategy,
+        Strategy::Canary
+    );
+    assert_eq!(
+        spec.for_environment("staging").rollout.strategy,
+        Strategy::Rolling
+    );
+
+    let all = errors(
+        "[environments.production.deploy]\nstrategy = \"canery\"\n\
+         steps = [{ weight = 5 }]\n",
+    );
+    let fields: Vec<&str> = all.iter().map(|d| d.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "environments.production.deploy.strategy",
+            "environments.production.deploy.steps",
+        ],
+        "{all:#?}"
+    );
+}

@@ -134,6 +134,11 @@ fn entries(spec: &AppSpec, w: &Written) -> Vec<ConfigEntry> {
             w.source(&["deploy", key], Some(&["deploy", key])),
         );
     }
+    add(
+        "deploy.strategy".into(),
+        spec.rollout.strategy.as_str().to_owned(),
+        w.source(&["deploy", "strategy"], Some(&["deploy", "strategy"])),
+    );
     for (name, value) in &spec.env {
         add(
             format!("env.{name}"),

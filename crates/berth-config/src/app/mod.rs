@@ -110,6 +110,9 @@ pub struct EnvironmentSpec {
     pub env: BTreeMap<String, String>,
     pub deploy_timeout: Option<Duration>,
     pub drain_timeout: Option<Duration>,
+    /// `[environments.<name>.deploy] strategy`: e.g. canary in production only.
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
     /// Overrides of processes the base spec defines.
     pub processes: BTreeMap<String, ProcessOverride>,
 }
@@ -141,6 +144,9 @@ impl AppSpec {
         }
         if let Some(t) = o.drain_timeout {
             out.drain_timeout = t;
+        }
+        if let Some(strategy) = o.strategy {
+            out.rollout.strategy = strategy;
         }
         for (name, po) in &o.processes {
             let Some(p) = out.processes.get_mut(name) else {

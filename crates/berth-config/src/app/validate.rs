@@ -28,6 +28,9 @@ const ENVIRONMENT_KEYS: &[&str] = &["hosts", "env", "deploy", "processes"];
 const PROCESS_OVERRIDE_KEYS: &[&str] = &["instances", "env", "limits"];
 const BUILD_KEYS: &[&str] = &["command", "timeout"];
 const RELEASE_KEYS: &[&str] = &["keep"];
+/// What `[environments.<name>.deploy]` may change: the rest of `[deploy]` (steps, analysis,
+/// hooks, checks) is the app's, the same in every environment.
+const ENVIRONMENT_DEPLOY_KEYS: &[&str] = &["timeout", "drain_timeout", "strategy"];
 /// `[deploy]`: the timeouts here, the rollout keys in [`super::rollout`].
 const DEPLOY_KEYS: &[&str] = &[
     "timeout",
@@ -208,7 +211,20 @@ fn check_environments(
         if let Some(value) = env.get("env") {
             spec.env = check_env(r, value, env.at("env"));
         }
-        if let Some(deploy) = r.sub_table(&env, "deploy", DEPLOY_KEYS) {
+        if let Some(deploy) = r.sub_table(&env, "deploy", ENVIRONMENT_DEPLOY_KEYS) {
+            if let Some(name) = r.string(&deploy, "strategy") {
+                match Strategy::from_name(name.get_ref()) {
+                    Some(s) => spec.strategy = Some(s),
+                    None => {
+                        r.error(
+                            name.span(),
+                            &deploy.at("strategy"),
+                            format!("unknown strategy `{}`", name.get_ref()),
+                        )
+                        .hint("choose rolling, blue-green or canary");
+                    }
+                }
+            }
             if deploy.get("timeout").is_some() {
                 spec.deploy_timeout = Some(r.duration(&deploy, "timeout", DEFAULT_DEPLOY_TIMEOUT));
             }
