@@ -25,16 +25,12 @@ INTERVAL=${INTERVAL:-5}
 LISTEN_PORT=${LISTEN_PORT:-18911}
 ADMIN_PORT=${ADMIN_PORT:-18912}
 
-need() { command -v "$1" >/dev/null || { echo "bench/deploy.sh: '$1' is missing: apt-get install $2" >&2; exit 1; }; }
 need wrk wrk
 need python3 python3
 
 cargo build --release -q -p berth -p berth-demo
 BIN=$(pwd)/target/release
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+start_work
 
 cat >"$WORK/berth.toml" <<TOML
 [server]

@@ -24,7 +24,6 @@ NGINX_PORT=${NGINX_PORT:-18902}
 HAPROXY_PORT=${HAPROXY_PORT:-18903}
 ADMIN_PORT=${ADMIN_PORT:-18904}
 
-need() { command -v "$1" >/dev/null || { echo "bench/edge.sh: '$1' is missing: apt-get install $2" >&2; exit 1; }; }
 need wrk wrk
 need nginx nginx-light
 need haproxy haproxy
@@ -32,10 +31,7 @@ need taskset util-linux
 
 cargo build --release -q -p berth -p berth-demo
 BIN=target/release
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+start_work
 
 CPUS=$(nproc)
 PROXY_CPU=0
@@ -145,12 +141,6 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END { if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-# Ratios are taken per round (the runs of one round are seconds apart and share the machine's
-# state), then the median over rounds: robust to load that drifts between rounds.
-ratios() { # a b -> per-round a/b
-  paste -d' ' <(tr ' ' '\n' <<<"$1" | grep -v '^$') <(tr ' ' '\n' <<<"$2" | grep -v '^$') |
-    awk '{ printf "%.4f ", $1/$2 }'; }
 echo
 printf "%-8s %12s %10s %10s   (medians over %s rounds of %ss, %s connections, cpu: %s)\n" proxy req/s p50_ms p99_ms "$ROUNDS" "$DURATION" "$CONNS" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 for name in berth nginx haproxy; do

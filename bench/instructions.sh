@@ -12,20 +12,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-command -v valgrind >/dev/null || { echo "bench/instructions.sh: apt-get install valgrind" >&2; exit 1; }
-command -v wrk >/dev/null || { echo "bench/instructions.sh: apt-get install wrk" >&2; exit 1; }
+need valgrind valgrind
+need wrk wrk
 cargo build --release -q -p berth -p berth-demo
 
 BACKEND_PORT=${BACKEND_PORT:-18910}
 BERTH_PORT=${BERTH_PORT:-18911}
 ADMIN_PORT=${ADMIN_PORT:-18912}
-WORK=$(mktemp -d)
+start_work
 OUT=target/callgrind.out
-cleanup() { kill "${DEMO:-}" 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
 
 target/release/berth-demo --listen "127.0.0.1:$BACKEND_PORT" --threads 1 >/dev/null 2>&1 &
-DEMO=$!
+PIDS+=($!)
 berth_config "$WORK" "$BERTH_PORT" "$ADMIN_PORT" "$BACKEND_PORT"
 rm -f "$OUT"
 valgrind --tool=callgrind --callgrind-out-file="$OUT" target/release/berth serve --config "$WORK/berth.toml" >/dev/null 2>"$WORK/valgrind.log" &

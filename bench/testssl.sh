@@ -20,14 +20,11 @@ ADMIN_PORT=${ADMIN_PORT:-18912}
 BACKEND_PORT=${BACKEND_PORT:-18913}
 HOST=berth.test
 
-command -v testssl >/dev/null || { echo "bench/testssl.sh: testssl is missing: apt-get install testssl.sh" >&2; exit 1; }
+need testssl testssl.sh
 
 cargo build -q -p berth -p berth-demo
 BIN=${CARGO_TARGET_DIR:-target}/debug
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+start_work
 
 "$BIN/berth-demo" --listen "127.0.0.1:$BACKEND_PORT" --threads 1 >"$WORK/demo.log" 2>&1 &
 PIDS+=($!)

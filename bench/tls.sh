@@ -27,7 +27,6 @@ BERTH_TLS_PORT=${BERTH_TLS_PORT:-18922}
 NGINX_PORT=${NGINX_PORT:-18923}
 ADMIN_PORT=${ADMIN_PORT:-18924}
 
-need() { command -v "$1" >/dev/null || { echo "bench/tls.sh: '$1' is missing: apt-get install $2" >&2; exit 1; }; }
 need wrk wrk
 need nginx nginx-light
 need openssl openssl
@@ -35,10 +34,7 @@ need taskset util-linux
 
 cargo build --release -q -p berth -p berth-demo
 BIN=${CARGO_TARGET_DIR:-target}/release
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+start_work
 
 CPUS=$(nproc)
 PROXY_CPU=0
@@ -147,8 +143,6 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END { if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-ratios() { paste -d' ' <(tr ' ' '\n' <<<"$1" | grep -v '^$') <(tr ' ' '\n' <<<"$2" | grep -v '^$') | awk '{ printf "%.4f ", $1/$2 }'; }
 echo
 printf "%-6s %14s %14s %18s %18s   (medians over %s rounds of %ss, %s connections, cpu: %s)\n" proxy handshakes/s keepalive_rps handshakes/cpu-s keepalive/cpu-s "$ROUNDS" "$DURATION" "$CONNS" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 for name in berth nginx; do

@@ -5,49 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use berth_config::{Diagnostic, parse};
+
+mod support;
 use berth_edge::spec::{Encoding, RateKey, RateLimitKind};
-
-/// Lines 1-6; a route appended to it starts on line 7.
-const BASE: &str = "[server]
-listen = [\"127.0.0.1:8080\"]
-
-[group.web]
-upstreams = [\"127.0.0.1:9001\"]
-
-";
-
-/// Lines 7-10; keys added after it start on line 11.
-const ROUTE: &str = "[[route]]
-name = \"web\"
-hosts = [\"example.com\"]
-group = \"web\"
-";
-
-fn route_with(extra: &str) -> String {
-    format!("{BASE}{ROUTE}{extra}")
-}
-
-fn diagnostics(src: &str) -> Vec<Diagnostic> {
-    match parse(src, Path::new("berth.toml")) {
-        Ok(config) => panic!("expected an error, got {config:#?}"),
-        Err(err) => err.diagnostics,
-    }
-}
-
-fn only(src: &str) -> Diagnostic {
-    let mut all = diagnostics(src);
-    assert_eq!(all.len(), 1, "expected one diagnostic, got {all:#?}");
-    all.remove(0)
-}
-
-#[track_caller]
-fn assert_at(d: &Diagnostic, line: usize, column: usize, field: &str) {
-    assert_eq!(
-        (d.line, d.column, d.field.as_str()),
-        (line, column, field),
-        "{d}"
-    );
-}
+use support::{BASE, ROUTE, assert_at, only, route_with};
 
 #[track_caller]
 fn hint_has(d: &Diagnostic, text: &str) {

@@ -1,12 +1,15 @@
 //! `server.tls_listen` and `[[certificate]]`: what valid tables produce, and where problems
 //! (including bad certificate files) are reported.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use berth_config::{Config, Diagnostic, load};
 use berth_edge::spec::{CertSource, HostPattern, defaults};
 use rcgen::{CertificateParams, IsCa, Issuer, KeyPair, date_time_ymd};
 use tempfile::TempDir;
+
+mod support;
+use support::assert_at;
 
 struct Files {
     dir: TempDir,
@@ -40,22 +43,39 @@ impl Files {
         (cert_name, key_name)
     }
 
-    /// Writes `berth.toml` next to the certificates (relative paths start there) and loads it.
-    fn load(&self, body: &str) -> Result<Config, Vec<Diagnostic>> {
-        let path = self.config_path();
-        std::fs::write(&path, format!("{HEAD}{body}")).unwrap();
+    /// Writes `berth.toml` (`head`, then `body`) next to the certificates (relative paths
+    /// start there) and loads it.
+    fn load_after(&self, head: &str, body: &str) -> Result<Config, Vec<Diagnostic>> {
+        let path = self.dir.path().join("berth.toml");
+        std::fs::write(&path, format!("{head}{body}")).unwrap();
         load(&path).map_err(|e| e.diagnostics)
     }
 
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("berth.toml")
+    fn load(&self, body: &str) -> Result<Config, Vec<Diagnostic>> {
+        self.load_after(HEAD, body)
+    }
+
+    /// Like `load`, with `tls_listen` added to `[server]` (one line: what follows HEAD starts
+    /// on line 14).
+    fn load_tls(&self, body: &str) -> Result<Config, Vec<Diagnostic>> {
+        self.load_after(&head_with_tls_listen("127.0.0.1:8443"), body)
     }
 
     fn only(&self, body: &str) -> Diagnostic {
-        let mut all = self.load(body).expect_err("expected an error");
-        assert_eq!(all.len(), 1, "expected one diagnostic, got {all:#?}");
-        all.remove(0)
+        one(self.load(body))
     }
+
+    fn only_tls(&self, body: &str) -> Diagnostic {
+        one(self.load_tls(body))
+    }
+}
+
+/// The one diagnostic of a load that must fail.
+#[track_caller]
+fn one(loaded: Result<Config, Vec<Diagnostic>>) -> Diagnostic {
+    let mut all = loaded.expect_err("expected an error");
+    assert_eq!(all.len(), 1, "expected one diagnostic, got {all:#?}");
+    all.remove(0)
 }
 
 /// Lines 1-12; what follows starts on line 13.
@@ -73,38 +93,15 @@ upstreams = [\"127.0.0.1:9001\"]
 
 ";
 
-const TLS_LISTEN: &str =
-    "[server]\nlisten = [\"127.0.0.1:8080\"]\ntls_listen = [\"127.0.0.1:8443\"]\n";
-
-#[track_caller]
-fn assert_at(d: &Diagnostic, line: usize, column: usize, field: &str) {
-    assert_eq!(
-        (d.line, d.column, d.field.as_str()),
-        (line, column, field),
-        "{d}"
-    );
+/// HEAD with `tls_listen = ["<addr>"]` as line 3.
+fn head_with_tls_listen(addr: &str) -> String {
+    const LISTEN: &str = "listen = [\"127.0.0.1:8080\"]\n";
+    HEAD.replacen(LISTEN, &format!("{LISTEN}tls_listen = [\"{addr}\"]\n"), 1)
 }
 
 #[track_caller]
 fn assert_mentions(d: &Diagnostic, text: &str) {
     assert!(d.to_string().contains(text), "{text:?} not in {d}");
-}
-
-impl Files {
-    /// Like `load`, with `tls_listen` added to `[server]` (one line: what follows HEAD starts
-    /// on line 14).
-    fn load_tls(&self, body: &str) -> Result<Config, Vec<Diagnostic>> {
-        let path = self.config_path();
-        let head = HEAD.replacen("[server]\nlisten = [\"127.0.0.1:8080\"]\n", TLS_LISTEN, 1);
-        std::fs::write(&path, format!("{head}{body}")).unwrap();
-        load(&path).map_err(|e| e.diagnostics)
-    }
-
-    fn only_tls(&self, body: &str) -> Diagnostic {
-        let mut all = self.load_tls(body).expect_err("expected an error");
-        assert_eq!(all.len(), 1, "expected one diagnostic, got {all:#?}");
-        all.remove(0)
-    }
 }
 
 fn files_table(hosts: &str, cert: &str, key: &str) -> String {
@@ -273,17 +270,10 @@ fn listeners_and_certificates_come_together() {
     assert_at(&d, 13, 1, "certificate[0]");
     assert_mentions(&d, "no TLS listener");
 
-    let path = f.config_path();
-    std::fs::write(
-        &path,
-        HEAD.replacen(
-            "[server]\nlisten = [\"127.0.0.1:8080\"]\n",
-            "[server]\nlisten = [\"127.0.0.1:8080\"]\ntls_listen = [\"127.0.0.1:8080\"]\n",
-            1,
-        ),
-    )
-    .unwrap();
-    let all = load(&path).err().unwrap().diagnostics;
+    let all = f
+        .load_after(&head_with_tls_listen("127.0.0.1:8080"), "")
+        .err()
+        .unwrap();
     assert_eq!(all.len(), 2, "{all:#?}");
     assert_at(&all[0], 3, 14, "server.tls_listen");
     assert_mentions(&all[0], "need at least one [[certificate]]");
@@ -323,20 +313,13 @@ fn acme_defaults_to_lets_encrypt_over_http01() {
 fn acme_settings_are_checked() {
     let f = Files::new();
     std::fs::write(f.dir.path().join("root.pem"), "not a certificate").unwrap();
-    let path = f.config_path();
-    let head = HEAD.replacen(
-        "[server]\nlisten = [\"127.0.0.1:8080\"]\ndata_dir = \"state\"\n",
-        "[server]\nlisten = [\"127.0.0.1:8080\"]\ndata_dir = \"state\"\ntls_listen = [\"127.0.0.1:8443\"]\n\
-         [server.acme]\ndirectory = \"http://ca.test/dir\"\ncontact = [\"ops@example.com\"]\n\
-         challenge = \"dns-01\"\nca_cert = \"root.pem\"\neab = { kid = \"k\", hmac_key = \"!!\" }\n",
-        1,
-    );
-    std::fs::write(
-        &path,
-        format!("{head}[[certificate]]\nhosts = [\"*.a.test\"]\nsource = \"acme\"\n"),
-    )
-    .unwrap();
-    let all = load(&path).expect_err("invalid").diagnostics;
+    let all = f
+        .load_tls(
+            "[server.acme]\ndirectory = \"http://ca.test/dir\"\ncontact = [\"ops@example.com\"]\n\
+             challenge = \"dns-01\"\nca_cert = \"root.pem\"\neab = { kid = \"k\", hmac_key = \"!!\" }\n\n\
+             [[certificate]]\nhosts = [\"*.a.test\"]\nsource = \"acme\"\n",
+        )
+        .expect_err("invalid");
     let fields: Vec<&str> = all.iter().map(|d| d.field.as_str()).collect();
     assert_eq!(
         fields,

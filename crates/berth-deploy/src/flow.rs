@@ -158,11 +158,11 @@ fn secrets_note(versions: &[(String, i64)]) -> String {
 }
 
 /// The answer to a second deploy (or restart) of an app while one runs.
-fn busy(key: &AppKey) -> DeployError {
+pub(crate) fn busy(key: &AppKey) -> DeployError {
     DeployError::Conflict(format!(
-        "a deploy of {key} is already in progress; wait for it to finish \
-         (berth ps {} --env {} shows it)",
-        key.app, key.env
+        "a deploy of {key} is already in progress; wait for it to finish (berth ps {} --env {} \
+         shows it), or end a canary or blue-green deploy with berth abort {} --env {}",
+        key.app, key.env, key.app, key.env
     ))
 }
 
@@ -390,22 +390,17 @@ impl Deployer {
                 },
             )
             .await?;
-        let previous: Option<ReleaseRecord> = active.as_ref().map(|r| r.release.clone());
-        let deployment = tx
-            .start_deployment(
-                &req.actor,
-                &record,
-                previous.as_ref(),
-                req.strategy.unwrap_or(effective.rollout.strategy).as_str(),
-            )
-            .await?;
-        tx.commit().await?;
         let strategy = req.strategy.unwrap_or(effective.rollout.strategy);
         let plan = Plan {
             strategy,
             label: strategy.as_str(),
             hooks: true,
         };
+        let previous: Option<ReleaseRecord> = active.as_ref().map(|r| r.release.clone());
+        let deployment = tx
+            .start_deployment(&req.actor, &record, previous.as_ref(), plan.label)
+            .await?;
+        tx.commit().await?;
 
         self.launch(Launch {
             slot: &slot,
@@ -448,9 +443,14 @@ impl Deployer {
         let record = active.release.clone();
         let spec = stored_spec(&record)?.for_environment(&key.env);
         let secrets = self.secrets.current_env(&key.env, &key.app).await?;
+        let plan = Plan {
+            strategy: Strategy::Rolling,
+            label: "restart",
+            hooks: false,
+        };
         let mut tx = self.store.transaction().await?;
         let deployment = tx
-            .start_deployment(actor, &record, Some(&record), "restart")
+            .start_deployment(actor, &record, Some(&record), plan.label)
             .await?;
         tx.commit().await?;
         let steps = vec![format!(
@@ -469,11 +469,7 @@ impl Deployer {
             build_s: None,
             steps,
             started: Instant::now(),
-            plan: Plan {
-                strategy: Strategy::Rolling,
-                label: "restart",
-                hooks: false,
-            },
+            plan,
         })
         .await
     }
@@ -577,11 +573,15 @@ impl Deployer {
         ))
         .await?;
         let previous: Option<ReleaseRecord> = active.as_ref().map(|r| r.release.clone());
-        let deployment = tx
-            .start_deployment(actor, &record, previous.as_ref(), "promote")
-            .await?;
         // The target environment's own strategy: production may canary what staging rolled.
-        let promoted_strategy = effective.rollout.strategy;
+        let plan = Plan {
+            strategy: effective.rollout.strategy,
+            label: "promote",
+            hooks: true,
+        };
+        let deployment = tx
+            .start_deployment(actor, &record, previous.as_ref(), plan.label)
+            .await?;
         tx.commit().await?;
         self.launch(Launch {
             slot: &slot,
@@ -595,11 +595,7 @@ impl Deployer {
             build_s: None,
             steps,
             started: Instant::now(),
-            plan: Plan {
-                strategy: promoted_strategy,
-                label: "promote",
-                hooks: true,
-            },
+            plan,
         })
         .await
     }

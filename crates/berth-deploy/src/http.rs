@@ -1,6 +1,6 @@
 //! The deployer's own requests: synthetic probes and smoke checks straight to a release's
 //! instances (not through the edge, so they reach the release being judged whatever the
-//! weights), and webhook notifications.
+//! weights). Webhooks go through `notify.rs`, which needs HTTPS.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

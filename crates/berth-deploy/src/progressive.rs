@@ -197,16 +197,23 @@ impl Deployer {
             return;
         }
         let host = pair.spec.hosts.first().map_or("localhost", String::as_str);
-        let timeout = pair.spec.rollout.analysis.interval / 4;
+        // All the probes of a window share a quarter of it, so a canary that hangs cannot
+        // stretch the window (and the time to a rollback) past one interval.
+        let budget = pair.spec.rollout.analysis.interval / 4;
+        let deadline = Instant::now() + budget;
         let mut n = 0usize;
         for probe in &pair.spec.rollout.probes {
             for _ in 0..probe.count {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return;
+                }
                 let addr = addrs[n % addrs.len()];
                 n += 1;
-                match crate::http::get(addr, host, &probe.path, timeout).await {
+                match crate::http::get(addr, host, &probe.path, left).await {
                     Ok(a) => into.observe(a.status, a.took.as_secs_f64()),
                     // No answer is a server error as far as a user is concerned.
-                    Err(_) => into.observe(599, timeout.as_secs_f64()),
+                    Err(_) => into.observe(599, left.as_secs_f64()),
                 }
             }
         }

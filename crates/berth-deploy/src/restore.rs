@@ -68,8 +68,7 @@ impl Deployer {
             )));
         }
         // Exactly the secret versions the release ran with before berth stopped.
-        let versions = self.store.release_secrets(record.id).await?;
-        let secrets = self.secrets.env_for(&key.env, &key.app, &versions).await?;
+        let secrets = self.secrets.env_of_release(&record).await?;
         let slot = self.slot(key);
         // Held until the app is ready, so a deploy arriving meanwhile is told to wait.
         let guard = slot.lock.clone().lock_owned().await;

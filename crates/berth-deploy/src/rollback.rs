@@ -10,7 +10,7 @@ use berth_config::app::Strategy;
 use berth_store::Actor;
 
 use crate::error::DeployError;
-use crate::flow::{DeployReport, Launch, Plan, check_path_name, stored_spec};
+use crate::flow::{DeployReport, Launch, Plan, busy, check_path_name, stored_spec};
 use crate::{AppKey, Deployer};
 
 /// How far back the previous release is looked for in the deployment history.
@@ -28,11 +28,7 @@ impl Deployer {
         check_path_name("environment", &key.env)?;
         let slot = self.slot(&key);
         let Ok(_guard) = slot.lock.try_lock() else {
-            return Err(DeployError::Conflict(format!(
-                "a deploy of {key} is in progress; abort it (berth abort {} --env {}) or wait \
-                 for it to finish",
-                key.app, key.env
-            )));
+            return Err(busy(&key));
         };
         let active = slot.active.get();
         let current = active.as_ref().map(|r| r.release.version.clone());
@@ -67,16 +63,19 @@ impl Deployer {
         let spec = stored_spec(&record)?.for_environment(&key.env);
         // The secret versions the release ran with, so a rollback restores them too; a
         // release that never ran here (or ran with none) gets the current ones.
-        let versions = self.store.release_secrets(record.id).await?;
-        let secrets = if versions.is_empty() {
-            self.secrets.current_env(&key.env, &key.app).await?
-        } else {
-            self.secrets.env_for(&key.env, &key.app, &versions).await?
+        let mut secrets = self.secrets.env_of_release(&record).await?;
+        if secrets.versions.is_empty() {
+            secrets = self.secrets.current_env(&key.env, &key.app).await?;
+        }
+        let plan = Plan {
+            strategy: Strategy::Rolling,
+            label: "rollback",
+            hooks: false,
         };
         let previous = active.as_ref().map(|r| r.release.clone());
         let mut tx = self.store.transaction().await?;
         let deployment = tx
-            .start_deployment(&actor, &record, previous.as_ref(), "rollback")
+            .start_deployment(&actor, &record, previous.as_ref(), plan.label)
             .await?;
         tx.commit().await?;
         let steps = vec![format!(
@@ -95,11 +94,7 @@ impl Deployer {
             build_s: None,
             steps,
             started: Instant::now(),
-            plan: Plan {
-                strategy: Strategy::Rolling,
-                label: "rollback",
-                hooks: false,
-            },
+            plan,
         })
         .await
     }

@@ -34,6 +34,8 @@ use serde_json::json;
 use tokio::sync::RwLock;
 use zeroize::Zeroizing;
 
+use crate::AppKey;
+
 /// The largest secret value, in bytes (an environment variable's value must also fit the
 /// kernel's 128 KiB limit on one argument or variable).
 pub const MAX_SECRET_BYTES: usize = 32 * 1024;
@@ -117,8 +119,19 @@ fn next_path(file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The audit target of an app's secrets: the app key's `app/env`.
 fn target(env: &str, app: &str) -> String {
-    format!("{app}/{env}")
+    AppKey::new(env, app).to_string()
+}
+
+/// What a stored row's value is bound to.
+fn binding(row: &SecretRow) -> Binding<'_> {
+    Binding {
+        app: &row.app,
+        env: &row.environment,
+        name: &row.name,
+        version: row.version,
+    }
 }
 
 fn sealed_value(s: Sealed) -> SealedValue {
@@ -163,13 +176,7 @@ fn open_row(ring: &Keyring, row: &SecretRow) -> Result<Zeroizing<String>, Secret
         nonce,
         key_id: key,
     };
-    let binding = Binding {
-        app: &row.app,
-        env: &row.environment,
-        name: &row.name,
-        version: row.version,
-    };
-    let plain = berth_secrets::open(ring, &binding, &sealed).map_err(|e| match e {
+    let plain = berth_secrets::open(ring, &binding(row), &sealed).map_err(|e| match e {
         berth_secrets::SecretError::UnknownKey { .. } => {
             SecretsError::Unavailable(format!("{what}: {e}; nothing was decrypted"))
         }
@@ -299,11 +306,7 @@ impl Vault {
                 return Ok((Keyring::new(key), true));
             }
         };
-        let wrong: Vec<&(String, i64)> = stored
-            .iter()
-            .filter(|(id, _)| id != key.id().as_str())
-            .collect();
-        if !wrong.is_empty() {
+        if stored.iter().any(|(id, _)| id != key.id().as_str()) {
             return Err(format!(
                 "secrets are unavailable: the store's secrets are sealed with {}, but the master \
                  key from {source} is {}: it is not the key they were sealed with. Nothing was \
@@ -354,7 +357,7 @@ impl Vault {
         value: &str,
     ) -> Result<i64, SecretsError> {
         let set = self
-            .set_many(actor, env, app, &[(name.to_owned(), value)], "secret.set")
+            .set_many(actor, env, app, &[(name, value)], "secret.set")
             .await?;
         Ok(set.first().map_or(0, |(_, v)| *v))
     }
@@ -365,7 +368,7 @@ impl Vault {
         actor: &Actor,
         env: &str,
         app: &str,
-        values: &[(String, &str)],
+        values: &[(&str, &str)],
     ) -> Result<Vec<(String, i64)>, SecretsError> {
         if values.is_empty() {
             return Err(SecretsError::BadInput("nothing to import".into()));
@@ -379,7 +382,7 @@ impl Vault {
         actor: &Actor,
         env: &str,
         app: &str,
-        values: &[(String, &str)],
+        values: &[(&str, &str)],
         action: &'static str,
     ) -> Result<Vec<(String, i64)>, SecretsError> {
         for (i, (name, value)) in values.iter().enumerate() {
@@ -393,7 +396,7 @@ impl Vault {
         let ring = Self::ring(&state)?;
         let mut tx = self.store.transaction().await?;
         let mut done = Vec::with_capacity(values.len());
-        for (name, value) in values {
+        for &(name, value) in values {
             let (latest, _) = tx.latest_secret_version(env, app, name).await?;
             let version = latest + 1;
             let binding = Binding {
@@ -405,7 +408,7 @@ impl Vault {
             let sealed = berth_secrets::seal(ring.primary(), &binding, value.as_bytes());
             tx.insert_secret_version(actor, env, app, name, version, Some(&sealed_value(sealed)))
                 .await?;
-            done.push((name.clone(), version));
+            done.push((name.to_owned(), version));
         }
         let params = if action == "secret.set" {
             json!({ "name": done[0].0, "version": done[0].1 })
@@ -485,6 +488,17 @@ impl Vault {
         self.open_rows(rows).await
     }
 
+    /// The secret versions `release` was recorded running with, opened (none: it ran with no
+    /// secrets, or never ran).
+    pub async fn env_of_release(
+        &self,
+        release: &berth_store::ReleaseRecord,
+    ) -> Result<SecretEnv, SecretsError> {
+        let versions = self.store.release_secrets(release.id).await?;
+        self.env_for(&release.environment, &release.app, &versions)
+            .await
+    }
+
     /// Exactly these versions, opened: what a release ran with (restore at start).
     pub async fn env_for(
         &self,
@@ -532,8 +546,9 @@ impl Vault {
             KeyState::Unavailable(why) => return Err(SecretsError::Unavailable(why.clone())),
         };
         let new = MasterKey::generate();
-        let next_file = source.writable_file().map(next_path);
-        if let Some(next) = &next_file {
+        // The key file berth replaces, and the `.next` file the new key waits in.
+        let files = source.writable_file().map(|f| (f.to_owned(), next_path(f)));
+        if let Some((_, next)) = &files {
             write_key_file(next, &new).map_err(|e| {
                 SecretsError::Unavailable(format!("cannot rotate the master key: {e}"))
             })?;
@@ -543,13 +558,7 @@ impl Vault {
             let rows = tx.all_secret_rows().await?;
             for row in &rows {
                 let value = open_row(&ring, row)?;
-                let binding = Binding {
-                    app: &row.app,
-                    env: &row.environment,
-                    name: &row.name,
-                    version: row.version,
-                };
-                let sealed = berth_secrets::seal(&new, &binding, value.as_bytes());
+                let sealed = berth_secrets::seal(&new, &binding(row), value.as_bytes());
                 tx.reseal_secret(row.id, &sealed_value(sealed)).await?;
             }
             tx.audit(NewAuditEntry::new(
@@ -570,7 +579,7 @@ impl Vault {
         let resealed = match resealed {
             Ok(n) => n,
             Err(e) => {
-                if let Some(next) = &next_file {
+                if let Some((_, next)) = &files {
                     let _ = std::fs::remove_file(next);
                 }
                 return Err(e);
@@ -578,22 +587,19 @@ impl Vault {
         };
         let previous = ring.primary().id().to_string();
         let key_id = new.id().to_string();
-        let (key_file, new_key, note) = match (source.writable_file(), &next_file) {
-            (Some(file), Some(next)) => {
-                if let Err(e) = std::fs::rename(next, file) {
+        let (key_file, new_key, note) = match files {
+            Some((file, next)) => {
+                if let Err(e) = std::fs::rename(&next, &file) {
                     // The next start finishes the rename (see the module docs).
                     tracing::error!(error = %e, next = %next.display(), "the new master key could not be renamed into place; the next start will finish it");
                 }
-                (
-                    Some(file.to_owned()),
-                    None,
-                    format!(
-                        "the new key is in {}; back it up (backups of the old key open nothing now)",
-                        file.display()
-                    ),
-                )
+                let note = format!(
+                    "the new key is in {}; back it up (backups of the old key open nothing now)",
+                    file.display()
+                );
+                (Some(file), None, note)
             }
-            _ => (
+            None => (
                 None,
                 Some(new.to_text().trim().to_owned()),
                 format!(
@@ -732,12 +738,7 @@ mod tests {
             assert!(!e.to_string().contains("nul\0here") && !e.to_string().contains(&big));
         }
         let e = v
-            .import(
-                &admin(),
-                "production",
-                "shop",
-                &[("A".into(), "1"), ("A".into(), "2")],
-            )
+            .import(&admin(), "production", "shop", &[("A", "1"), ("A", "2")])
             .await
             .unwrap_err();
         assert!(e.to_string().contains("twice"), "{e}");

@@ -26,7 +26,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// The comma-separated tokens of every `name` header, trimmed (RFC 9110 §5.6.1 lists).
-fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+pub(crate) fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
     headers
         .get_all(name)
         .iter()

@@ -46,6 +46,8 @@ use crate::metrics::EdgeMetrics;
 use crate::proxy::Shared;
 use crate::server::Connections;
 use crate::spec::EdgeSpec;
+/// How a route's path prefix matches a request path; the config checks paths with it too.
+pub use crate::table::prefix_matches;
 use crate::table::{Carry, Table};
 use crate::tls::{Tls, TlsError};
 

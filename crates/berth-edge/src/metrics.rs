@@ -88,7 +88,8 @@ pub struct EdgeMetrics {
     pub connection_errors: Family<KindLabels, Counter>,
     pub open_upgrades: Gauge,
     pub access_log_dropped: Counter,
-    /// The same request counts per (route, release), cheap to read back (canary analysis).
+    /// Per (route, release) latency buckets and the 5xx counter, cheap to read back (canary
+    /// analysis).
     pub stats: crate::stats::StatsRegistry,
     pub rate_limit_keys: Family<RateLimitLabels, Gauge>,
     pub compressed: Family<EncodingLabels, Counter>,
@@ -207,20 +208,30 @@ impl EdgeMetrics {
                 status,
             })
         };
+        let by_class = [
+            class("1xx"),
+            class("2xx"),
+            class("3xx"),
+            class("4xx"),
+            class("5xx"),
+        ];
+        let stats = self.stats.get_or_create(route, release, &by_class[4]);
         RouteMetrics(Arc::new(RouteMetricsInner {
-            by_class: [
-                class("1xx"),
-                class("2xx"),
-                class("3xx"),
-                class("4xx"),
-                class("5xx"),
-            ],
+            by_class,
             latency: self.latency.get_or_create_owned(&LatencyLabels {
                 route: route.to_owned(),
                 release: release.to_owned(),
             }),
-            stats: self.stats.get_or_create(route, release),
+            stats,
         }))
+    }
+
+    /// The counter of `route`'s responses compressed with `encoding`.
+    pub fn compressed_counter(&self, route: &str, encoding: crate::spec::Encoding) -> Counter {
+        self.compressed.get_or_create_owned(&EncodingLabels {
+            route: route.to_owned(),
+            encoding: encoding.token(),
+        })
     }
 
     pub fn upstream_error(&self, route: &str, reason: &'static str) {
@@ -258,6 +269,6 @@ impl RouteMetrics {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.0.by_class[class].inc();
         self.0.latency.observe(seconds);
-        self.0.stats.observe(status, seconds);
+        self.0.stats.observe_latency(seconds);
     }
 }

@@ -18,8 +18,10 @@ const V1_PREFIX: &[u8] = b"PROXY ";
 /// "PROXY TCP6 " + two IPv6 addresses + two ports + CRLF, per the spec.
 const V1_MAX: usize = 107;
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+/// Signature, version and command, family, and the length of what follows.
+const V2_FIXED: usize = 16;
 /// Addresses plus TLVs; larger headers are refused rather than buffered.
-const V2_MAX: usize = 16 + 2048;
+const V2_MAX: usize = V2_FIXED + 2048;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parsed {
@@ -51,7 +53,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, Malformed> {
         return parse_v1(buf);
     }
     if could_be(buf, V2_SIGNATURE) {
-        if buf.len() < 16 {
+        if buf.len() < V2_FIXED {
             return Ok(Parsed::Incomplete);
         }
         return parse_v2(buf);
@@ -111,14 +113,14 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, Malformed> {
     let command = version_command & 0x0f;
     let family = buf[13];
     let body = usize::from(u16::from_be_bytes([buf[14], buf[15]]));
-    let len = 16 + body;
+    let len = V2_FIXED + body;
     if len > V2_MAX {
         return Err(Malformed("v2 header longer than 2 KiB"));
     }
     if buf.len() < len {
         return Ok(Parsed::Incomplete);
     }
-    let addr = &buf[16..len];
+    let addr = &buf[V2_FIXED..len];
     let source = match (command, family) {
         // LOCAL: the proxy's own connection (health checks); its address stands.
         (0, _) => None,
@@ -161,20 +163,27 @@ pub enum ReadError {
     Io(#[from] io::Error),
 }
 
+/// A PROXY header that was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// `None` for `UNKNOWN` (v1), `LOCAL` and non-TCP/IP families (v2).
+    pub source: Option<SocketAddr>,
+}
+
 /// Reads the start of `stream` until it is known whether a PROXY header is there. Returns the
-/// header's source address (if it has one and there is a header at all: `Ok((None, _))` for
-/// a connection without one) and the stream with the bytes read past the header put back.
+/// header (`None` for a connection without one) and the stream with the bytes read past the
+/// header put back.
 pub async fn read_header<S: AsyncRead + Unpin>(
     mut stream: S,
-) -> Result<(Option<Parsed>, Rewind<S>), ReadError> {
+) -> Result<(Option<Header>, Rewind<S>), ReadError> {
     let mut buf = BytesMut::with_capacity(128);
     loop {
         match parse(&buf)? {
             Parsed::Incomplete => {}
             Parsed::NotProxy => return Ok((None, Rewind::new(stream, buf.freeze()))),
-            header @ Parsed::Header { len, .. } => {
+            Parsed::Header { len, source } => {
                 buf.advance(len);
-                return Ok((Some(header), Rewind::new(stream, buf.freeze())));
+                return Ok((Some(Header { source }), Rewind::new(stream, buf.freeze())));
             }
         }
         if stream.read_buf(&mut buf).await? == 0 {
@@ -369,7 +378,7 @@ mod tests {
         let (header, mut rest) = read_header(&input[..]).await.expect("header");
         assert!(matches!(
             header,
-            Some(Parsed::Header { source: Some(a), .. }) if a == "192.0.2.7:1234".parse().expect("addr")
+            Some(Header { source: Some(a) }) if a == "192.0.2.7:1234".parse().expect("addr")
         ));
         let mut after = Vec::new();
         rest.read_to_end(&mut after).await.expect("read");

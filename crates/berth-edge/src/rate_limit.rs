@@ -88,23 +88,21 @@ impl RateLimiter {
         let shard = &self.shards[(hash >> 32) as usize % SHARDS];
         // A panic while holding a shard leaves plain numbers behind: still usable.
         let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-        let known = shard.buckets.get(&hash).copied();
-        let (decision, tat) = gcra(known.unwrap_or(now), now, self.interval, self.capacity);
-        if decision != Decision::Allow {
+        if let Some(tat) = shard.buckets.get_mut(&hash) {
+            // Updated in place: a refusal leaves the time as it was.
+            let (decision, next) = gcra(*tat, now, self.interval, self.capacity);
+            *tat = next;
             return decision;
         }
-        match known {
-            Some(_) => {
-                shard.buckets.insert(hash, tat);
+        // A key not remembered has a full bucket.
+        let (decision, tat) = gcra(now, now, self.interval, self.capacity);
+        if decision == Decision::Allow {
+            if shard.buckets.len() >= self.per_shard {
+                let evicted = shard.make_room(now, self.per_shard);
+                self.keys.dec_by(i64::try_from(evicted).unwrap_or(i64::MAX));
             }
-            None => {
-                if shard.buckets.len() >= self.per_shard {
-                    let evicted = shard.make_room(now, self.per_shard);
-                    self.keys.dec_by(i64::try_from(evicted).unwrap_or(i64::MAX));
-                }
-                shard.buckets.insert(hash, tat);
-                self.keys.inc();
-            }
+            shard.buckets.insert(hash, tat);
+            self.keys.inc();
         }
         decision
     }

@@ -19,7 +19,7 @@ use crate::conn_watch::{self, ConnActivity, Verdict, WatchedIo};
 use crate::exchange::ConnInfo;
 use crate::metrics::KindLabels;
 use crate::proxy::{self, Shared};
-use crate::proxy_protocol::{self, Parsed, ReadError, Rewind};
+use crate::proxy_protocol::{self, Header, ReadError, Rewind};
 use crate::spec::ClientLimits;
 
 /// Room above the configured header limit so the edge, not hyper, answers most oversized
@@ -221,7 +221,7 @@ async fn proxy_header(
     };
     let kind = match tokio::time::timeout(timeout, proxy_protocol::read_header(stream)).await {
         Ok(Ok((None, stream))) => return Some((stream, peer)),
-        Ok(Ok((Some(Parsed::Header { source, .. }), stream))) if trusted => {
+        Ok(Ok((Some(Header { source }), stream))) if trusted => {
             return Some((stream, source.unwrap_or(peer)));
         }
         Ok(Ok((Some(_), _))) => "proxy_protocol_untrusted",

@@ -230,6 +230,17 @@ pub enum HostPattern {
     Any,
 }
 
+/// As written in a config file: `example.com`, `*.example.com`, `*`.
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Wildcard(suffix) => write!(f, "*{suffix}"),
+            HostPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
     pub name: String,

@@ -1,14 +1,16 @@
 //! Per-release request statistics the deployer reads to judge a canary: requests, server
-//! errors and a latency histogram per (route, release), as plain atomics.
+//! errors and a latency histogram per (route, release).
 //!
-//! The Prometheus families carry the same numbers, but reading them back means encoding text;
-//! these are read with a handful of loads. Counters only grow, so a window is the difference
-//! of two [`StatsSnapshot`]s.
+//! The server errors are the Prometheus 5xx counter itself (shared, not counted twice) and the
+//! request count is the sum of the latency buckets. The buckets are finer than the Prometheus
+//! histogram's around the limits people write, and are read with a handful of loads instead of
+//! encoding text. Counters only grow, so a window is the difference of two [`StatsSnapshot`]s.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
 /// Upper bounds of the latency buckets, in milliseconds; one more bucket holds the rest.
@@ -21,17 +23,30 @@ const BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
 /// The live counters of one (route, release).
 #[derive(Debug, Default)]
 pub struct ReleaseStats {
-    requests: AtomicU64,
-    server_errors: AtomicU64,
+    /// The route's 5xx counter for the release (see [`crate::metrics::EdgeMetrics::route`]).
+    server_errors: Counter,
     latency: [AtomicU64; BUCKETS],
 }
 
 impl ReleaseStats {
-    pub fn observe(&self, status: u16, seconds: f64) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if status >= 500 {
-            self.server_errors.fetch_add(1, Ordering::Relaxed);
+    /// Stats whose server errors are `server_errors`, which the caller counts.
+    pub(crate) fn counting_into(server_errors: Counter) -> ReleaseStats {
+        ReleaseStats {
+            server_errors,
+            latency: Default::default(),
         }
+    }
+
+    /// Records one request.
+    pub fn observe(&self, status: u16, seconds: f64) {
+        if status >= 500 {
+            self.server_errors.inc();
+        }
+        self.observe_latency(seconds);
+    }
+
+    /// Records one request's latency; its status was counted in the shared 5xx counter.
+    pub(crate) fn observe_latency(&self, seconds: f64) {
         let ms = seconds * 1000.0;
         let bucket = LATENCY_BOUNDS_MS
             .iter()
@@ -41,10 +56,11 @@ impl ReleaseStats {
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
+        let latency = self.latency.each_ref().map(|c| c.load(Ordering::Relaxed));
         StatsSnapshot {
-            requests: self.requests.load(Ordering::Relaxed),
-            server_errors: self.server_errors.load(Ordering::Relaxed),
-            latency: self.latency.each_ref().map(|c| c.load(Ordering::Relaxed)),
+            requests: latency.iter().sum(),
+            server_errors: self.server_errors.get(),
+            latency,
         }
     }
 }
@@ -136,10 +152,17 @@ impl StatsSnapshot {
 pub struct StatsRegistry(Mutex<HashMap<(String, String), Arc<ReleaseStats>>>);
 
 impl StatsRegistry {
-    pub fn get_or_create(&self, route: &str, release: &str) -> Arc<ReleaseStats> {
+    /// The stats of (`route`, `release`), made on first use with the route's 5xx counter for
+    /// the release.
+    pub fn get_or_create(
+        &self,
+        route: &str,
+        release: &str,
+        server_errors: &Counter,
+    ) -> Arc<ReleaseStats> {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry((route.to_owned(), release.to_owned()))
-            .or_default()
+            .or_insert_with(|| Arc::new(ReleaseStats::counting_into(server_errors.clone())))
             .clone()
     }
 
@@ -213,8 +236,9 @@ mod tests {
     #[test]
     fn the_registry_keeps_stats_across_lookups() {
         let reg = StatsRegistry::default();
-        reg.get_or_create("r", "v1").observe(200, 0.001);
-        assert_eq!(reg.get_or_create("r", "v1").snapshot().requests, 1);
+        let errors = Counter::default();
+        reg.get_or_create("r", "v1", &errors).observe(200, 0.001);
+        assert_eq!(reg.get_or_create("r", "v1", &errors).snapshot().requests, 1);
         assert_eq!(reg.snapshot("r", "v2"), None);
     }
 }

@@ -9,10 +9,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::balance::SmoothWeighted;
+use prometheus_client::metrics::counter::Counter;
+
 use crate::metrics::{EdgeMetrics, RateLimitLabels, RouteMetrics};
 use crate::rate_limit::RateLimiter;
 use crate::spec::{
-    ClientLimits, EdgeSpec, GroupSpec, HostPattern, RateLimitSpec, RouteSpec, TrustedProxies,
+    ClientLimits, EdgeSpec, Encoding, GroupSpec, HostPattern, RateLimitSpec, RouteSpec,
+    TrustedProxies,
 };
 use crate::upstream::{InstanceSettings, Upstream};
 
@@ -40,6 +43,9 @@ pub struct Route {
     pub edge_metrics: RouteMetrics,
     /// Indexed like `spec.policies.rate_limits`; carried over while a limit is unchanged.
     pub limiters: Vec<Arc<RateLimiter>>,
+    /// Compressed responses per encoding the route offers, resolved here so a response does
+    /// not look its counter up.
+    pub compressed: Vec<(Encoding, Counter)>,
 }
 
 pub struct Group {
@@ -122,6 +128,13 @@ impl Table {
                         .rate_limits
                         .iter()
                         .map(|limit| carry.limiter(&route.name, limit, metrics))
+                        .collect(),
+                    compressed: route
+                        .policies
+                        .compression
+                        .iter()
+                        .flat_map(|c| c.algorithms.iter())
+                        .map(|&e| (e, metrics.compressed_counter(&route.name, e)))
                         .collect(),
                     group: group.clone(),
                     spec: route.clone(),

@@ -101,7 +101,10 @@ impl MasterKey {
     /// where the text came from, for the error.
     pub fn parse(text: &str, from: &str) -> Result<MasterKey, KeyError> {
         let t = text.trim();
-        if t.len() != KEY_LEN * 2 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        // Decoding fails exactly when the text is not 64 hex digits.
+        if hex::decode_to_slice(t, bytes.as_mut()).is_err() {
+            let all_hex = t.bytes().all(|b| b.is_ascii_hexdigit());
             return Err(KeyError::Malformed {
                 from: from.to_owned(),
                 // The length and the kind of text only: never the text itself.
@@ -109,7 +112,7 @@ impl MasterKey {
                     "expected {} hex digits, found {} characters{}",
                     KEY_LEN * 2,
                     t.chars().count(),
-                    if t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    if all_hex {
                         ""
                     } else {
                         " that are not all hex digits"
@@ -117,11 +120,6 @@ impl MasterKey {
                 ),
             });
         }
-        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-        hex::decode_to_slice(t, bytes.as_mut()).map_err(|_| KeyError::Malformed {
-            from: from.to_owned(),
-            reason: "not hex".into(),
-        })?;
         Ok(MasterKey::from_bytes(*bytes))
     }
 
@@ -398,18 +396,18 @@ impl Keyring {
         &self.primary
     }
 
+    /// Every key, primary first.
+    fn keys(&self) -> impl Iterator<Item = &MasterKey> {
+        std::iter::once(&self.primary).chain(&self.others)
+    }
+
     pub fn get(&self, id: &KeyId) -> Option<&MasterKey> {
-        std::iter::once(&self.primary)
-            .chain(self.others.iter())
-            .find(|k| k.id() == id)
+        self.keys().find(|k| k.id() == id)
     }
 
     /// Every key id the keyring holds, primary first.
     pub fn ids(&self) -> Vec<KeyId> {
-        std::iter::once(&self.primary)
-            .chain(self.others.iter())
-            .map(|k| k.id().clone())
-            .collect()
+        self.keys().map(|k| k.id().clone()).collect()
     }
 }
 

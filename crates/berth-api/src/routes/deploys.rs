@@ -244,6 +244,17 @@ fn report_schema() -> Value {
     })
 }
 
+/// Runs a deployer action in its own task: a client that goes away (a closed terminal, a CI
+/// timeout) must not cut a deploy, restart, promotion or rollback short between two steps.
+pub(super) async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, DeployError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("deploy task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
 pub(super) fn deployer(ctx: &Ctx) -> Result<Arc<Deployer>, ApiError> {
     ctx.shared
         .api
@@ -378,15 +389,13 @@ async fn deploy(
             actor,
             strategy,
         };
-        // In its own task: a client that goes away (a closed terminal, a CI timeout) must
-        // not cut a deploy short between two steps. The upload is removed when it ends.
-        let report = tokio::spawn(async move {
+        // The upload is removed when the deploy ends.
+        let report = detached(async move {
             let report = deployer.deploy(request).await;
             drop(upload);
             report
         })
-        .await
-        .map_err(|e| ApiError::Internal(format!("deploy task failed: {e}")))??;
+        .await?;
         json_of(StatusCode::CREATED, &report)
     })
     .await
@@ -539,7 +548,8 @@ async fn restart(
     let attempt = Attempt::new(APP_RESTART, key.to_string(), json!({}));
     let env = key.env.clone();
     ctx.mutate(attempt, Need::on(Role::Deployer, &env), async |actor| {
-        let report = deployer(&ctx)?.restart(&key, &actor).await?;
+        let deployer = deployer(&ctx)?;
+        let report = detached(async move { deployer.restart(&key, &actor).await }).await?;
         json_of(StatusCode::OK, &report)
     })
     .await
@@ -568,9 +578,14 @@ async fn promote(
     ctx.mutate(attempt, Need::on(Role::Deployer, &env), async |actor| {
         // Reading what runs in the source environment needs a look there too.
         ctx.allow(&Need::on(Role::Viewer, &from))?;
-        let report = deployer(&ctx)?
-            .promote(&key, &from, body.release.as_deref(), &actor)
-            .await?;
+        let deployer = deployer(&ctx)?;
+        let release = body.release;
+        let report = detached(async move {
+            deployer
+                .promote(&key, &from, release.as_deref(), &actor)
+                .await
+        })
+        .await?;
         json_of(StatusCode::CREATED, &report)
     })
     .await

@@ -5,14 +5,14 @@ use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
 use axum::response::Response;
 use axum::routing::on;
+use berth_deploy::AppKey;
 use berth_deploy::rollout::Command;
-use berth_deploy::{AppKey, Deployer};
 use berth_store::Role;
 use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::deploys::deployer;
+use super::deploys::{deployer, detached};
 use super::{Endpoint, JsonBody, json_of, one_environment};
 use crate::auth::{Attempt, Ctx};
 use crate::error::ApiError;
@@ -143,11 +143,9 @@ async fn rollback(
     );
     let env = key.env.clone();
     ctx.mutate(attempt, Need::on(Role::Deployer, &env), async |actor| {
-        let deployer: std::sync::Arc<Deployer> = deployer(&ctx)?;
-        // Its own task, as a deploy: a client going away must not cut it short.
-        let report = tokio::spawn(async move { deployer.rollback(key, body.release, actor).await })
-            .await
-            .map_err(|e| ApiError::Internal(format!("rollback task failed: {e}")))??;
+        let deployer = deployer(&ctx)?;
+        let report =
+            detached(async move { deployer.rollback(key, body.release, actor).await }).await?;
         json_of(StatusCode::CREATED, &report)
     })
     .await

@@ -12,12 +12,13 @@ use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
 use axum::response::Response;
 use axum::routing::on;
-use berth_deploy::{Deployer, SecretsError, Vault};
+use berth_deploy::{AppKey, SecretsError, Vault};
 use berth_store::Role;
 use http::{Method, StatusCode};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::{Endpoint, MAX_BODY, epoch_ms, json, json_of, listing, one_environment};
+use super::deploys::deployer;
+use super::{Endpoint, MAX_BODY, app_of, epoch_ms, json, json_of, listing, one_environment};
 use crate::auth::{Attempt, Ctx};
 use crate::error::ApiError;
 use crate::openapi::any_object;
@@ -153,20 +154,20 @@ impl From<SecretsError> for ApiError {
 }
 
 fn vault(ctx: &Ctx) -> Result<Arc<Vault>, ApiError> {
-    ctx.shared
-        .api
-        .deployer
-        .as_ref()
-        .map(|d: &Arc<Deployer>| d.secrets().clone())
-        .ok_or_else(|| ApiError::Unavailable("this server does not run apps".into()))
+    Ok(deployer(ctx)?.secrets().clone())
 }
 
-/// `{env}`, `{name}` and `{key}` of a secret's path.
+/// The app (`{env}`, `{name}`) and the secret's name (`{key}`) of a secret's path.
 fn secret_of(
     path: Result<Path<(String, String, String)>, PathRejection>,
-) -> Result<(String, String, String), ApiError> {
-    let Path((env, app, key)) = path.map_err(|e| ApiError::bad_request("path", e.body_text()))?;
-    Ok((one_environment(env)?, app, key))
+) -> Result<(AppKey, String), ApiError> {
+    let Path((env, app, name)) = path.map_err(|e| ApiError::bad_request("path", e.body_text()))?;
+    Ok((AppKey::new(one_environment(env)?, app), name))
+}
+
+/// An attempt on one secret, audited with its name (never its value).
+fn attempt(action: &'static str, key: &AppKey, name: &str) -> Attempt {
+    Attempt::new(action, key.to_string(), json!({ "name": name }))
 }
 
 /// The body as a JSON object whose only key is `field`, read without serde's messages
@@ -199,7 +200,7 @@ async fn list(
     ctx: Ctx,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let key = super::app_of(path)?;
+    let key = app_of(path)?;
     ctx.allow(&Need::on(Role::Viewer, &key.env))?;
     let list = vault(&ctx)?.list(&key.env, &key.app).await?;
     // The versions the running release started with: a difference is a pending restart.
@@ -234,15 +235,17 @@ async fn set(
     path: Result<Path<(String, String, String)>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (env, app, name) = secret_of(path)?;
+    let (key, name) = secret_of(path)?;
     too_large(&body)?;
     let Value::String(value) = body_field(&body, "value")? else {
         return Err(ApiError::bad_request("value", "expected a string"));
     };
     let value = zeroize::Zeroizing::new(value);
-    let attempt = Attempt::new(SECRET_SET, format!("{app}/{env}"), json!({ "name": name }));
-    ctx.mutate(attempt, Need::on(Role::Deployer, &env), async |actor| {
-        let version = vault(&ctx)?.set(&actor, &env, &app, &name, &value).await?;
+    let attempt = attempt(SECRET_SET, &key, &name);
+    ctx.mutate(attempt, Need::on(Role::Deployer, &key.env), async |actor| {
+        let version = vault(&ctx)?
+            .set(&actor, &key.env, &key.app, &name, &value)
+            .await?;
         Ok(json(
             StatusCode::OK,
             json!({ "name": name, "version": version }),
@@ -255,14 +258,12 @@ async fn unset(
     ctx: Ctx,
     path: Result<Path<(String, String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let (env, app, name) = secret_of(path)?;
-    let attempt = Attempt::new(
-        SECRET_UNSET,
-        format!("{app}/{env}"),
-        json!({ "name": name }),
-    );
-    ctx.mutate(attempt, Need::on(Role::Deployer, &env), async |actor| {
-        let version = vault(&ctx)?.unset(&actor, &env, &app, &name).await?;
+    let (key, name) = secret_of(path)?;
+    let attempt = attempt(SECRET_UNSET, &key, &name);
+    ctx.mutate(attempt, Need::on(Role::Deployer, &key.env), async |actor| {
+        let version = vault(&ctx)?
+            .unset(&actor, &key.env, &key.app, &name)
+            .await?;
         Ok(json(
             StatusCode::OK,
             json!({ "name": name, "version": version }),
@@ -276,7 +277,7 @@ async fn import(
     path: Result<Path<(String, String)>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let key = super::app_of(path)?;
+    let key = app_of(path)?;
     too_large(&body)?;
     let Value::Object(values) = body_field(&body, "values")? else {
         return Err(ApiError::bad_request(
@@ -285,7 +286,6 @@ async fn import(
         ));
     };
     let mut pairs: Vec<(String, zeroize::Zeroizing<String>)> = Vec::new();
-    let values: Map<String, Value> = values;
     for (name, value) in values {
         let Value::String(v) = value else {
             return Err(ApiError::bad_request(
@@ -298,8 +298,10 @@ async fn import(
     let names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
     let attempt = Attempt::new(SECRET_IMPORT, key.to_string(), json!({ "names": names }));
     ctx.mutate(attempt, Need::on(Role::Deployer, &key.env), async |actor| {
-        let borrowed: Vec<(String, &str)> =
-            pairs.iter().map(|(n, v)| (n.clone(), v.as_str())).collect();
+        let borrowed: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
         let done = vault(&ctx)?
             .import(&actor, &key.env, &key.app, &borrowed)
             .await?;
@@ -316,14 +318,12 @@ async fn reveal(
     ctx: Ctx,
     path: Result<Path<(String, String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let (env, app, name) = secret_of(path)?;
-    let attempt = Attempt::new(
-        SECRET_REVEAL,
-        format!("{app}/{env}"),
-        json!({ "name": name }),
-    );
-    ctx.mutate(attempt, Need::on(Role::Admin, &env), async |actor| {
-        let (version, value) = vault(&ctx)?.reveal(&actor, &env, &app, &name).await?;
+    let (key, name) = secret_of(path)?;
+    let attempt = attempt(SECRET_REVEAL, &key, &name);
+    ctx.mutate(attempt, Need::on(Role::Admin, &key.env), async |actor| {
+        let (version, value) = vault(&ctx)?
+            .reveal(&actor, &key.env, &key.app, &name)
+            .await?;
         Ok(json(
             StatusCode::OK,
             json!({ "name": name, "version": version, "value": value.as_str() }),
@@ -339,4 +339,37 @@ async fn rotate(ctx: Ctx) -> Result<Response, ApiError> {
         json_of(StatusCode::OK, &report)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `field: message` of a refused body, as the answer carries it.
+    fn refused(body: &str) -> String {
+        match body_field(body.as_bytes(), "value") {
+            Err(ApiError::BadRequest { field, message }) => format!("{field}: {message}"),
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_malformed_body_is_refused_without_quoting_the_value() {
+        const PLANTED: &str = "PLANTED-value-3e1f9a";
+        for body in [
+            PLANTED.to_owned(),
+            format!("\"{PLANTED}\""),
+            format!("[\"{PLANTED}\"]"),
+            format!("{{\"value\": \"{PLANTED}\""),
+            format!("{{\"value\": \"{PLANTED}\", \"other\": 1}}"),
+            format!("{{\"valeu\": \"{PLANTED}\"}}"),
+        ] {
+            let e = refused(&body);
+            assert!(!e.contains(PLANTED), "{body} answered {e}");
+        }
+        assert_eq!(
+            body_field(br#"{"value": "v"}"#, "value").unwrap(),
+            json!("v")
+        );
+    }
 }

@@ -148,14 +148,10 @@ fn entries(spec: &AppSpec, w: &Written) -> Vec<ConfigEntry> {
     }
     for (pname, p) in &spec.processes {
         let at = |key: &str| format!("processes.{pname}.{key}");
-        let base = |rest: &[&'static str]| -> Vec<String> {
-            let mut v = vec!["processes".to_owned(), pname.clone()];
-            v.extend(rest.iter().map(|s| (*s).to_owned()));
-            v
-        };
-        let src = |rest: &[&'static str], overridable: bool| -> &'static str {
-            let path = base(rest);
-            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        // The source of `processes.<pname>.<rest>`; `overridable`: an environment may set it.
+        let src = |rest: &[&str], overridable: bool| -> &'static str {
+            let mut path = vec!["processes", pname.as_str()];
+            path.extend_from_slice(rest);
             w.source(&path, overridable.then_some(&path[..]))
         };
         add(at("command"), p.command.clone(), FROM_BASE);
@@ -199,30 +195,19 @@ fn entries(spec: &AppSpec, w: &Written) -> Vec<ConfigEntry> {
                 add(
                     at(&format!("limits.{key}")),
                     value,
-                    src(&["limits", key_static(key)], true),
+                    src(&["limits", key], true),
                 );
             }
         }
         for (name, value) in &p.env {
-            let path = ["processes", pname.as_str(), "env", name.as_str()];
             add(
                 at(&format!("env.{name}")),
                 value.clone(),
-                w.source(&path, Some(&path)),
+                src(&["env", name], true),
             );
         }
     }
     out
-}
-
-/// The limit keys as `'static` strings (the source lookup takes static path parts).
-fn key_static(key: &str) -> &'static str {
-    match key {
-        "memory" => "memory",
-        "cpu" => "cpu",
-        "open_files" => "open_files",
-        _ => "processes",
-    }
 }
 
 #[cfg(test)]

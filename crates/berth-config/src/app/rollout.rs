@@ -16,8 +16,6 @@ pub const DEFAULT_CANARY_STEPS: [(u32, Duration); 2] = [
 ];
 /// A step's pause when it names a weight only.
 pub const DEFAULT_STEP_PAUSE: Duration = Duration::from_secs(10 * 60);
-/// How long a blue-green deploy keeps the old release running after the switch.
-pub const DEFAULT_KEEP_WARM: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_ANALYSIS_INTERVAL: Duration = Duration::from_secs(30);
 /// Share of 5xx responses a canary may have in a window.
 pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.01;
@@ -164,13 +162,9 @@ pub struct RolloutSpec {
     pub strategy: Strategy,
     /// Canary steps; 100 % follows the last.
     pub steps: Vec<CanaryStep>,
-    /// Blue-green: how long the old release keeps running after the switch.
-    pub keep_warm: Duration,
     /// Blue-green: promote on its own once analysis has passed for this long; `None` waits
     /// for `berth promote`.
     pub promote_after: Option<Duration>,
-    /// Hosts that reach the new release only while a deploy is under way.
-    pub preview_hosts: Vec<String>,
     pub pre_deploy: Option<HookSpec>,
     pub analysis: AnalysisSpec,
     pub probes: Vec<ProbeSpec>,
@@ -189,9 +183,7 @@ impl Default for RolloutSpec {
                     pause: Some(pause),
                 })
                 .collect(),
-            keep_warm: DEFAULT_KEEP_WARM,
             promote_after: None,
-            preview_hosts: Vec::new(),
             pre_deploy: None,
             analysis: AnalysisSpec::default(),
             probes: Vec::new(),
@@ -220,12 +212,8 @@ pub(super) fn check_rollout(r: &mut Reader<'_>, t: &Table<'_, '_>) -> RolloutSpe
     if let Some(value) = t.get("steps") {
         spec.steps = check_steps(r, value, t.at("steps"));
     }
-    spec.keep_warm = r.duration_or_zero(t, "keep_warm", DEFAULT_KEEP_WARM);
     if t.get("promote_after").is_some() {
         spec.promote_after = Some(r.duration(t, "promote_after", DEFAULT_ANALYSIS_INTERVAL));
-    }
-    if let Some(value) = t.get("preview_hosts") {
-        spec.preview_hosts = super::validate::check_host_list(r, value, &t.at("preview_hosts"));
     }
     if let Some(hook) = r.sub_table(t, "pre_deploy", HOOK_KEYS) {
         spec.pre_deploy = Some(HookSpec {

@@ -37,9 +37,7 @@ const DEPLOY_KEYS: &[&str] = &[
     "drain_timeout",
     "strategy",
     "steps",
-    "keep_warm",
     "promote_after",
-    "preview_hosts",
     "pre_deploy",
     "analysis",
     "probe",
@@ -328,14 +326,10 @@ fn check_name(r: &mut Reader<'_>, name: &str, span: Range<usize>, field: &str, w
 
 /// The hosts, lower-cased.
 fn check_hosts(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Vec<String> {
-    match t.get("hosts") {
-        Some(value) => check_host_list(r, value, &t.at("hosts")),
-        None => Vec::new(),
-    }
-}
-
-/// An array of host names at `field`, lower-cased.
-pub(super) fn check_host_list(r: &mut Reader<'_>, value: &Value<'_>, field: &str) -> Vec<String> {
+    let Some(value) = t.get("hosts") else {
+        return Vec::new();
+    };
+    let field = &t.at("hosts");
     let DeValue::Array(items) = value.get_ref() else {
         let raw = r.raw(value.span());
         let quoted = matches!(value.get_ref(), DeValue::String(_));
@@ -358,12 +352,9 @@ pub(super) fn check_host_list(r: &mut Reader<'_>, value: &Value<'_>, field: &str
                     .hint("list the app's host names, or a wildcard such as \"*.example.com\"");
                 continue;
             }
-            Ok(pattern) => host::pattern_text(&pattern),
+            Ok(pattern) => pattern.to_string(),
             Err(err) => {
-                let diagnostic = r.error(item.span(), &field, err.message);
-                if let Some(hint) = err.hint {
-                    diagnostic.hint(hint);
-                }
+                err.report(&mut r.c, item.span(), &field);
                 continue;
             }
         };

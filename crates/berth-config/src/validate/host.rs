@@ -14,6 +14,21 @@ pub(crate) struct HostError {
     pub hint: Option<&'static str>,
 }
 
+impl HostError {
+    /// Reports the error at `span` as a problem of `field`, with its hint.
+    pub(crate) fn report(
+        self,
+        c: &mut super::Checker<'_>,
+        span: std::ops::Range<usize>,
+        field: &str,
+    ) {
+        let diagnostic = c.error(span, field, self.message);
+        if let Some(hint) = self.hint {
+            diagnostic.hint(hint);
+        }
+    }
+}
+
 fn error(message: String, hint: Option<&'static str>) -> HostError {
     HostError { message, hint }
 }
@@ -57,16 +72,6 @@ pub(crate) fn parse(raw: &str, port_hint: &'static str) -> Result<HostPattern, H
     }
     check_name(raw, &pattern)?;
     Ok(HostPattern::Exact(pattern))
-}
-
-/// The pattern as written in a file, lower-cased: `app.example.com`, `*.example.com`, `*`.
-/// `*` cannot occur in an exact name, so no two patterns give the same text.
-pub(crate) fn pattern_text(pattern: &HostPattern) -> String {
-    match pattern {
-        HostPattern::Exact(name) => name.clone(),
-        HostPattern::Wildcard(suffix) => format!("*{suffix}"),
-        HostPattern::Any => "*".to_owned(),
-    }
 }
 
 fn misplaced_star(raw: &str) -> HostError {
@@ -171,7 +176,7 @@ mod tests {
     fn pattern_text_is_the_lower_cased_pattern() {
         for text in ["app.example.com", "*.example.com", "*", "[::1]"] {
             let pattern = parse(&text.to_ascii_uppercase()).expect("valid");
-            assert_eq!(pattern_text(&pattern), text);
+            assert_eq!(pattern.to_string(), text);
         }
     }
 

@@ -64,9 +64,8 @@ pub(super) fn check_trusted_proxies(c: &mut Checker<'_>, server: &ServerFile) ->
         server.trusted_proxies.as_deref(),
         "server.trusted_proxies",
     );
-    let proxy_protocol = server.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref());
-    if let Some(flag) = &server.proxy_protocol
-        && proxy_protocol
+    let proxy_protocol = server.proxy_protocol.as_ref().filter(|p| *p.get_ref());
+    if let Some(flag) = proxy_protocol
         && server.trusted_proxies.as_ref().is_none_or(Vec::is_empty)
     {
         c.error(
@@ -80,7 +79,7 @@ pub(super) fn check_trusted_proxies(c: &mut Checker<'_>, server: &ServerFile) ->
     }
     TrustedProxies {
         networks,
-        proxy_protocol,
+        proxy_protocol: proxy_protocol.is_some(),
     }
 }
 
@@ -171,7 +170,7 @@ fn auth_rate_limit(
                 .hint("a path starts with `/` and has no query string, e.g. \"/login\"");
             continue;
         }
-        if !under_prefix(path_prefix, text) {
+        if !berth_edge::prefix_matches(path_prefix, text) {
             c.error(
                 p.span(),
                 &f,
@@ -193,16 +192,6 @@ fn auth_rate_limit(
         max_keys: &file.max_keys,
     };
     limit(c, field, RateLimitKind::Auth, paths, fields)
-}
-
-/// The same rule as routing: `/api` covers `/api` and `/api/...`, not `/apix`.
-fn under_prefix(prefix: &str, path: &str) -> bool {
-    if prefix == "/" {
-        return true;
-    }
-    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn limit(
@@ -258,7 +247,7 @@ fn limit(
 }
 
 /// `"10/s"`, `"5/m"`, `"100/h"`, `"1000/d"`.
-pub(crate) fn parse_rate(text: &str) -> Result<Rate, String> {
+fn parse_rate(text: &str) -> Result<Rate, String> {
     let Some((count, unit)) = text.trim().split_once('/') else {
         return Err(format!("`{text}` is not a rate"));
     };

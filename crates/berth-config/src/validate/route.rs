@@ -184,14 +184,11 @@ fn check_hosts(
         let pattern = match host::parse(text.get_ref(), PORT_HINT) {
             Ok(pattern) => pattern,
             Err(err) => {
-                let diagnostic = c.error(text.span(), &field, err.message);
-                if let Some(hint) = err.hint {
-                    diagnostic.hint(hint);
-                }
+                err.report(c, text.span(), &field);
                 continue;
             }
         };
-        let claim = (host::pattern_text(&pattern), path_prefix.to_owned());
+        let claim = (pattern.to_string(), path_prefix.to_owned());
         match claims.requests.get(&claim) {
             Some(&owner) if owner == i => {
                 c.error(

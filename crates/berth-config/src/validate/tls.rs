@@ -16,13 +16,12 @@ use toml::Spanned;
 
 use super::server::socket_addr;
 use super::{Checker, DEV_CA_DIR, host};
-
-const PORT_HINT: &str =
-    "a certificate covers host names alone; the ports are those in server.tls_listen";
 use crate::ServerSpec;
 use crate::file::{AcmeFile, CertificateFile, FileConfig, Text};
 use crate::path::{index, key};
 
+const PORT_HINT: &str =
+    "a certificate covers host names alone; the ports are those in server.tls_listen";
 const SOURCE_FILES: &str = "files";
 const SOURCE_DEV: &str = "dev";
 const SOURCE_ACME: &str = "acme";
@@ -246,29 +245,21 @@ fn check_certificate(
     let source = match file.source.get_ref().as_str() {
         SOURCE_FILES => check_files(c, file, &field, &hosts)?,
         SOURCE_DEV => {
-            for (name, value) in [("cert", &file.cert), ("key", &file.key)] {
-                if let Some(v) = value {
-                    c.error(
-                        v.span(),
-                        &at(name),
-                        format!("`{name}` is only used with source = \"files\""),
-                    )
-                    .hint("the development CA issues the certificate itself");
-                }
-            }
+            refuse_files(
+                c,
+                file,
+                &field,
+                "the development CA issues the certificate itself",
+            );
             CertSource::Dev
         }
         SOURCE_ACME => {
-            for (name, value) in [("cert", &file.cert), ("key", &file.key)] {
-                if let Some(v) = value {
-                    c.error(
-                        v.span(),
-                        &at(name),
-                        format!("`{name}` is only used with source = \"files\""),
-                    )
-                    .hint("the ACME CA issues the certificate; berth keeps it under data_dir/tls/acme");
-                }
-            }
+            refuse_files(
+                c,
+                file,
+                &field,
+                "the ACME CA issues the certificate; berth keeps it under data_dir/tls/acme",
+            );
             for (h, text) in file.hosts.get_ref().iter().enumerate() {
                 if text.get_ref().starts_with("*.") {
                     c.error(
@@ -299,6 +290,20 @@ fn check_certificate(
         source,
         default: is_default,
     })
+}
+
+/// `cert` and `key` in a certificate whose source issues it: reported, with `hint` saying who.
+fn refuse_files(c: &mut Checker<'_>, file: &CertificateFile, field: &str, hint: &str) {
+    for (name, value) in [("cert", &file.cert), ("key", &file.key)] {
+        if let Some(v) = value {
+            c.error(
+                v.span(),
+                &key(field, name),
+                format!("`{name}` is only used with source = \"files\""),
+            )
+            .hint(hint);
+        }
+    }
 }
 
 fn check_hosts(
@@ -336,18 +341,11 @@ fn check_hosts(
             }
             Ok(p) => p,
             Err(err) => {
-                let d = c.error(text.span(), &field, err.message);
-                if let Some(hint) = err.hint {
-                    d.hint(hint);
-                }
+                err.report(c, text.span(), &field);
                 continue;
             }
         };
-        let name = match &pattern {
-            HostPattern::Exact(n) => n.clone(),
-            HostPattern::Wildcard(s) => format!("*{s}"),
-            HostPattern::Any => continue,
-        };
+        let name = pattern.to_string();
         match claimed.get(&name) {
             Some(&owner) if owner == i => {
                 c.error(

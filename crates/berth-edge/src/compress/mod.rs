@@ -91,25 +91,14 @@ pub fn mark(headers: &mut HeaderMap, encoding: Encoding) {
 }
 
 fn no_transform(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+    crate::headers::tokens(headers, header::CACHE_CONTROL)
+        .any(|d| d.eq_ignore_ascii_case("no-transform"))
 }
 
 /// Adds `Accept-Encoding` to `Vary` unless it (or `*`) is there already.
 pub fn add_vary(headers: &mut HeaderMap) {
-    let present = headers
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            let t = t.trim();
-            t == "*" || t.eq_ignore_ascii_case("accept-encoding")
-        });
+    let present = crate::headers::tokens(headers, header::VARY)
+        .any(|t| t == "*" || t.eq_ignore_ascii_case("accept-encoding"));
     if !present {
         headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     }
@@ -189,6 +178,17 @@ mod tests {
         };
         let mut h = head(&[("content-type", "text/html")]);
         assert_eq!(prepare(&head_plan, &spec, StatusCode::OK, &mut h), None);
+    }
+
+    #[test]
+    fn a_body_of_unknown_length_is_compressed_whatever_min_size() {
+        // A stream (events, a long answer without Content-Length) is never known to be small.
+        let spec = CompressionSpec::default();
+        let mut h = head(&[("content-type", "text/event-stream")]);
+        assert_eq!(
+            prepare(&GZIP, &spec, StatusCode::OK, &mut h),
+            Some(Encoding::Gzip)
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Which encoding a client gets (Accept-Encoding with q-values, RFC 9110 §12.5.3) and which
 //! content types are worth compressing. Pure functions of header text.
 
+use std::borrow::Cow;
+
 use http::HeaderMap;
 use http::header::ACCEPT_ENCODING;
 
@@ -57,29 +59,29 @@ fn parse_q(v: &str) -> Option<u16> {
     if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let thousandths = match int {
-        "0" => {
-            let mut digits = frac.to_owned();
-            while digits.len() < 3 {
-                digits.push('0');
-            }
-            digits.parse().ok()?
-        }
-        "1" if frac.bytes().all(|b| b == b'0') => 1000,
-        _ => return None,
-    };
-    Some(thousandths)
+    match int {
+        // Up to three digits, checked above: "05" is 50 thousandths.
+        "0" => Some(
+            frac.bytes()
+                .zip([100, 10, 1])
+                .map(|(digit, scale)| u16::from(digit - b'0') * scale)
+                .sum(),
+        ),
+        "1" if frac.bytes().all(|b| b == b'0') => Some(1000),
+        _ => None,
+    }
 }
 
 /// Text-like types shrink well; images, audio, video, archives and woff/woff2 fonts are
 /// compressed already and would only cost CPU.
 pub fn compressible(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    // Types are nearly always written in lower case: copy only when they are not.
+    let essence = if essence.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(essence.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(essence)
+    };
     let Some((top, sub)) = essence.split_once('/') else {
         return false;
     };
@@ -163,6 +165,8 @@ mod tests {
         assert_eq!(parse_q("0.5"), Some(500));
         assert_eq!(parse_q("0.05"), Some(50));
         assert_eq!(parse_q("1.0"), Some(1000));
+        assert_eq!(parse_q("0"), Some(0));
+        assert_eq!(parse_q("0.125"), Some(125));
         assert_eq!(parse_q("1.5"), None);
         assert_eq!(parse_q("0.1234"), None);
     }
@@ -178,6 +182,7 @@ mod tests {
             "application/javascript",
             "image/svg+xml",
             "application/wasm",
+            "Text/HTML",
         ] {
             assert!(compressible(t), "{t}");
         }

@@ -104,7 +104,7 @@ pub async fn handle(
         .await;
         match served {
             static_files::Outcome::Serve(resp) => {
-                return Ok(respond_static(&shared, route, compression, resp, done));
+                return Ok(respond_static(route, compression, resp, done));
             }
             static_files::Outcome::Refused(e) => return Ok(refuse(&shared, route, e, done)),
             static_files::Outcome::Fallback => {}

@@ -13,7 +13,7 @@ use crate::compress;
 use crate::error::ProxyError;
 use crate::exchange::Completion;
 use crate::headers;
-use crate::metrics::{EdgeMetrics, EncodingLabels};
+use crate::metrics::EdgeMetrics;
 use crate::select::ReleasePick;
 use crate::static_files::FileBody;
 use crate::table::Route;
@@ -62,7 +62,7 @@ pub(super) fn respond(
     done.sender = upgrade.is_none().then_some(sender);
     if let Some(plan) = compression
         && upgrade.is_none()
-        && let Some(encoder) = compressor(shared, route, &plan, &mut parts)
+        && let Some(encoder) = compressor(route, &plan, &mut parts)
     {
         let body = Box::pin(compress::Compressed::new(body, encoder));
         return Response::from_parts(parts, ResponseBody::boxed(body, done));
@@ -72,7 +72,6 @@ pub(super) fn respond(
 
 /// A file from the route's static directory, as the client sees it.
 pub(super) fn respond_static(
-    shared: &Shared,
     route: &Route,
     compression: Option<compress::Plan>,
     file: Response<FileBody>,
@@ -81,17 +80,15 @@ pub(super) fn respond_static(
     let (mut parts, body) = file.into_parts();
     done.status = parts.status.as_u16();
     finish_headers(&mut parts.headers, route, &done);
-    let body: BoxBody =
-        match compression.and_then(|plan| compressor(shared, route, &plan, &mut parts)) {
-            Some(encoder) => Box::pin(compress::Compressed::new(body, encoder)),
-            None => Box::pin(body),
-        };
+    let body: BoxBody = match compression.and_then(|plan| compressor(route, &plan, &mut parts)) {
+        Some(encoder) => Box::pin(compress::Compressed::new(body, encoder)),
+        None => Box::pin(body),
+    };
     Response::from_parts(parts, ResponseBody::boxed(body, done))
 }
 
 /// An encoder when the route compresses this response (its head is then marked for it).
 fn compressor(
-    shared: &Shared,
     route: &Route,
     plan: &compress::Plan,
     parts: &mut http::response::Parts,
@@ -101,14 +98,9 @@ fn compressor(
     match compress::Encoder::new(encoding) {
         Ok(encoder) => {
             compress::mark(&mut parts.headers, encoding);
-            shared
-                .metrics
-                .compressed
-                .get_or_create(&EncodingLabels {
-                    route: route.name.to_string(),
-                    encoding: encoding.token(),
-                })
-                .inc();
+            if let Some((_, counter)) = route.compressed.iter().find(|(e, _)| *e == encoding) {
+                counter.inc();
+            }
             Some(encoder)
         }
         Err(e) => {
@@ -226,11 +218,7 @@ pub(super) fn redirect_to_https<B>(
     req: &http::Request<B>,
 ) -> Response<ResponseBody> {
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let location = if port == HTTPS_DEFAULT_PORT {
-        format!("https://{host}{path}")
-    } else {
-        format!("https://{host}:{port}{path}")
-    };
+    let location = https_location(host, port, path);
     let value = HeaderValue::from_str(&location);
     let mut resp = edge_response(
         done,
@@ -245,3 +233,29 @@ pub(super) fn redirect_to_https<B>(
 }
 
 const HTTPS_DEFAULT_PORT: u16 = 443;
+
+/// `https://host[:port]/path?query`, the port left out when it is 443.
+fn https_location(host: &str, port: u16, path: &str) -> String {
+    if port == HTTPS_DEFAULT_PORT {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::https_location;
+
+    #[test]
+    fn the_https_port_is_written_only_when_it_is_not_443() {
+        assert_eq!(
+            https_location("example.com", 443, "/a?b=1"),
+            "https://example.com/a?b=1"
+        );
+        assert_eq!(
+            https_location("example.com", 8443, "/"),
+            "https://example.com:8443/"
+        );
+    }
+}

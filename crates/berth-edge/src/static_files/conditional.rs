@@ -9,22 +9,23 @@ use http::header;
 /// A file's validators.
 #[derive(Debug, Clone)]
 pub struct Validators {
-    /// Strong, quoted: `"<size>-<mtime>"` in hex, with the encoding appended for a
-    /// precompressed sibling.
+    /// Strong, quoted: `"<size>-<mtime>"` in hex, with `-<extension>` appended for a
+    /// precompressed sibling (its bytes differ from the file's).
     pub etag: String,
     pub modified: SystemTime,
 }
 
 impl Validators {
-    pub fn new(len: u64, modified: SystemTime, suffix: &str) -> Self {
+    pub fn new(len: u64, modified: SystemTime, sibling: Option<&str>) -> Self {
         let nanos = modified
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_nanos();
-        Validators {
-            etag: format!("\"{len:x}-{nanos:x}{suffix}\""),
-            modified,
-        }
+        let etag = match sibling {
+            Some(ext) => format!("\"{len:x}-{nanos:x}-{ext}\""),
+            None => format!("\"{len:x}-{nanos:x}\""),
+        };
+        Validators { etag, modified }
     }
 
     /// Last-Modified has whole seconds; comparisons use the same precision.
@@ -140,7 +141,7 @@ mod tests {
     use http::HeaderValue;
 
     fn v() -> Validators {
-        Validators::new(1000, UNIX_EPOCH + Duration::from_secs(1_700_000_000), "")
+        Validators::new(1000, UNIX_EPOCH + Duration::from_secs(1_700_000_000), None)
     }
 
     fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -158,7 +159,7 @@ mod tests {
             format!("\"3e8-{:x}\"", 1_700_000_000u128 * 1_000_000_000)
         );
         assert!(
-            Validators::new(1, UNIX_EPOCH, "-br")
+            Validators::new(1, UNIX_EPOCH, Some("br"))
                 .etag
                 .ends_with("-br\"")
         );
@@ -186,7 +187,11 @@ mod tests {
 
     #[test]
     fn if_modified_since_at_second_precision() {
-        let v = Validators::new(1, UNIX_EPOCH + Duration::from_millis(1_700_000_000_500), "");
+        let v = Validators::new(
+            1,
+            UNIX_EPOCH + Duration::from_millis(1_700_000_000_500),
+            None,
+        );
         let same = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         let before = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(1_699_999_999));
         assert!(not_modified(&h(&[("if-modified-since", &same)]), &v));

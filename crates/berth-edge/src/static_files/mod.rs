@@ -20,7 +20,7 @@ mod conditional;
 pub mod path;
 
 use std::fs::{File, Metadata};
-use std::io::{Seek, SeekFrom};
+use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -30,7 +30,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
 
 use crate::body::BoxError;
 use crate::compress;
@@ -40,7 +40,8 @@ use conditional::{Range, Validators};
 
 const READ_CHUNK: usize = 64 * 1024;
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
-/// Precompressed siblings berth looks for, in its order of preference.
+/// Precompressed siblings berth looks for (encoding and file extension), in its order of
+/// preference.
 const SIBLINGS: [(Encoding, &str); 2] = [(Encoding::Brotli, "br"), (Encoding::Gzip, "gz")];
 
 /// What the static phase decided.
@@ -62,20 +63,17 @@ pub async fn serve(
     full: &str,
     headers: &HeaderMap,
 ) -> Outcome {
-    let missing = || {
+    // What files do not answer goes to the group when the route falls back.
+    let unanswered = |e| {
         if spec.fallback {
             Outcome::Fallback
         } else {
-            Outcome::Refused(ProxyError::NotFound)
+            Outcome::Refused(e)
         }
     };
     let head = method == Method::HEAD;
     if method != Method::GET && !head {
-        return if spec.fallback {
-            Outcome::Fallback
-        } else {
-            Outcome::Refused(ProxyError::MethodNotAllowed)
-        };
+        return unanswered(ProxyError::MethodNotAllowed);
     }
     let rest = full
         .strip_prefix(prefix.trim_end_matches('/'))
@@ -85,10 +83,11 @@ pub async fn serve(
         Err(e) => return Outcome::Refused(ProxyError::BadPath(e)),
     };
     if rel.hidden {
-        return missing();
+        return unanswered(ProxyError::NotFound);
     }
-    // Precompressed siblings are looked for only when the client could take one; a range
-    // always gets the file itself, so offsets mean what the client thinks they mean.
+    // A precompressed sibling is sent only to a client that accepts its encoding; a range
+    // always gets the file itself (as if nothing were accepted), so offsets mean what the
+    // client thinks they mean.
     let ranged = headers.contains_key(header::RANGE);
     let mut accept = HeaderMap::new();
     if !ranged {
@@ -103,7 +102,7 @@ pub async fn serve(
             .await;
     let found = match found {
         Ok(Ok(f)) => f,
-        Ok(Err(Lookup::Missing)) => return missing(),
+        Ok(Err(Lookup::Missing)) => return unanswered(ProxyError::NotFound),
         Ok(Err(Lookup::Outside)) => return Outcome::Refused(ProxyError::OutsideRoot),
         Err(e) => return Outcome::Refused(ProxyError::Internal(format!("static file task: {e}"))),
     };
@@ -123,8 +122,8 @@ struct Found {
     modified: SystemTime,
     /// The requested file's name: its type and whether it is fingerprinted.
     name: String,
-    /// Set when a precompressed sibling is sent instead.
-    encoding: Option<Encoding>,
+    /// Set when a precompressed sibling is sent instead: its encoding and extension.
+    sibling: Option<(Encoding, &'static str)>,
     /// Whether any sibling exists (the answer then varies with Accept-Encoding).
     varies: bool,
 }
@@ -145,7 +144,7 @@ fn find(root: &Path, rel: &Path, index: Option<&str>, accept: &HeaderMap) -> Res
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut available: Vec<(Encoding, PathBuf, Metadata)> = Vec::new();
+    let mut available: Vec<(Encoding, &'static str, PathBuf, Metadata)> = Vec::new();
     for (encoding, ext) in SIBLINGS {
         let mut sibling = real.clone().into_os_string();
         sibling.push(".");
@@ -155,15 +154,15 @@ fn find(root: &Path, rel: &Path, index: Option<&str>, accept: &HeaderMap) -> Res
             && let Ok(m) = std::fs::metadata(&path)
             && m.is_file()
         {
-            available.push((encoding, path, m));
+            available.push((encoding, ext, path, m));
         }
     }
     let varies = !available.is_empty();
-    let offered: Vec<Encoding> = available.iter().map(|(e, _, _)| *e).collect();
+    let offered: Vec<Encoding> = available.iter().map(|(e, ..)| *e).collect();
     let chosen = compress::choose(accept, &offered)
-        .and_then(|e| available.into_iter().find(|(a, _, _)| *a == e));
-    let (path, meta, encoding) = match chosen {
-        Some((e, path, m)) => (path, m, Some(e)),
+        .and_then(|e| available.into_iter().find(|(a, ..)| *a == e));
+    let (path, meta, sibling) = match chosen {
+        Some((e, ext, path, m)) => (path, m, Some((e, ext))),
         None => (real, meta, None),
     };
     let file = File::open(&path).map_err(|_| Lookup::Missing)?;
@@ -172,7 +171,7 @@ fn find(root: &Path, rel: &Path, index: Option<&str>, accept: &HeaderMap) -> Res
         len: meta.len(),
         modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
         name,
-        encoding,
+        sibling,
         varies,
     })
 }
@@ -188,13 +187,7 @@ fn inside(root: &Path, path: &Path) -> Result<PathBuf, Lookup> {
 }
 
 async fn respond(spec: &StaticSpec, headers: &HeaderMap, head: bool, found: Found) -> Outcome {
-    let suffix = match found.encoding {
-        Some(Encoding::Brotli) => "-br",
-        Some(Encoding::Gzip) => "-gz",
-        Some(Encoding::Zstd) => "-zst",
-        None => "",
-    };
-    let v = Validators::new(found.len, found.modified, suffix);
+    let v = Validators::new(found.len, found.modified, found.sibling.map(|(_, ext)| ext));
     let mut h = HeaderMap::new();
     let put = |h: &mut HeaderMap, name, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -207,12 +200,15 @@ async fn respond(spec: &StaticSpec, headers: &HeaderMap, head: bool, found: Foun
         header::LAST_MODIFIED,
         &httpdate::fmt_http_date(found.modified),
     );
-    let cache = if path::fingerprinted(&found.name) {
-        IMMUTABLE.to_owned()
+    if path::fingerprinted(&found.name) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
     } else {
-        format!("public, max-age={}", spec.max_age.as_secs())
-    };
-    put(&mut h, header::CACHE_CONTROL, &cache);
+        put(
+            &mut h,
+            header::CACHE_CONTROL,
+            &format!("public, max-age={}", spec.max_age.as_secs()),
+        );
+    }
     if found.varies {
         compress::add_vary(&mut h);
     }
@@ -220,9 +216,12 @@ async fn respond(spec: &StaticSpec, headers: &HeaderMap, head: bool, found: Foun
         return Outcome::Serve(answer(StatusCode::NOT_MODIFIED, h, FileBody::empty()));
     }
     put(&mut h, header::CONTENT_TYPE, &content_type(&found.name));
-    let (status, start, len) = match found.encoding {
-        Some(e) => {
-            put(&mut h, header::CONTENT_ENCODING, e.token());
+    let (status, start, len) = match found.sibling {
+        Some((e, _)) => {
+            h.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(e.token()),
+            );
             (StatusCode::OK, 0, found.len)
         }
         None => {
@@ -247,19 +246,14 @@ async fn respond(spec: &StaticSpec, headers: &HeaderMap, head: bool, found: Foun
     if head || len == 0 {
         return Outcome::Serve(answer(status, h, FileBody::empty()));
     }
-    let mut file = found.file;
-    if start > 0 {
-        let seek =
-            tokio::task::spawn_blocking(move || file.seek(SeekFrom::Start(start)).map(|_| file))
-                .await;
-        file = match seek {
-            Ok(Ok(f)) => f,
-            Ok(Err(e)) => return Outcome::Refused(ProxyError::Internal(format!("seek: {e}"))),
-            Err(e) => return Outcome::Refused(ProxyError::Internal(format!("seek task: {e}"))),
-        };
+    let mut file = tokio::fs::File::from_std(found.file);
+    // tokio seeks on the blocking pool, like every other file system call here.
+    if start > 0
+        && let Err(e) = file.seek(SeekFrom::Start(start)).await
+    {
+        return Outcome::Refused(ProxyError::Internal(format!("seek: {e}")));
     }
-    let body = FileBody::new(tokio::fs::File::from_std(file), len);
-    Outcome::Serve(answer(status, h, body))
+    Outcome::Serve(answer(status, h, FileBody::new(file, len)))
 }
 
 fn answer(status: StatusCode, headers: HeaderMap, body: FileBody) -> Response<FileBody> {

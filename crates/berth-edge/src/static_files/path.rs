@@ -3,7 +3,7 @@
 //! Each segment is percent-decoded once and must then be a plain name: not `.` or `..`, and
 //! without `/`, `\`, NUL, control characters or `%` (a `%` left after decoding means the path
 //! was encoded twice, which only an attack does). Empty segments (`a//b`) are skipped.
-//! Symlinks are dealt with later, on the real file system: see `super::open`.
+//! Symlinks are dealt with later, on the real file system: see `super::find`.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;

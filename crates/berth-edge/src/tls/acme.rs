@@ -24,6 +24,7 @@ use rustls::sign::CertifiedKey;
 
 use super::certs::{CertError, LoadedCert, certified, load_pem_files, now_unix};
 use super::dev_ca::write_new;
+use super::lock;
 use crate::spec::{AcmeChallenge, AcmeSpec};
 
 /// ALPN protocol of TLS-ALPN-01 validation connections.
@@ -63,19 +64,11 @@ pub(crate) struct Challenges {
 
 impl Challenges {
     pub(crate) fn http01(&self, token: &str) -> Option<String> {
-        self.http
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(token)
-            .cloned()
+        lock(&self.http).get(token).cloned()
     }
 
     pub(crate) fn alpn(&self, host: &str) -> Option<Arc<CertifiedKey>> {
-        self.alpn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(host)
-            .cloned()
+        lock(&self.alpn).get(host).cloned()
     }
 }
 
@@ -88,19 +81,11 @@ struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        let mut http = self
-            .challenges
-            .http
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut http = lock(&self.challenges.http);
         for t in &self.tokens {
             http.remove(t);
         }
-        let mut alpn = self
-            .challenges
-            .alpn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut alpn = lock(&self.challenges.alpn);
         for h in &self.hosts {
             alpn.remove(h);
         }
@@ -278,20 +263,13 @@ impl AcmeClient {
             let key_auth = challenge.key_authorization();
             match spec.challenge {
                 AcmeChallenge::Http01 => {
-                    challenges
-                        .http
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
+                    lock(&challenges.http)
                         .insert(challenge.token.clone(), key_auth.as_str().to_owned());
                     registered.tokens.push(challenge.token.clone());
                 }
                 AcmeChallenge::TlsAlpn01 => {
                     let cert = alpn_certificate(&host, key_auth.digest().as_ref())?;
-                    challenges
-                        .alpn
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(host.clone(), cert);
+                    lock(&challenges.alpn).insert(host.clone(), cert);
                     registered.hosts.push(host);
                 }
             }
@@ -378,14 +356,6 @@ fn alpn_certificate(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, Acme
     )))
 }
 
-/// When to renew: a third of the lifetime before expiry, minus `jitter` (0..1) of a tenth of
-/// it, so many certificates issued together do not all renew at the same moment.
-pub(crate) fn renew_at(cert: &LoadedCert, jitter: f64) -> i64 {
-    let lifetime = (cert.not_after - cert.not_before).max(0);
-    let spread = (lifetime as f64 / 10.0 * jitter.clamp(0.0, 1.0)) as i64;
-    cert.not_after - lifetime / 3 - spread
-}
-
 /// Wait before the next try after `failures` failed orders in a row (at least one).
 pub(crate) fn backoff(failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
@@ -403,29 +373,6 @@ mod tests {
         assert_eq!(backoff(5), Duration::from_secs(960));
         assert_eq!(backoff(12), RETRY_MAX);
         assert_eq!(backoff(1000), RETRY_MAX);
-    }
-
-    #[test]
-    fn renewal_is_due_a_third_before_expiry_less_up_to_a_tenth_of_jitter() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = super::super::dev_ca::DevCa::load_or_create(dir.path(), 1_000_000_000).unwrap();
-        let cert = ca
-            .issue(
-                &[crate::spec::HostPattern::Exact("a.test".into())],
-                1_000_000_000,
-            )
-            .unwrap();
-        let lifetime = cert.not_after - cert.not_before;
-        assert_eq!(renew_at(&cert, 0.0), cert.not_after - lifetime / 3);
-        assert_eq!(
-            renew_at(&cert, 1.0),
-            cert.not_after - lifetime / 3 - lifetime / 10
-        );
-        assert_eq!(
-            renew_at(&cert, 7.0),
-            renew_at(&cert, 1.0),
-            "jitter is clamped"
-        );
     }
 
     #[test]

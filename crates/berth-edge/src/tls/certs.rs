@@ -272,6 +272,14 @@ impl LoadedCert {
     pub fn seconds_left(&self, now: i64) -> i64 {
         self.not_after - now
     }
+
+    /// When to renew: a third of the lifetime before expiry, minus `jitter` (0..1) of a tenth
+    /// of it, so many certificates issued together do not all renew at the same moment.
+    pub(crate) fn renew_at(&self, jitter: f64) -> i64 {
+        let lifetime = (self.not_after - self.not_before).max(0);
+        let spread = (lifetime as f64 / 10.0 * jitter.clamp(0.0, 1.0)) as i64;
+        self.not_after - lifetime / 3 - spread
+    }
 }
 
 /// RFC 6125 matching: exact, or a leading `*` standing for exactly one label.
@@ -307,5 +315,24 @@ mod tests {
         assert!(!name_matches("*.example.com", ".example.com"));
         assert!(name_matches("example.com", "example.com"));
         assert!(!name_matches("example.com", "www.example.com"));
+    }
+
+    #[test]
+    fn renewal_is_due_a_third_before_expiry_less_up_to_a_tenth_of_jitter() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = super::super::dev_ca::DevCa::load_or_create(dir.path(), 1_000_000_000).unwrap();
+        let cert = ca
+            .issue(
+                &[crate::spec::HostPattern::Exact("a.test".into())],
+                1_000_000_000,
+            )
+            .unwrap();
+        let lifetime = cert.not_after - cert.not_before;
+        assert_eq!(cert.renew_at(0.0), cert.not_after - lifetime / 3);
+        assert_eq!(
+            cert.renew_at(1.0),
+            cert.not_after - lifetime / 3 - lifetime / 10
+        );
+        assert_eq!(cert.renew_at(7.0), cert.renew_at(1.0), "jitter is clamped");
     }
 }

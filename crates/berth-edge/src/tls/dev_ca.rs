@@ -150,11 +150,8 @@ impl DevCa {
         };
         let names: Vec<String> = hosts
             .iter()
-            .filter_map(|h| match h {
-                HostPattern::Exact(n) => Some(n.clone()),
-                HostPattern::Wildcard(suffix) => Some(format!("*{suffix}")),
-                HostPattern::Any => None,
-            })
+            .filter(|h| !matches!(h, HostPattern::Any))
+            .map(HostPattern::to_string)
             .collect();
         let key = KeyPair::generate().map_err(|e| err(&e))?;
         let mut params = CertificateParams::new(names.clone()).map_err(|e| err(&e))?;

@@ -25,7 +25,7 @@ mod resolver;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
@@ -51,7 +51,8 @@ pub const FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// ALPN protocols offered, in order of preference. `acme-tls/1` is only chosen by ACME
 /// validators (which offer nothing else), and such connections are closed after the handshake.
 pub const ALPN: [&[u8]; 3] = [b"h2", b"http/1.1", ACME_TLS_ALPN];
-/// TLS sessions remembered for resumption (TLS 1.2 ids and TLS 1.3 stateful tickets).
+/// TLS 1.2 sessions remembered by id, for clients that resume without tickets (with the
+/// ticketer set, TLS 1.3 and ticket-capable TLS 1.2 clients resume from a ticket instead).
 const SESSION_CACHE: usize = 4096;
 
 /// Forward-secret AEAD suites only: every TLS 1.3 suite, and ECDHE with AES-GCM or
@@ -76,8 +77,9 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// berth's one crypto provider (aws-lc-rs), with the suites above. Passed explicitly, so no
-/// process-wide default provider is needed.
+/// berth's one crypto provider (aws-lc-rs), with the suites above, passed explicitly to the
+/// listeners' configuration (the process-wide default, installed in [`Tls::new`], has rustls's
+/// default suites).
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
@@ -95,7 +97,7 @@ pub fn check_covers(cert: &LoadedCert, hosts: &[HostPattern]) -> Result<(), Stri
     let missing: Vec<String> = hosts
         .iter()
         .filter(|h| !cert.covers(h))
-        .map(pattern_text)
+        .map(HostPattern::to_string)
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -111,12 +113,10 @@ pub fn check_covers(cert: &LoadedCert, hosts: &[HostPattern]) -> Result<(), Stri
     ))
 }
 
-fn pattern_text(h: &HostPattern) -> String {
-    match h {
-        HostPattern::Exact(n) => n.clone(),
-        HostPattern::Wildcard(s) => format!("*{s}"),
-        HostPattern::Any => "*".to_owned(),
-    }
+/// A poisoned lock is still used: a panic in one task must not stop certificates from being
+/// served, reloaded or renewed.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The edge's TLS state: the acceptor configuration, the certificates in use and what is
@@ -150,20 +150,22 @@ struct Slot {
 }
 
 enum SlotKind {
-    Files {
-        cert: PathBuf,
-        key: PathBuf,
-        /// The files' identity when last looked at, whether that load worked or not, so a
-        /// bad file is reported once rather than at every poll.
-        seen: Option<Fingerprint>,
-        /// A stat error was already reported.
-        missing: bool,
-    },
+    Files(WatchedFiles),
     Dev,
     Acme {
         /// Hosts and ACME settings: a change makes it another certificate (and task).
         task: String,
     },
+}
+
+struct WatchedFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    /// The files' identity when last looked at, whether that load worked or not, so a bad
+    /// file is reported once rather than at every poll.
+    seen: Option<Fingerprint>,
+    /// A stat error was already reported.
+    missing: bool,
 }
 
 impl Tls {
@@ -204,7 +206,7 @@ impl Tls {
     /// from the config; development ones are issued here (and reused when their hosts did not
     /// change). On error nothing changes.
     pub(crate) fn apply(&self, spec: &TlsSpec) -> Result<(), TlsError> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock(&self.state);
         let now = now_unix();
         let mut slots = Vec::with_capacity(spec.certificates.len());
         for c in &spec.certificates {
@@ -254,6 +256,7 @@ impl Tls {
         let weak = self.me.clone();
         tokio::spawn(async move {
             let jitter: f64 = rand::random();
+            let host = hosts.first().cloned().unwrap_or_default();
             let mut failures = 0u32;
             loop {
                 let Some(wait) = weak.upgrade().map(|t| t.acme_wait(&task, jitter)) else {
@@ -261,7 +264,6 @@ impl Tls {
                 };
                 tokio::time::sleep(wait).await;
                 let Some(tls) = weak.upgrade() else { return };
-                let host = hosts.first().cloned().unwrap_or_default();
                 match tls.acme.issue(&spec, &hosts, &tls.challenges).await {
                     Ok(cert) => {
                         failures = 0;
@@ -295,14 +297,14 @@ impl Tls {
 
     /// How long until the ACME certificate of `task` is due: now when there is none.
     fn acme_wait(&self, task: &str, jitter: f64) -> Duration {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = lock(&self.state);
         let current = state.slots.iter().find_map(|s| match &s.kind {
             SlotKind::Acme { task: t } if t == task => Some(s.current.clone()),
             _ => None,
         });
         match current.flatten() {
             Some(c) => {
-                let secs = acme::renew_at(&c, jitter) - now_unix();
+                let secs = c.renew_at(jitter) - now_unix();
                 Duration::from_secs(u64::try_from(secs).unwrap_or(0))
             }
             None => Duration::ZERO,
@@ -310,7 +312,7 @@ impl Tls {
     }
 
     fn acme_installed(&self, task: &str, cert: LoadedCert) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock(&self.state);
         let cert = Arc::new(cert);
         for slot in &mut state.slots {
             if matches!(&slot.kind, SlotKind::Acme { task: t } if t == task) {
@@ -335,12 +337,12 @@ impl Tls {
         let (current, kind) = match &c.source {
             CertSource::Files { cert, key, loaded } => (
                 Some(loaded.clone()),
-                SlotKind::Files {
+                SlotKind::Files(WatchedFiles {
                     cert: cert.clone(),
                     key: key.clone(),
                     seen: loaded.fingerprint,
                     missing: false,
-                },
+                }),
             ),
             CertSource::Dev => {
                 let reusable = state.slots.iter().find_map(|s| match &s.current {
@@ -395,7 +397,7 @@ impl Tls {
                     HostPattern::Wildcard(s) => map.insert_wildcard(s, key.clone()),
                     HostPattern::Any => {}
                 }
-                map.expiry.push((pattern_text(host), current.not_after));
+                map.expiry.push((host.to_string(), current.not_after));
             }
             if slot.default {
                 map.set_default(key);
@@ -407,91 +409,79 @@ impl Tls {
     /// Looks at every certificate file and reloads those that changed; renews development
     /// certificates that are due. Runs every [`FILE_POLL_INTERVAL`].
     fn poll(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock(&self.state);
         let now = now_unix();
-        let mut changed = false;
         let State { slots, dev_ca, .. } = &mut *state;
+        let mut changed = false;
         for slot in slots.iter_mut() {
-            match &mut slot.kind {
-                SlotKind::Files {
-                    cert,
-                    key,
-                    seen,
-                    missing,
-                } => {
-                    let fp = match Fingerprint::of(cert, key) {
-                        Ok(fp) => {
-                            *missing = false;
-                            fp
-                        }
-                        Err(e) => {
-                            if !*missing {
-                                *missing = true;
-                                tracing::error!(cert = %cert.display(), key = %key.display(), error = %e, "certificate file unreadable; the certificate in use stays");
-                                self.reload_failed(&slot.hosts);
-                            }
-                            continue;
-                        }
-                    };
-                    if *seen == Some(fp) {
-                        continue;
-                    }
-                    *seen = Some(fp);
-                    match load_pem_files(cert, key).and_then(|c| {
-                        check_covers(&c, &slot.hosts).map(|()| c).map_err(|reason| {
-                            CertError::Names {
-                                path: cert.clone(),
-                                reason,
-                            }
-                        })
-                    }) {
-                        Ok(new) => {
-                            tracing::info!(cert = %cert.display(), names = ?new.names, not_after = %certs::rfc3339(new.not_after), "certificate file changed; new certificate in use");
-                            *seen = new.fingerprint;
-                            slot.current = Some(Arc::new(new));
-                            changed = true;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "changed certificate file rejected; the certificate in use stays");
-                            self.reload_failed(&slot.hosts);
-                        }
-                    }
-                }
-                SlotKind::Acme { .. } => {}
-                SlotKind::Dev => {
-                    if slot
-                        .current
-                        .as_ref()
-                        .is_some_and(|c| !needs_renewal(c, now))
-                    {
-                        continue;
-                    }
-                    let issued = dev_ca
-                        .as_ref()
-                        .ok_or_else(|| TlsError::DevCa {
-                            dir: PathBuf::new(),
-                            reason: "not loaded".to_owned(),
-                        })
-                        .and_then(|ca| ca.issue(&slot.hosts, now));
-                    match issued {
-                        Ok(new) => {
-                            slot.current = Some(Arc::new(new));
-                            changed = true;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "renewing a development certificate failed; the certificate in use stays");
-                        }
-                    }
-                }
-            }
+            changed |= match &mut slot.kind {
+                SlotKind::Files(files) => self.reload_files(files, &slot.hosts, &mut slot.current),
+                SlotKind::Dev => renew_dev(slot, dev_ca.as_deref(), now),
+                SlotKind::Acme { .. } => false,
+            };
         }
         if changed {
             self.install(&state);
         }
     }
 
+    /// Reloads a file certificate whose files changed; whether a new certificate is in use.
+    fn reload_files(
+        &self,
+        files: &mut WatchedFiles,
+        hosts: &[HostPattern],
+        current: &mut Option<Arc<LoadedCert>>,
+    ) -> bool {
+        let WatchedFiles {
+            cert,
+            key,
+            seen,
+            missing,
+        } = files;
+        let fp = match Fingerprint::of(cert, key) {
+            Ok(fp) => fp,
+            Err(e) => {
+                if !*missing {
+                    *missing = true;
+                    tracing::error!(cert = %cert.display(), key = %key.display(), error = %e, "certificate file unreadable; the certificate in use stays");
+                    self.reload_failed(hosts);
+                }
+                return false;
+            }
+        };
+        *missing = false;
+        if *seen == Some(fp) {
+            return false;
+        }
+        *seen = Some(fp);
+        let loaded = load_pem_files(cert, key).and_then(|c| {
+            check_covers(&c, hosts)
+                .map(|()| c)
+                .map_err(|reason| CertError::Names {
+                    path: cert.clone(),
+                    reason,
+                })
+        });
+        match loaded {
+            Ok(new) => {
+                tracing::info!(cert = %cert.display(), names = ?new.names, not_after = %certs::rfc3339(new.not_after), "certificate file changed; new certificate in use");
+                *seen = new.fingerprint;
+                *current = Some(Arc::new(new));
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "changed certificate file rejected; the certificate in use stays");
+                self.reload_failed(hosts);
+                false
+            }
+        }
+    }
+
     fn reload_failed(&self, hosts: &[HostPattern]) {
-        let host = hosts.first().map(pattern_text).unwrap_or_default();
+        let host = hosts
+            .first()
+            .map(HostPattern::to_string)
+            .unwrap_or_default();
         self.metrics
             .reload_failures
             .get_or_create(&CertificateLabels { host })
@@ -604,10 +594,32 @@ fn dev_ca(state: &mut State, dir: &std::path::Path, now: i64) -> Result<Arc<DevC
     Ok(ca)
 }
 
-/// A third of the lifetime left.
+/// A third of the lifetime left (the ACME rule without jitter).
 fn needs_renewal(cert: &LoadedCert, now: i64) -> bool {
-    let lifetime = (cert.not_after - cert.not_before).max(0);
-    cert.seconds_left(now) < lifetime / 3
+    now > cert.renew_at(0.0)
+}
+
+/// Reissues a development certificate that is due; whether a new certificate is in use.
+fn renew_dev(slot: &mut Slot, ca: Option<&DevCa>, now: i64) -> bool {
+    if slot
+        .current
+        .as_ref()
+        .is_some_and(|c| !needs_renewal(c, now))
+    {
+        return false;
+    }
+    // A `dev` slot is only made once the CA is loaded (see `Tls::slot`).
+    let Some(ca) = ca else { return false };
+    match ca.issue(&slot.hosts, now) {
+        Ok(new) => {
+            slot.current = Some(Arc::new(new));
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "renewing a development certificate failed; the certificate in use stays");
+            false
+        }
+    }
 }
 
 /// The metric label for a failed handshake, or `None` when the resolver already counted it.
@@ -630,4 +642,30 @@ fn failure_reason(e: &std::io::Error) -> Option<&'static str> {
         E::AlertReceived(_) => "alert",
         _ => "other",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dev_certificate_is_reissued_once_a_third_of_its_lifetime_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_unix();
+        let ca = DevCa::load_or_create(dir.path(), now).unwrap();
+        let hosts = vec![HostPattern::Exact("a.test".into())];
+        let life = dev_ca::LEAF_LIFETIME.as_secs() as i64;
+        let issued_at = |t| Some(Arc::new(ca.issue(&hosts, t).unwrap()));
+        let mut slot = Slot {
+            hosts: hosts.clone(),
+            default: false,
+            current: issued_at(now - life / 2),
+            kind: SlotKind::Dev,
+        };
+        assert!(!renew_dev(&mut slot, Some(&ca), now), "half its life left");
+        slot.current = issued_at(now - life * 3 / 4);
+        assert!(renew_dev(&mut slot, Some(&ca), now), "a quarter left");
+        let renewed = slot.current.as_ref().unwrap();
+        assert_eq!(renewed.seconds_left(now), life);
+    }
 }

@@ -83,39 +83,30 @@ impl fmt::Debug for Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // rustls hands over the SNI already lower-cased (an IP address as no SNI at all), so
+        // it is looked up as it is.
+        let name = hello.server_name();
         // An ACME TLS-ALPN-01 validation gets the challenge certificate, or nothing.
         if hello
             .alpn()
             .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN))
         {
-            let name = hello.server_name()?.to_ascii_lowercase();
-            let found = self.challenges.alpn(&name);
+            let found = self.challenges.alpn(name?);
             if found.is_none() {
                 self.metrics.failure("unknown_sni");
             }
             return found;
         }
         let map = self.map.load();
-        let found = match hello.server_name() {
-            Some(name) if name.bytes().any(|b| b.is_ascii_uppercase()) => {
-                map.lookup(&name.to_ascii_lowercase()).cloned()
-            }
-            Some(name) => map.lookup(name).cloned(),
-            None => None,
-        };
-        if found.is_some() {
-            return found;
-        }
-        if let Some(default) = &map.default {
-            return Some(default.clone());
+        if let Some(found) = name.and_then(|n| map.lookup(n)).or(map.default.as_ref()) {
+            return Some(found.clone());
         }
         // rustls then ends the handshake with a fatal alert.
-        let reason = if hello.server_name().is_some() {
+        self.metrics.failure(if name.is_some() {
             "unknown_sni"
         } else {
             "no_sni"
-        };
-        self.metrics.failure(reason);
+        });
         None
     }
 }

@@ -60,11 +60,7 @@ pub struct LogsArgs {
 }
 
 pub(super) fn app_path(a: &AppArgs, tail: &str) -> String {
-    format!(
-        "/api/v1/envs/{}/apps/{}/{tail}",
-        encode(&a.env),
-        encode(&a.app)
-    )
+    super::app_path(&a.env, &a.app, tail)
 }
 
 /// The spec's app name, checked locally so a broken spec never leaves the machine.

@@ -7,7 +7,7 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use super::apps::DEFAULT_ENV;
-use super::{encode, field, list, print};
+use super::{field, list, print};
 use crate::client::{Client, exit, fail};
 
 #[derive(clap::Subcommand)]
@@ -47,12 +47,8 @@ pub struct PromoteArgs {
     pub release: Option<String>,
 }
 
-fn app_path(env: &str, app: &str, tail: &str) -> String {
-    format!("/api/v1/envs/{}/apps/{}/{tail}", encode(env), encode(app))
-}
-
 async fn fetch(c: &Client, app: &str, env: &str) -> anyhow::Result<Value> {
-    c.call(Method::GET, &app_path(env, app, "config"), None)
+    c.call(Method::GET, &super::app_path(env, app, "config"), None)
         .await
 }
 
@@ -159,7 +155,7 @@ pub async fn promote(c: &Client, p: &PromoteArgs, json: bool) -> anyhow::Result<
     let report = c
         .call(
             Method::POST,
-            &app_path(&p.to, &p.app, "promote"),
+            &super::app_path(&p.to, &p.app, "promote"),
             Some(body),
         )
         .await?;

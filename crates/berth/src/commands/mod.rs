@@ -22,6 +22,11 @@ pub fn print(json: bool, value: &serde_json::Value, human: impl FnOnce(&serde_js
 }
 
 /// A field as display text ("-" when absent).
+/// `/api/v1/envs/{env}/apps/{app}/{tail}`, the names percent-encoded.
+pub fn app_path(env: &str, app: &str, tail: &str) -> String {
+    format!("/api/v1/envs/{}/apps/{}/{tail}", encode(env), encode(app))
+}
+
 pub fn field(v: &serde_json::Value, name: &str) -> String {
     match &v[name] {
         serde_json::Value::Null => "-".to_owned(),

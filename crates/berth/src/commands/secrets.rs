@@ -11,9 +11,30 @@ use hyper::Method;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
+use super::app_path;
 use super::apps::{AppArgs, DEFAULT_ENV};
 use super::{encode, field, list, print, time_text};
 use crate::client::{Client, exit, fail};
+
+/// One secret of an app in an environment.
+#[derive(clap::Args)]
+pub struct SecretArgs {
+    app: String,
+    key: String,
+    #[arg(long, default_value = DEFAULT_ENV)]
+    env: String,
+}
+
+impl SecretArgs {
+    /// The secret's path in the API.
+    fn path(&self) -> String {
+        format!(
+            "{}/{}",
+            secrets_path(&self.env, &self.app),
+            encode(&self.key)
+        )
+    }
+}
 
 #[derive(clap::Subcommand)]
 pub enum SecretsCommand {
@@ -26,10 +47,8 @@ pub enum SecretsCommand {
 The value never goes on the command line. One trailing newline is dropped. The new value
 reaches the instances at the next deploy, or now with --restart (a rolling restart).")]
     Set {
-        app: String,
-        key: String,
-        #[arg(long, default_value = DEFAULT_ENV)]
-        env: String,
+        #[command(flatten)]
+        secret: SecretArgs,
         /// Restart the app's instances (rolling) so they get the new value now
         #[arg(long)]
         restart: bool,
@@ -42,10 +61,8 @@ reaches the instances at the next deploy, or now with --restart (a rolling resta
         after_help = "Examples:\n  berth secrets unset shop OLD_TOKEN --env staging --restart"
     )]
     Unset {
-        app: String,
-        key: String,
-        #[arg(long, default_value = DEFAULT_ENV)]
-        env: String,
+        #[command(flatten)]
+        secret: SecretArgs,
         #[arg(long)]
         restart: bool,
     },
@@ -68,12 +85,7 @@ Lines are NAME=value, `export NAME=value`, blank or # comments; values may be qu
     },
     /// Print a secret's value (admin only; audited)
     #[command(after_help = "Examples:\n  berth secrets reveal shop DATABASE_URL --env staging")]
-    Reveal {
-        app: String,
-        key: String,
-        #[arg(long, default_value = DEFAULT_ENV)]
-        env: String,
-    },
+    Reveal(SecretArgs),
     /// Re-seal every secret under a new master key (admin on every environment)
     #[command(after_help = "Examples:\n  berth secrets rotate-key
 
@@ -84,11 +96,7 @@ credential, the new key is printed once: install it before berth next starts.")]
 }
 
 fn secrets_path(env: &str, app: &str) -> String {
-    format!("/api/v1/envs/{}/apps/{}/secrets", encode(env), encode(app))
-}
-
-fn secret_path(env: &str, app: &str, key: &str) -> String {
-    format!("{}/{}", secrets_path(env, app), encode(key))
+    app_path(env, app, "secrets")
 }
 
 /// Reads a value from stdin (piped) or a no-echo prompt (terminal).
@@ -235,12 +243,11 @@ pub fn parse_dotenv(text: &str, shown: &Path) -> anyhow::Result<Vec<(String, Zer
 pub async fn run(c: &Client, cmd: SecretsCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
         SecretsCommand::Set {
-            app,
-            key,
-            env,
+            secret,
             restart: again,
             value_on_command_line,
         } => {
+            let SecretArgs { app, key, env } = &secret;
             if !value_on_command_line.is_empty() {
                 // Never echoed: it is most likely the value.
                 return Err(fail(
@@ -253,11 +260,11 @@ pub async fn run(c: &Client, cmd: SecretsCommand, json: bool) -> anyhow::Result<
                     ),
                 ));
             }
-            let value = read_value(&key)?;
+            let value = read_value(key)?;
             let v = c
                 .call(
                     Method::PUT,
-                    &secret_path(&env, &app, &key),
+                    &secret.path(),
                     Some(json!({ "value": value.as_str() })),
                 )
                 .await?;
@@ -268,7 +275,7 @@ pub async fn run(c: &Client, cmd: SecretsCommand, json: bool) -> anyhow::Result<
                 );
             });
             if again {
-                restart_app(c, &app, &env, json).await?;
+                restart_app(c, app, env, json).await?;
             } else if !json {
                 println!(
                     "it reaches the instances at the next deploy, or now with: berth restart {app} --env {env}"
@@ -276,19 +283,16 @@ pub async fn run(c: &Client, cmd: SecretsCommand, json: bool) -> anyhow::Result<
             }
         }
         SecretsCommand::Unset {
-            app,
-            key,
-            env,
+            secret,
             restart: again,
         } => {
-            let v = c
-                .call(Method::DELETE, &secret_path(&env, &app, &key), None)
-                .await?;
+            let SecretArgs { app, key, env } = &secret;
+            let v = c.call(Method::DELETE, &secret.path(), None).await?;
             print(json && !again, &v, |_| {
                 println!("removed {key} from {app} in {env}");
             });
             if again {
-                restart_app(c, &app, &env, json).await?;
+                restart_app(c, app, env, json).await?;
             }
         }
         SecretsCommand::List(a) => {
@@ -363,13 +367,9 @@ pub async fn run(c: &Client, cmd: SecretsCommand, json: bool) -> anyhow::Result<
                 restart_app(c, &app, &env, json).await?;
             }
         }
-        SecretsCommand::Reveal { app, key, env } => {
+        SecretsCommand::Reveal(secret) => {
             let v = c
-                .call(
-                    Method::POST,
-                    &format!("{}/reveal", secret_path(&env, &app, &key)),
-                    None,
-                )
+                .call(Method::POST, &format!("{}/reveal", secret.path()), None)
                 .await?;
             print(json, &v, |v| {
                 println!("{}", v["value"].as_str().unwrap_or_default());
@@ -401,8 +401,9 @@ pub async fn restart_app(c: &Client, app: &str, env: &str, json: bool) -> anyhow
     if !json {
         eprintln!("restarting {app} in {env}…");
     }
-    let path = format!("/api/v1/envs/{}/apps/{}/restart", encode(env), encode(app));
-    let report = c.call(Method::POST, &path, None).await?;
+    let report = c
+        .call(Method::POST, &app_path(env, app, "restart"), None)
+        .await?;
     print(json, &report, |r| {
         for s in list(r, "steps") {
             println!("  {}", s.as_str().unwrap_or_default());
@@ -418,7 +419,7 @@ mod tests {
 
     #[test]
     fn dotenv_files() {
-        let text = "# comment\n\nA=1\nexport B = two words \nC=\"x\\ny \\\"q\\\"\"\nD='raw $x \\n'\nE=v # note\nF=\n";
+        let text = "# comment\n\nA=1\nexport B = two words \nC=\"x\\ny \\\"q\\\"\"\nD='raw $x \\n'\nE=v # note\nF=\nG=\"a\\tb\\\\n\"\n";
         let got = parse_dotenv(text, Path::new(".env")).unwrap();
         let got: Vec<(&str, &str)> = got.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         assert_eq!(
@@ -430,6 +431,7 @@ mod tests {
                 ("D", "raw $x \\n"),
                 ("E", "v"),
                 ("F", ""),
+                ("G", "a\tb\\n"),
             ]
         );
         for (bad, want) in [

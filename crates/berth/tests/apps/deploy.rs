@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Berth, eventually, pids, start, web_app};
+use crate::support::{Berth, eventually, pids, start, user, web_app};
 
 async fn version(b: &Berth, app: &str) -> (u16, String) {
     b.get(&format!("{app}.test"), "/version").await
@@ -186,15 +186,7 @@ async fn permissions_and_logs() {
     let b = start(&keep).await;
     let app = web_app("blog", "v1", 1);
     // A viewer of production may look but not deploy.
-    b.cli(&["users", "add", "vera", "--grant", "viewer@production"])
-        .ok();
-    let vera = b
-        .cli(&[
-            "tokens", "create", "--user", "vera", "--label", "t", "--json",
-        ])
-        .ok()
-        .json();
-    let vera = vera["token"].as_str().unwrap().to_owned();
+    let vera = user(&b, "vera", &["viewer@production"]);
     let denied = b.cli_as(&vera, &["deploy", &app.path().to_string_lossy()]);
     assert_eq!(denied.code, 3, "{denied:?}");
     b.deploy(app.path()).ok();

@@ -3,26 +3,11 @@
 
 use serde_json::Value;
 
-use crate::secrets::{secret_app, seen, set, sha};
-use crate::support::{Berth, start};
+use crate::secrets::{dirs, secret_app, seen, set, sha};
+use crate::support::{Berth, start, user};
 
 const STAGING_TOKEN: &str = "PLANTED-staging-token-d00d5e";
 const PROD_TOKEN: &str = "PLANTED-production-token-8badf00d";
-
-/// A user with these grants, and a token for it.
-fn user(b: &Berth, name: &str, grants: &[&str]) -> String {
-    let mut args = vec!["users", "add", name];
-    for g in grants {
-        args.push("--grant");
-        args.push(g);
-    }
-    b.cli(&args).ok();
-    let t = b
-        .cli(&["tokens", "create", "--user", name, "--json"])
-        .ok()
-        .json();
-    t["token"].as_str().unwrap().to_owned()
-}
 
 fn set_as(b: &Berth, token: &str, env: &str, key: &str, value: &str) -> i32 {
     b.cli_input(
@@ -120,17 +105,27 @@ async fn grants_are_per_environment_for_secrets() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let denied = |actor: &str, action: &str| {
-        entries
-            .iter()
-            .any(|e| e["actor"] == actor && e["action"] == action && e["outcome"] == "denied")
+    let denied = |actor: &str, action: &str, needed: &str| {
+        entries.iter().any(|e| {
+            e["actor"] == actor
+                && e["action"] == action
+                && e["outcome"] == "denied"
+                && e["params"].as_str().is_some_and(|p| {
+                    // Stored as JSON text, exactly as hashed.
+                    serde_json::from_str::<Value>(p).unwrap()["denied"]["needed"] == needed
+                })
+        })
     };
-    assert!(denied("alice", "secret.set"));
-    assert!(denied("alice", "secret.unset"));
-    assert!(denied("alice", "secret.import"));
-    assert!(denied("alice", "secret.reveal"));
-    assert!(denied("bob", "secret.set"));
-    assert!(denied("carol", "secret.rotate_key"));
+    for (actor, action, needed) in [
+        ("alice", "secret.set", "deployer@production"),
+        ("alice", "secret.unset", "deployer@production"),
+        ("alice", "secret.import", "deployer@production"),
+        ("alice", "secret.reveal", "admin@staging"),
+        ("bob", "secret.set", "deployer@staging"),
+        ("carol", "secret.rotate_key", "admin@*"),
+    ] {
+        assert!(denied(actor, action, needed), "{actor} {action}: {audit}");
+    }
     let ok_reveal = entries
         .iter()
         .any(|e| e["actor"] == "carol" && e["action"] == "secret.reveal" && e["outcome"] == "ok");
@@ -178,9 +173,7 @@ fn pair(value: &str, source: &str) -> (String, String) {
 
 #[tokio::test]
 async fn environments_override_the_base_config_show_diff_and_promote() {
-    let keep = tempfile::tempdir().unwrap();
-    let out = keep.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
+    let (keep, data, out) = dirs();
     let b = start(&keep).await;
     let app = secret_app(
         "envy",
@@ -217,28 +210,17 @@ async fn environments_override_the_base_config_show_diff_and_promote() {
         .cli(&["config", "show", "envy", "--env", "staging", "--json"])
         .ok()
         .json();
-    assert_eq!(
-        entry(&show, "hosts"),
-        pair("staging.envy.test", "environment")
-    );
-    assert_eq!(
-        entry(&show, "processes.web.instances"),
-        pair("1", "environment")
-    );
-    assert_eq!(entry(&show, "env.LOG_LEVEL"), pair("debug", "environment"));
-    assert_eq!(entry(&show, "deploy.timeout"), pair("30s", "base"));
-    assert_eq!(
-        entry(&show, "processes.web.limits.open_files"),
-        pair("1024", "base")
-    );
-    assert_eq!(
-        entry(&show, "processes.web.stop_signal"),
-        pair("TERM", "default")
-    );
-    assert_eq!(
-        entry(&show, "secrets.API_TOKEN"),
-        pair("(hidden, version 1)", "secret")
-    );
+    for (key, value, source) in [
+        ("hosts", "staging.envy.test", "environment"),
+        ("processes.web.instances", "1", "environment"),
+        ("env.LOG_LEVEL", "debug", "environment"),
+        ("deploy.timeout", "30s", "base"),
+        ("processes.web.limits.open_files", "1024", "base"),
+        ("processes.web.stop_signal", "TERM", "default"),
+        ("secrets.API_TOKEN", "(hidden, version 1)", "secret"),
+    ] {
+        assert_eq!(entry(&show, key), pair(value, source), "{key}");
+    }
     let human = b
         .cli(&["config", "show", "envy", "--env", "staging"])
         .ok()
@@ -290,7 +272,6 @@ async fn environments_override_the_base_config_show_diff_and_promote() {
         async move { b.get(host, "/STATE").await.1 }
     };
     let (s_dir, p_dir) = (state("staging.envy.test").await, state("envy.test").await);
-    let data = keep.path().join("data");
     assert_eq!(
         s_dir,
         data.join("apps/envy/staging/state").display().to_string()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Berth, app_dir, eventually, start};
+use crate::support::{Berth, Ran, app_dir, eventually, run_cli, start};
 
 /// A Python web app: `/health` is always 200; any other path answers the `version` file,
 /// except that every `FAIL_EVERY`th such request is a 500 (0: never).
@@ -157,29 +157,32 @@ impl Load {
 }
 
 /// Runs the CLI on a blocking thread, so the test can send traffic and commands meanwhile.
-fn cli_in_background(b: &Berth, args: &[&str]) -> tokio::task::JoinHandle<crate::support::Ran> {
-    let (bin_args, token, admin) = (
-        args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        b.token(),
-        b.admin,
-    );
+fn cli_in_background(b: &Berth, args: &[&str]) -> tokio::task::JoinHandle<Ran> {
+    let (admin, token) = (b.admin, b.token());
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(crate::support::BIN)
-            .args(&bin_args)
-            .env("BERTH_REMOTE", format!("http://{admin}"))
-            .env("BERTH_TOKEN", token)
-            .env(
-                "BERTH_CREDENTIALS",
-                "/nonexistent/berth-test-credentials.json",
-            )
-            .output()
-            .expect("berth CLI runs");
-        crate::support::Ran {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli(admin, &token, &args, None)
     })
+}
+
+/// A berth serving release v1 of the app, and v1's release id.
+async fn start_with_v1(keep: &tempfile::TempDir) -> (Berth, String) {
+    let b = start(keep).await;
+    b.deploy(app("v1", 0, "", "").path()).ok();
+    let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+    (b, v1)
+}
+
+/// Asserts that a CLI run failed with exit status 1 and said `text`.
+#[track_caller]
+fn failed_with(out: &Ran, text: &str) {
+    assert_eq!(
+        out.code, 1,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
+    assert!(out.stderr.contains(text), "{text:?} not in: {}", out.stderr);
 }
 
 fn latest_deployment(b: &Berth) -> Value {
@@ -221,9 +224,7 @@ fn releases_running(b: &Berth) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_failing_one_request_in_five_is_rolled_back_within_a_window() {
     let keep = tempfile::tempdir().unwrap();
-    let b = start(&keep).await;
-    b.deploy(app("v1", 0, "", "").path()).ok();
-    let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+    let (b, v1) = start_with_v1(&keep).await;
 
     let hook = Webhook::start().await;
     let load = Load::start(&b);
@@ -235,13 +236,8 @@ async fn a_canary_failing_one_request_in_five_is_rolled_back_within_a_window() {
     );
     let out = b.deploy(bad.path());
     let seen = load.finish().await;
-    assert_eq!(
-        out.code, 1,
-        "stdout: {}\nstderr: {}",
-        out.stdout, out.stderr
-    );
-    assert!(out.stderr.contains("rolled back"), "{}", out.stderr);
-    assert!(out.stderr.contains("error rate"), "{}", out.stderr);
+    failed_with(&out, "rolled back");
+    failed_with(&out, "error rate");
 
     // The numbers behind the decision are in the deployment's log.
     let d = latest_deployment(&b);
@@ -291,8 +287,7 @@ async fn a_canary_failing_one_request_in_five_is_rolled_back_within_a_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_goes_through_its_steps_to_all_traffic() {
     let keep = tempfile::tempdir().unwrap();
-    let b = start(&keep).await;
-    b.deploy(app("v1", 0, "", "").path()).ok();
+    let (b, _) = start_with_v1(&keep).await;
 
     let hook = Webhook::start().await;
     let load = Load::start(&b);
@@ -353,9 +348,7 @@ async fn a_healthy_canary_goes_through_its_steps_to_all_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_is_previewed_by_header_then_promoted_and_rolled_back() {
     let keep = tempfile::tempdir().unwrap();
-    let b = start(&keep).await;
-    b.deploy(app("v1", 0, "", "").path()).ok();
-    let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+    let (b, v1) = start_with_v1(&keep).await;
 
     let green = app("v2", 0, "strategy = \"blue-green\"", FAST_ANALYSIS);
     let deploying = cli_in_background(&b, &["deploy", &green.path().to_string_lossy()]);
@@ -421,9 +414,7 @@ async fn blue_green_is_previewed_by_header_then_promoted_and_rolled_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_during_a_manual_canary_step_rolls_back() {
     let keep = tempfile::tempdir().unwrap();
-    let b = start(&keep).await;
-    b.deploy(app("v1", 0, "", "").path()).ok();
-    let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+    let (b, v1) = start_with_v1(&keep).await;
     let canary = app(
         "v2",
         0,
@@ -445,46 +436,44 @@ async fn abort_during_a_manual_canary_step_rolls_back() {
     b.cli(&["resume", "shop"]).ok();
     b.cli(&["abort", "shop"]).ok();
     let out = deploying.await.unwrap();
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.stderr.contains("aborted by"), "{}", out.stderr);
+    failed_with(&out, "aborted by");
     assert_eq!(releases_running(&b), vec![v1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_pre_deploy_hook_stops_the_deploy_before_any_traffic_moves() {
     let keep = tempfile::tempdir().unwrap();
-    let b = start(&keep).await;
-    b.deploy(app("v1", 0, "", "").path()).ok();
-    let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+    let (b, v1) = start_with_v1(&keep).await;
 
     let hooked = app(
         "v2",
         0,
         "",
-        "[deploy.pre_deploy]\ncommand = \"echo migrating $BERTH_RELEASE_ID; echo 'relation users does not exist' >&2; exit 3\"\nmaintenance = true\n",
+        "[deploy.pre_deploy]\ncommand = \"echo migrating $BERTH_RELEASE_ID; sleep 2; echo 'relation users does not exist' >&2; exit 3\"\nmaintenance = true\n",
     );
-    let out = b.deploy(hooked.path());
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("pre-deploy hook failed"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("relation users does not exist"),
-        "{}",
-        out.stderr
-    );
+    let deploying = cli_in_background(&b, &["deploy", &hooked.path().to_string_lossy()]);
+    // While the hook runs, the app's host shows the maintenance page.
+    let maintenance = eventually(Duration::from_secs(20), || async {
+        let (status, body) = b.get("shop.test", "/version").await;
+        status == 503 && body.contains("Down for maintenance")
+    })
+    .await;
+    assert!(maintenance, "no maintenance page while the hook ran");
+    let out = deploying.await.unwrap();
+    failed_with(&out, "pre-deploy hook failed");
+    failed_with(&out, "relation users does not exist");
     // No instance of v2 ever started; v1 serves, and not the maintenance page.
     assert_eq!(releases_running(&b), vec![v1]);
     assert_eq!(b.get("shop.test", "/version").await, (200, "v1".into()));
 
-    // A passing hook runs with the new release's id, then the deploy goes on.
+    // A passing hook runs with the new release's id and the app's secrets (a migration needs
+    // the database password), then the deploy goes on.
+    crate::secrets::set(&b, "shop", "DB_PASSWORD", "hook-sees-this", &[]).ok();
     let ok = app(
         "v3",
         0,
         "",
-        "[deploy.pre_deploy]\ncommand = \"test -n \\\"$BERTH_RELEASE_ID\\\" && test -f server.py\"\n",
+        "[deploy.pre_deploy]\ncommand = \"test -n \\\"$BERTH_RELEASE_ID\\\" && test -f server.py && test \\\"$DB_PASSWORD\\\" = hook-sees-this\"\n",
     );
     let out = b.deploy(ok.path());
     out.ok();
@@ -499,9 +488,7 @@ async fn a_failing_pre_deploy_hook_stops_the_deploy_before_any_traffic_moves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_smoke_check_puts_the_old_release_back() {
     let keep = tempfile::tempdir().unwrap();
-    let b = start(&keep).await;
-    b.deploy(app("v1", 0, "", "").path()).ok();
-    let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+    let (b, v1) = start_with_v1(&keep).await;
 
     let smoked = app(
         "v2",
@@ -510,12 +497,7 @@ async fn a_failed_smoke_check_puts_the_old_release_back() {
         "[[deploy.smoke]]\npath = \"/version\"\nbody_contains = \"v3\"\n",
     );
     let out = b.deploy(smoked.path());
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("does not contain \"v3\""),
-        "{}",
-        out.stderr
-    );
+    failed_with(&out, "does not contain \"v3\"");
     assert_eq!(releases_running(&b), vec![v1.clone()]);
     assert_eq!(b.get("shop.test", "/version").await, (200, "v1".into()));
     let releases = b.cli(&["releases", "shop", "--json"]).ok().json();
@@ -533,9 +515,7 @@ async fn a_failed_smoke_check_puts_the_old_release_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_interrupted_by_kill_9_converges_to_the_stable_release() {
     let keep = tempfile::tempdir().unwrap();
-    let mut b = start(&keep).await;
-    b.deploy(app("v1", 0, "", "").path()).ok();
-    let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+    let (mut b, v1) = start_with_v1(&keep).await;
     let canary = app(
         "v2",
         0,
@@ -580,4 +560,52 @@ async fn a_canary_interrupted_by_kill_9_converges_to_the_stable_release() {
         assert_eq!(b2.get("shop.test", "/version").await, (200, "v1".into()));
     }
     assert_eq!(latest_deployment(&b2)["state"], "interrupted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_with_promote_after_promotes_itself_once_analysis_passes() {
+    let keep = tempfile::tempdir().unwrap();
+    let (b, _) = start_with_v1(&keep).await;
+    // Nobody previews it: the probes are the only traffic the analysis judges.
+    let green = app(
+        "v2",
+        0,
+        "strategy = \"blue-green\"\npromote_after = \"1s\"",
+        &format!("{FAST_ANALYSIS}[[deploy.probe]]\npath = \"/version\"\ncount = 10\n"),
+    );
+    b.deploy(green.path()).ok();
+    assert_eq!(b.get("shop.test", "/version").await, (200, "v2".into()));
+    let steps = steps_of(&latest_deployment(&b));
+    assert!(
+        steps
+            .iter()
+            .any(|(s, decision, _)| s == "analysis" && decision == "pass"),
+        "{steps:?}"
+    );
+    assert!(!steps.iter().any(|(s, _, _)| s == "command"), "{steps:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_runs_the_release_with_the_secret_versions_it_ran_with() {
+    let keep = tempfile::tempdir().unwrap();
+    let b = start(&keep).await;
+    crate::secrets::set(&b, "shop", "API_TOKEN", "first", &[]).ok();
+    b.deploy(app("v1", 0, "", "").path()).ok();
+    let v1 = b.ps("shop")["release"].as_str().unwrap().to_owned();
+    crate::secrets::set(&b, "shop", "API_TOKEN", "second", &[]).ok();
+    b.deploy(app("v2", 0, "", "").path()).ok();
+    let started = |d: &Value| -> String {
+        steps_of(d)
+            .into_iter()
+            .find(|(s, _, _)| s == "start_instances")
+            .map(|(_, _, r)| r)
+            .unwrap_or_else(|| panic!("no start step: {d}"))
+    };
+    assert!(started(&latest_deployment(&b)).contains("API_TOKEN v2"));
+
+    b.cli(&["rollback", "shop"]).ok();
+    let d = latest_deployment(&b);
+    assert_eq!(d["release"], v1.as_str());
+    let step = started(&d);
+    assert!(step.contains("API_TOKEN v1"), "{step}");
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
+use crate::support::user;
 use crate::support::{
     Berth, Ran, app_dir, eventually, pids, spec, start, start_logged, start_with,
 };
@@ -49,6 +50,16 @@ pub fn secret_app(name: &str, out: &Path, extra: &str) -> tempfile::TempDir {
     app_dir(&[("berth.toml", &toml), ("serve.sh", script)])
 }
 
+/// A temporary directory (held by the caller) with berth's data directory in it, and the
+/// directory [`secret_app`]'s instances write to, made.
+pub fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let keep = tempfile::tempdir().unwrap();
+    let data = keep.path().join("data");
+    let out = keep.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    (keep, data, out)
+}
+
 /// What the app's instances report for `var` (through the edge).
 pub async fn seen(b: &Berth, app: &str, var: &str) -> String {
     let (status, body) = b.get(&format!("{app}.test"), &format!("/{var}")).await;
@@ -72,16 +83,18 @@ pub fn set(b: &Berth, app: &str, key: &str, value: &str, extra: &[&str]) -> Ran 
     b.cli_input(&b.token(), &args, Some(value.as_bytes()))
 }
 
-/// Every regular file under `dir`, recursively.
+/// Every regular file under `dir`, recursively. Panics on what it cannot read: a scan that
+/// skipped a directory would pass without looking.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
+        let entries = std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+        for e in entries {
+            let e = e.unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+            let ft = e
+                .file_type()
+                .unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
             if ft.is_dir() {
                 stack.push(e.path());
             } else if ft.is_file() {
@@ -90,6 +103,25 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Stops berth, adding what it printed to `outputs` (as run `n`); returns the CLI runs
+/// against it.
+async fn stop_and_collect(
+    b: &mut Berth,
+    n: u32,
+    outputs: &mut Vec<(String, Vec<u8>)>,
+) -> Vec<(Vec<String>, Ran)> {
+    b.process.stop(Duration::from_secs(20)).await;
+    outputs.push((
+        format!("berth stdout ({n})"),
+        b.process.stdout_text().into_bytes(),
+    ));
+    outputs.push((
+        format!("berth stderr ({n})"),
+        b.process.stderr_text().into_bytes(),
+    ));
+    std::mem::take(&mut *b.transcript.lock().unwrap())
 }
 
 /// Where `needle` occurs in `haystack`s: the names of those that hold it.
@@ -103,10 +135,7 @@ fn occurrences<'a>(needle: &str, haystacks: &'a [(String, Vec<u8>)]) -> Vec<&'a 
 
 #[tokio::test]
 async fn secrets_reach_instances_and_no_value_leaks_anywhere() {
-    let keep = tempfile::tempdir().unwrap();
-    let data = keep.path().join("data");
-    let out = keep.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
+    let (keep, data, out) = dirs();
     let debug_log = [(
         "BERTH_LOG",
         "info,berth=debug,berth_api=debug,berth_deploy=debug",
@@ -114,10 +143,15 @@ async fn secrets_reach_instances_and_no_value_leaks_anywhere() {
     let mut b = start_logged(&data, &debug_log).await;
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
 
-    // The first start made a master key, readable by berth's user only.
+    // The first start made a master key, readable by berth's user only, and said where.
     let key_file = data.join("master.key");
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    let log = b.process.stderr_text();
+    assert!(
+        log.contains("created a new master key") && log.contains(&key_file.display().to_string()),
+        "{log}"
+    );
 
     // Values come from stdin (never argv) and from a .env file.
     let r = set(&b, "vault", "API_TOKEN", &format!("{TOKEN_1}\n"), &[]);
@@ -180,6 +214,7 @@ async fn secrets_reach_instances_and_no_value_leaks_anywhere() {
     let deploys = b.cli(&["deploys", "vault", "--json"]).ok().json();
     let last = &deploys["deployments"][0];
     assert_eq!(last["strategy"], "restart");
+    assert_eq!(last["steps"][0]["step"], "start_instances");
     assert_eq!(
         last["steps"][0]["measurements"]["secrets"],
         serde_json::json!([["API_TOKEN", 2], ["DB_PASS", 1]])
@@ -260,40 +295,24 @@ async fn secrets_reach_instances_and_no_value_leaks_anywhere() {
     assert!(actions.contains(&"secret.import"), "{actions:?}");
 
     // berth restarts: the app comes back with the versions it ran with.
-    b.process.stop(Duration::from_secs(20)).await;
-    outputs.push((
-        "berth stdout (1)".into(),
-        b.process.stdout_text().into_bytes(),
-    ));
-    outputs.push((
-        "berth stderr (1)".into(),
-        b.process.stderr_text().into_bytes(),
-    ));
-    let first = std::mem::take(&mut *b.transcript.lock().unwrap());
-    let b2 = start_logged(&data, &debug_log).await;
+    let first = stop_and_collect(&mut b, 1, &mut outputs).await;
+    let mut b2 = start_logged(&data, &debug_log).await;
     wait_seen(&b2, "vault", "API_TOKEN", TOKEN_2).await;
     assert_eq!(seen(&b2, "vault", "DB_PASS").await, sha(DB_PASS));
     b2.cli(&["secrets", "list", "vault", "--env", "staging"])
         .ok();
-    let mut b2 = b2;
-    b2.process.stop(Duration::from_secs(20)).await;
-    outputs.push((
-        "berth stdout (2)".into(),
-        b2.process.stdout_text().into_bytes(),
-    ));
-    outputs.push((
-        "berth stderr (2)".into(),
-        b2.process.stderr_text().into_bytes(),
-    ));
+    let second = stop_and_collect(&mut b2, 2, &mut outputs).await;
 
-    // The scan: every CLI run's output (the reveal's stdout excepted), berth's own output,
-    // and every file under the data directory, the SQLite database and its WAL included.
-    let second = std::mem::take(&mut *b2.transcript.lock().unwrap());
+    // The scan: every CLI run's output, berth's own output, and every file under the data
+    // directory (the SQLite database and, when berth leaves one, its WAL). The reveal's
+    // stdout is scanned too: the value must be found there and nowhere else.
+    let mut reveals = Vec::new();
     for (i, (args, ran)) in first.iter().chain(second.iter()).enumerate() {
         let what = format!("#{i} berth {}", args.join(" "));
-        if !(args.contains(&"reveal".to_owned()) && ran.code == 0) {
-            outputs.push((format!("{what} stdout"), ran.stdout.clone().into_bytes()));
+        if args.contains(&"reveal".to_owned()) && ran.code == 0 {
+            reveals.push(format!("{what} stdout"));
         }
+        outputs.push((format!("{what} stdout"), ran.stdout.clone().into_bytes()));
         outputs.push((format!("{what} stderr"), ran.stderr.clone().into_bytes()));
     }
     let files = files_under(&data);
@@ -310,13 +329,17 @@ async fn secrets_reach_instances_and_no_value_leaks_anywhere() {
         "instance logs are scanned"
     );
     for f in &files {
-        outputs.push((
-            f.display().to_string(),
-            std::fs::read(f).unwrap_or_default(),
-        ));
+        let bytes = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        outputs.push((f.display().to_string(), bytes));
     }
+    // The control, on the scan itself: the revealed value is found in the reveal's output.
+    assert_eq!(reveals.len(), 1, "the reveal is in the transcript");
+    assert_eq!(occurrences(TOKEN_2, &outputs), reveals);
     for value in [TOKEN_1, TOKEN_2, DB_PASS, STAGING_TOKEN] {
-        let found = occurrences(value, &outputs);
+        let found: Vec<&str> = occurrences(value, &outputs)
+            .into_iter()
+            .filter(|name| !reveals.iter().any(|r| r == name))
+            .collect();
         assert!(found.is_empty(), "{value:?} leaked into {found:?}");
     }
     // The scan saw real content.
@@ -325,10 +348,7 @@ async fn secrets_reach_instances_and_no_value_leaks_anywhere() {
 
 #[tokio::test]
 async fn rotating_the_master_key_keeps_instances_running_and_every_value() {
-    let keep = tempfile::tempdir().unwrap();
-    let data = keep.path().join("data");
-    let out = keep.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
+    let (_keep, data, out) = dirs();
     let b = start_with(&data, &[]).await;
     let key_file = data.join("master.key");
     let old_key = std::fs::read_to_string(&key_file).unwrap();
@@ -385,12 +405,7 @@ async fn rotating_the_master_key_keeps_instances_running_and_every_value() {
     let reveal = b.cli(&["secrets", "reveal", "rot", "API_TOKEN"]);
     assert_eq!(reveal.ok().stdout.trim(), TOKEN_2);
     // A non-admin may not rotate.
-    b.cli(&["users", "add", "dep", "--grant", "deployer"]).ok();
-    let dep = b
-        .cli(&["tokens", "create", "--user", "dep", "--json"])
-        .ok()
-        .json();
-    let dep = dep["token"].as_str().unwrap().to_owned();
+    let dep = user(&b, "dep", &["deployer"]);
     assert_eq!(b.cli_as(&dep, &["secrets", "rotate-key"]).code, 3);
 
     // After a restart, berth opens everything with the new key and brings the app back.
@@ -420,10 +435,7 @@ async fn rotating_the_master_key_keeps_instances_running_and_every_value() {
 
 #[tokio::test]
 async fn a_wrong_missing_or_open_master_key_decrypts_nothing_and_overwrites_nothing() {
-    let keep = tempfile::tempdir().unwrap();
-    let data = keep.path().join("data");
-    let out = keep.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
+    let (keep, data, out) = dirs();
     let mut b = start_with(&data, &[]).await;
     set(&b, "keyed", "API_TOKEN", TOKEN_1, &[]).ok();
     let app = secret_app("keyed", &out, "");
@@ -515,10 +527,7 @@ async fn a_wrong_missing_or_open_master_key_decrypts_nothing_and_overwrites_noth
 
 #[tokio::test]
 async fn a_corrupted_or_moved_ciphertext_is_detected_and_nothing_starts_with_it() {
-    let keep = tempfile::tempdir().unwrap();
-    let data = keep.path().join("data");
-    let out = keep.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
+    let (keep, data, out) = dirs();
     let b = start(&keep).await;
     set(&b, "tamper", "API_TOKEN", TOKEN_1, &[]).ok();
     set(&b, "tamper", "DB_PASS", DB_PASS, &[]).ok();
@@ -574,17 +583,16 @@ async fn a_corrupted_or_moved_ciphertext_is_detected_and_nothing_starts_with_it(
 
 #[tokio::test]
 async fn a_release_comes_back_with_the_secret_versions_it_ran_with() {
-    let keep = tempfile::tempdir().unwrap();
-    let data = keep.path().join("data");
-    let out = keep.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
+    let (_keep, data, out) = dirs();
     let mut b = start_with(&data, &[]).await;
     set(&b, "again", "API_TOKEN", TOKEN_1, &[]).ok();
     let app = secret_app("again", &out, "");
-    // A short deploy timeout for the failing restart below.
+    // A short deploy timeout for the failing restart below, and a spec variable of the
+    // secret's name: the secret wins (every value seen below is a secret's).
     let toml = std::fs::read_to_string(app.path().join("berth.toml"))
         .unwrap()
-        .replace("timeout = \"30s\"", "timeout = \"4s\"");
+        .replace("timeout = \"30s\"", "timeout = \"4s\"")
+        .replacen("[env]\n", "[env]\nAPI_TOKEN = \"from-the-spec\"\n", 1);
     std::fs::write(app.path().join("berth.toml"), toml).unwrap();
     b.deploy(app.path()).ok();
     assert_eq!(seen(&b, "again", "API_TOKEN").await, sha(TOKEN_1));
@@ -627,10 +635,7 @@ async fn a_release_comes_back_with_the_secret_versions_it_ran_with() {
 
 #[tokio::test]
 async fn a_master_key_from_the_environment_or_a_credential_never_reaches_apps() {
-    let keep = tempfile::tempdir().unwrap();
-    let data = keep.path().join("data");
-    let out = keep.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
+    let (keep, data, out) = dirs();
     let key = "5e".repeat(32);
     let mut b = start_with(&data, &[("BERTH_MASTER_KEY", &key)]).await;
     assert!(

@@ -112,6 +112,45 @@ impl Ran {
     }
 }
 
+/// Runs the CLI against the berth whose admin API is at `admin`, with `token` and `input` on
+/// its standard input (none: /dev/null).
+pub fn run_cli(admin: SocketAddr, token: &str, args: &[&str], input: Option<&[u8]>) -> Ran {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("BERTH_REMOTE", format!("http://{admin}"))
+        .env("BERTH_TOKEN", token)
+        .env(
+            "BERTH_CREDENTIALS",
+            "/nonexistent/berth-test-credentials.json",
+        );
+    // Deploys build and wait for health: generous, but a hang still fails.
+    let limit = Duration::from_secs(180);
+    let out = match input {
+        None => crate::shared::run_bounded(&mut cmd, limit),
+        Some(bytes) => crate::shared::run_bounded_with_input(&mut cmd, bytes, limit),
+    };
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A user of `b` with these grants, and a token for it.
+pub fn user(b: &Berth, name: &str, grants: &[&str]) -> String {
+    let mut args = vec!["users", "add", name];
+    for g in grants {
+        args.push("--grant");
+        args.push(g);
+    }
+    b.cli(&args).ok();
+    let t = b
+        .cli(&["tokens", "create", "--user", name, "--json"])
+        .ok()
+        .json();
+    t["token"].as_str().unwrap().to_owned()
+}
+
 impl Berth {
     pub fn token(&self) -> String {
         let path = self.data_dir.join("admin.token");
@@ -129,25 +168,7 @@ impl Berth {
     /// Runs the CLI against this berth with `token`, `input` on its standard input (none:
     /// /dev/null).
     pub fn cli_input(&self, token: &str, args: &[&str], input: Option<&[u8]>) -> Ran {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env("BERTH_REMOTE", format!("http://{}", self.admin))
-            .env("BERTH_TOKEN", token)
-            .env(
-                "BERTH_CREDENTIALS",
-                "/nonexistent/berth-test-credentials.json",
-            );
-        // Deploys build and wait for health: generous, but a hang still fails.
-        let limit = Duration::from_secs(180);
-        let out = match input {
-            None => crate::shared::run_bounded(&mut cmd, limit),
-            Some(bytes) => crate::shared::run_bounded_with_input(&mut cmd, bytes, limit),
-        };
-        let ran = Ran {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+        let ran = run_cli(self.admin, token, args, input);
         self.transcript
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

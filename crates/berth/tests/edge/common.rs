@@ -112,6 +112,23 @@ impl Env {
         metric_sum(&self.metrics().await, prefix)
     }
 
+    /// `berth_rejections_total` for `route` and `reason`.
+    pub async fn rejections(&self, route: &str, reason: &str) -> f64 {
+        self.metric(&format!(
+            "berth_rejections_total{{route=\"{route}\",reason=\"{reason}\"}}"
+        ))
+        .await
+    }
+
+    /// A GET of `path` through the edge with these headers.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = client().get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("answer")
+    }
+
     pub async fn access_log(&self, min_lines: usize) -> Vec<serde_json::Value> {
         eventually(Duration::from_secs(5), || async {
             self.berth.stdout_lines().len() >= min_lines

@@ -24,12 +24,7 @@ async fn html_upstream() -> FakeUpstream {
 }
 
 async fn fetch(env: &Env, path: &str, accept: &str) -> reqwest::Response {
-    client()
-        .get(env.url(path))
-        .header("accept-encoding", accept)
-        .send()
-        .await
-        .expect("answer")
+    env.get_with(path, &[("accept-encoding", accept)]).await
 }
 
 fn decode(encoding: &str, data: &[u8]) -> Vec<u8> {

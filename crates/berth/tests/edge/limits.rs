@@ -49,10 +49,7 @@ async fn read_response(stream: &mut TcpStream, body_len: usize) -> String {
 }
 
 async fn rejections(env: &Env, reason: &str) -> f64 {
-    env.metric(&format!(
-        "berth_rejections_total{{route=\"app\",reason=\"{reason}\"}}"
-    ))
-    .await
+    env.rejections("app", reason).await
 }
 
 async fn wait_metric(env: &Env, prefix: &str, want: f64) {

@@ -8,19 +8,19 @@ use futures_util::StreamExt;
 
 use crate::common::{Env, client, simple, start, start_with};
 
-async fn rejections(env: &Env, route: &str, reason: &str) -> f64 {
-    env.metric(&format!(
-        "berth_rejections_total{{route=\"{route}\",reason=\"{reason}\"}}"
-    ))
-    .await
+/// One request an hour per client: the second is refused.
+const ONE_AN_HOUR: &str = "rate_limit = { rate = \"1/h\", burst = 1 }";
+
+/// A berth whose single route allows [`ONE_AN_HOUR`], with `server_extra` in `[server]`.
+async fn one_an_hour(up: &FakeUpstream, server_extra: &str) -> Env {
+    start_with(&simple(&[up.addr()], ONE_AN_HOUR, ""), server_extra).await
 }
 
+/// A GET for the route's host, `app.test`, with these headers too.
 async fn get(env: &Env, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = client().get(env.url(path)).header("host", "app.test");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.expect("answer")
+    let mut all = vec![("host", "app.test")];
+    all.extend_from_slice(headers);
+    env.get_with(path, &all).await
 }
 
 /// The X-Forwarded-For the upstream saw, from its `/echo` answer.
@@ -52,7 +52,7 @@ async fn rate_limit_answers_429_with_retry_after_once_the_burst_is_spent() {
     assert!(body.contains("too many requests"), "{body}");
     assert!(body.contains("request id"), "{body}");
     assert_eq!(up.request_count(), 3, "a refused request reached the app");
-    assert_eq!(rejections(&env, "app", "rate_limited").await, 1.0);
+    assert_eq!(env.rejections("app", "rate_limited").await, 1.0);
 }
 
 #[tokio::test]
@@ -96,8 +96,8 @@ async fn auth_paths_get_their_stricter_limit_and_encoding_does_not_dodge_it() {
         assert_eq!(get(&env, "/logins", &[]).await.status(), 200);
         assert_eq!(get(&env, "/page", &[]).await.status(), 200);
     }
-    assert_eq!(rejections(&env, "app", "auth_rate_limited").await, 3.0);
-    assert_eq!(rejections(&env, "app", "rate_limited").await, 0.0);
+    assert_eq!(env.rejections("app", "auth_rate_limited").await, 3.0);
+    assert_eq!(env.rejections("app", "rate_limited").await, 0.0);
 }
 
 #[tokio::test]
@@ -143,15 +143,7 @@ async fn limiter_memory_stays_bounded_under_a_flood_of_forwarded_addresses() {
 #[tokio::test]
 async fn forwarded_for_is_ignored_from_an_untrusted_peer() {
     let up = FakeUpstream::start_named("a").await;
-    let env = start_with(
-        &simple(
-            &[up.addr()],
-            "rate_limit = { rate = \"1/h\", burst = 1 }",
-            "",
-        ),
-        "trusted_proxies = [\"10.0.0.0/8\"]",
-    )
-    .await;
+    let env = one_an_hour(&up, "trusted_proxies = [\"10.0.0.0/8\"]").await;
     let spoofed = [("x-forwarded-for", "203.0.113.1")];
     let resp = get(&env, "/echo", &spoofed).await;
     assert_eq!(resp.status(), 200);
@@ -166,15 +158,7 @@ async fn forwarded_for_is_ignored_from_an_untrusted_peer() {
 #[tokio::test]
 async fn a_trusted_peer_names_the_client_for_the_app_the_log_and_the_limits() {
     let up = FakeUpstream::start_named("a").await;
-    let env = start_with(
-        &simple(
-            &[up.addr()],
-            "rate_limit = { rate = \"1/h\", burst = 1 }",
-            "",
-        ),
-        "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]",
-    )
-    .await;
+    let env = one_an_hour(&up, "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]").await;
     // The client put 6.6.6.6 in front; the load balancer appended the real address and an
     // inner proxy its own.
     let chain = [("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.1.1.1")];
@@ -218,8 +202,8 @@ async fn allow_and_deny_lists_answer_403_and_count_it() {
     assert_eq!(get(&env, "/", &denied).await.status(), 403);
     assert_eq!(get(&env, "/", &[]).await.status(), 200);
     assert_eq!(up.request_count(), 2, "a refused request reached the app");
-    assert_eq!(rejections(&env, "admin", "ip_denied").await, 1.0);
-    assert_eq!(rejections(&env, "site", "ip_denied").await, 1.0);
+    assert_eq!(env.rejections("admin", "ip_denied").await, 1.0);
+    assert_eq!(env.rejections("site", "ip_denied").await, 1.0);
     // A raw request with no usable address still gets an answer and the process stays up.
     let reply = raw_exchange(
         env.listen,
@@ -234,19 +218,31 @@ async fn allow_and_deny_lists_answer_403_and_count_it() {
     );
 }
 
+/// `maintenance.allow` sees the client trusted proxies name, like the other policies.
+#[tokio::test]
+async fn maintenance_lets_through_the_client_a_trusted_proxy_names() {
+    let up = FakeUpstream::start_named("a").await;
+    let env = start_with(
+        &simple(
+            &[up.addr()],
+            r#"maintenance = { enabled = true, allow = ["10.0.0.0/8"] }"#,
+            "",
+        ),
+        "trusted_proxies = [\"127.0.0.1\"]",
+    )
+    .await;
+    let office = [("x-forwarded-for", "10.1.2.3")];
+    assert_eq!(get(&env, "/", &office).await.status(), 200);
+    assert_eq!(get(&env, "/", &[]).await.status(), 503);
+    assert_eq!(up.request_count(), 1);
+}
+
 /// A reload (a deploy, a SIGHUP) must not hand every client a fresh burst; a changed limit
 /// starts afresh.
 #[tokio::test]
 async fn buckets_survive_a_reload_that_keeps_the_limit() {
     let up = FakeUpstream::start_named("a").await;
-    let limited = |extra: &str| {
-        simple(
-            &[up.addr()],
-            &format!("rate_limit = {{ rate = \"1/h\", burst = 1 }}\n{extra}"),
-            "",
-        )
-    };
-    let env = start(&limited("")).await;
+    let env = one_an_hour(&up, "").await;
     assert_eq!(get(&env, "/", &[]).await.status(), 200);
     assert_eq!(get(&env, "/", &[]).await.status(), 429);
     let reloads = |n: f64| {
@@ -261,7 +257,11 @@ async fn buckets_survive_a_reload_that_keeps_the_limit() {
         }
     };
     // Another setting of the route changes; the limit does not.
-    env.write_body(&limited("max_body = \"1MiB\""));
+    env.write_body(&simple(
+        &[up.addr()],
+        &format!("{ONE_AN_HOUR}\nmax_body = \"1MiB\""),
+        "",
+    ));
     env.berth.signal(libc::SIGHUP).expect("SIGHUP");
     assert!(reloads(1.0).await, "the reload was not applied");
     assert_eq!(get(&env, "/", &[]).await.status(), 429);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use berth_testkit::{FakeUpstream, raw_exchange};
 
-use crate::common::{Env, client, start};
+use crate::common::{client, start};
 
 const CSS: &str = "body { color: #333; } /* a stylesheet */\n";
 
@@ -59,21 +59,13 @@ fn config(root: &Path, static_extra: &str, up: &FakeUpstream) -> String {
     )
 }
 
-async fn get(env: &Env, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = client().get(env.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.expect("answer")
-}
-
 #[tokio::test]
 async fn files_with_validators_304_ranges_and_cache_headers() {
     let tree = Tree::new();
     let up = FakeUpstream::start_named("app").await;
     let env = start(&config(&tree.root(), "", &up)).await;
 
-    let r = get(&env, "/static/css/site.css", &[]).await;
+    let r = env.get_with("/static/css/site.css", &[]).await;
     assert_eq!(r.status(), 200);
     let h = r.headers().clone();
     assert_eq!(h["content-type"], "text/css; charset=utf-8");
@@ -86,48 +78,50 @@ async fn files_with_validators_304_ranges_and_cache_headers() {
     let modified = h["last-modified"].to_str().expect("date").to_owned();
     assert_eq!(r.text().await.expect("body"), CSS);
 
-    let r = get(&env, "/static/css/site.css", &[("if-none-match", &etag)]).await;
+    let r = env
+        .get_with("/static/css/site.css", &[("if-none-match", &etag)])
+        .await;
     assert_eq!(r.status(), 304);
     assert_eq!(r.headers()["etag"], etag.as_str());
     assert!(r.text().await.expect("body").is_empty());
-    let r = get(
-        &env,
-        "/static/css/site.css",
-        &[("if-modified-since", &modified)],
-    )
-    .await;
+    let r = env
+        .get_with("/static/css/site.css", &[("if-modified-since", &modified)])
+        .await;
     assert_eq!(r.status(), 304);
-    let r = get(
-        &env,
-        "/static/css/site.css",
-        &[("if-none-match", "\"stale\"")],
-    )
-    .await;
+    let r = env
+        .get_with("/static/css/site.css", &[("if-none-match", "\"stale\"")])
+        .await;
     assert_eq!(r.status(), 200);
 
-    let r = get(&env, "/static/css/site.css", &[("range", "bytes=0-3")]).await;
+    let r = env
+        .get_with("/static/css/site.css", &[("range", "bytes=0-3")])
+        .await;
     assert_eq!(r.status(), 206);
     assert_eq!(
         r.headers()["content-range"],
         format!("bytes 0-3/{}", CSS.len()).as_str()
     );
     assert_eq!(r.text().await.expect("body"), "body");
-    let r = get(&env, "/static/css/site.css", &[("range", "bytes=-6")]).await;
+    let r = env
+        .get_with("/static/css/site.css", &[("range", "bytes=-6")])
+        .await;
     assert_eq!(r.status(), 206);
     assert_eq!(r.text().await.expect("body"), &CSS[CSS.len() - 6..]);
-    let r = get(&env, "/static/css/site.css", &[("range", "bytes=9999-")]).await;
+    let r = env
+        .get_with("/static/css/site.css", &[("range", "bytes=9999-")])
+        .await;
     assert_eq!(r.status(), 416);
     assert_eq!(
         r.headers()["content-range"],
         format!("bytes */{}", CSS.len()).as_str()
     );
     // If-Range with an old validator: the whole file.
-    let r = get(
-        &env,
-        "/static/css/site.css",
-        &[("range", "bytes=0-3"), ("if-range", "\"old\"")],
-    )
-    .await;
+    let r = env
+        .get_with(
+            "/static/css/site.css",
+            &[("range", "bytes=0-3"), ("if-range", "\"old\"")],
+        )
+        .await;
     assert_eq!(r.status(), 200);
 
     let r = client()
@@ -139,7 +133,7 @@ async fn files_with_validators_304_ranges_and_cache_headers() {
     assert_eq!(r.headers()["content-length"], CSS.len().to_string());
 
     // A content hash in the name: cached for a year.
-    let r = get(&env, "/static/app.3f2a9c1b.js", &[]).await;
+    let r = env.get_with("/static/app.3f2a9c1b.js", &[]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["cache-control"],
@@ -152,11 +146,11 @@ async fn files_with_validators_304_ranges_and_cache_headers() {
             .contains("javascript")
     );
     // Directories serve their index; missing files and dot-files are 404; other methods 405.
-    let r = get(&env, "/static/docs/", &[]).await;
+    let r = env.get_with("/static/docs/", &[]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.expect("body"), "<h1>docs</h1>\n");
-    assert_eq!(get(&env, "/static/missing.css", &[]).await.status(), 404);
-    assert_eq!(get(&env, "/static/.env", &[]).await.status(), 404);
+    assert_eq!(env.get_with("/static/missing.css", &[]).await.status(), 404);
+    assert_eq!(env.get_with("/static/.env", &[]).await.status(), 404);
     let r = client()
         .post(env.url("/static/css/site.css"))
         .send()
@@ -166,7 +160,7 @@ async fn files_with_validators_304_ranges_and_cache_headers() {
     assert_eq!(r.headers()["allow"], "GET, HEAD");
     assert_eq!(up.request_count(), 0, "a static request reached the app");
     // Other routes still go to the app.
-    assert_eq!(get(&env, "/page", &[]).await.status(), 200);
+    assert_eq!(env.get_with("/page", &[]).await.status(), 200);
     assert_eq!(up.request_count(), 1);
 }
 
@@ -178,12 +172,9 @@ async fn precompressed_siblings_are_sent_to_clients_that_accept_them() {
     let up = FakeUpstream::start_named("app").await;
     let env = start(&config(&tree.root(), "", &up)).await;
 
-    let r = get(
-        &env,
-        "/static/css/site.css",
-        &[("accept-encoding", "gzip, br")],
-    )
-    .await;
+    let r = env
+        .get_with("/static/css/site.css", &[("accept-encoding", "gzip, br")])
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-encoding"], "br");
     assert_eq!(r.headers()["content-type"], "text/css; charset=utf-8");
@@ -191,23 +182,25 @@ async fn precompressed_siblings_are_sent_to_clients_that_accept_them() {
     let br_etag = r.headers()["etag"].to_str().expect("etag").to_owned();
     assert_eq!(r.bytes().await.expect("body").as_ref(), b"BROTLI BYTES");
 
-    let r = get(&env, "/static/css/site.css", &[("accept-encoding", "gzip")]).await;
+    let r = env
+        .get_with("/static/css/site.css", &[("accept-encoding", "gzip")])
+        .await;
     assert_eq!(r.headers()["content-encoding"], "gzip");
     assert_ne!(r.headers()["etag"], br_etag.as_str());
     assert_eq!(r.bytes().await.expect("body").as_ref(), b"GZIP BYTES");
 
-    let r = get(&env, "/static/css/site.css", &[]).await;
+    let r = env.get_with("/static/css/site.css", &[]).await;
     assert!(!r.headers().contains_key("content-encoding"));
     assert_eq!(r.headers()["vary"], "Accept-Encoding");
     assert_eq!(r.text().await.expect("body"), CSS);
 
     // A range gets the file itself, whatever the client accepts.
-    let r = get(
-        &env,
-        "/static/css/site.css",
-        &[("accept-encoding", "br"), ("range", "bytes=0-3")],
-    )
-    .await;
+    let r = env
+        .get_with(
+            "/static/css/site.css",
+            &[("accept-encoding", "br"), ("range", "bytes=0-3")],
+        )
+        .await;
     assert_eq!(r.status(), 206);
     assert!(!r.headers().contains_key("content-encoding"));
     assert_eq!(r.text().await.expect("body"), "body");
@@ -218,14 +211,35 @@ async fn missing_files_fall_back_to_the_app_when_asked() {
     let tree = Tree::new();
     let up = FakeUpstream::start_named("app").await;
     let env = start(&config(&tree.root(), ", fallback = true", &up)).await;
-    let r = get(&env, "/static/css/site.css", &[]).await;
+    let r = env.get_with("/static/css/site.css", &[]).await;
     assert_eq!(r.text().await.expect("body"), CSS);
     assert_eq!(up.request_count(), 0);
-    let r = get(&env, "/static/generated.css", &[]).await;
+    let r = env.get_with("/static/generated.css", &[]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-upstream"], "app");
     assert_eq!(up.request_count(), 1);
     assert_eq!(up.requests()[0].path(), "/static/generated.css");
+    // Methods files do not answer go to the app too.
+    let r = client()
+        .post(env.url("/static/css/site.css"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.headers()["x-upstream"], "app");
+    assert_eq!(up.request_count(), 2);
+    // A refused path is refused, never handed to the app.
+    let reply = raw_exchange(
+        env.listen,
+        b"GET /static/%2e%2e/secret.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_eq!(up.request_count(), 2, "a refused path reached the app");
 }
 
 #[tokio::test]
@@ -274,7 +288,7 @@ async fn traversal_attempts_are_refused_and_the_process_stays_up() {
         .await;
     assert_eq!(outside, 1.0);
     // A symlink that stays under the root is served.
-    let r = get(&env, "/static/same.css", &[]).await;
+    let r = env.get_with("/static/same.css", &[]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.expect("body"), CSS);
     // Still up and serving.
@@ -289,11 +303,13 @@ async fn large_files_stream_whole_and_in_ranges() {
     tree.write("big.bin", &big);
     let up = FakeUpstream::start_named("app").await;
     let env = start(&config(&tree.root(), "", &up)).await;
-    let r = get(&env, "/static/big.bin", &[]).await;
+    let r = env.get_with("/static/big.bin", &[]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/octet-stream");
     assert_eq!(r.bytes().await.expect("body").as_ref(), &big[..]);
-    let r = get(&env, "/static/big.bin", &[("range", "bytes=100000-250000")]).await;
+    let r = env
+        .get_with("/static/big.bin", &[("range", "bytes=100000-250000")])
+        .await;
     assert_eq!(r.status(), 206);
     assert_eq!(
         r.bytes().await.expect("body").as_ref(),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_testkit::{BerthProcess, free_addr};
+use berth_testkit::{BerthProcess, StartError, free_addr};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -16,7 +16,9 @@ use rcgen::{
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme, SupportedProtocolVersion,
+};
 use tempfile::TempDir;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -87,10 +89,14 @@ impl TestCa {
     }
 
     pub fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.der.clone()).unwrap();
-        roots
+        only_root(self.der.clone())
     }
+}
+
+fn only_root(root: CertificateDer<'static>) -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    roots.add(root).unwrap();
+    roots
 }
 
 impl Leaf {
@@ -141,26 +147,40 @@ pub fn server_section(
     )
 }
 
-/// Starts berth on given ports (for ACME, whose CA must know them in advance).
-pub async fn start_tls_on(
+/// Plain-HTTP, HTTPS and admin addresses.
+pub fn free_ports() -> (SocketAddr, SocketAddr, SocketAddr) {
+    (free_addr(), free_addr(), free_addr())
+}
+
+async fn launch(
     (http, https, admin): (SocketAddr, SocketAddr, SocketAddr),
     body: &str,
     server_extra: &str,
-) -> TlsEnv {
+) -> Result<TlsEnv, StartError> {
     let toml = format!("{}{body}", server_section(http, https, admin, server_extra));
     let berth = BerthProcess::builder(BIN)
         .config_toml(toml)
         .admin_addr(admin)
         .start()
-        .await
-        .unwrap_or_else(|e| panic!("berth did not start: {e:?}"));
-    TlsEnv {
+        .await?;
+    Ok(TlsEnv {
         http,
         https,
         admin,
         berth,
         server_extra: server_extra.to_owned(),
-    }
+    })
+}
+
+/// Starts berth on given ports (for ACME, whose CA must know them in advance).
+pub async fn start_tls_on(
+    ports: (SocketAddr, SocketAddr, SocketAddr),
+    body: &str,
+    server_extra: &str,
+) -> TlsEnv {
+    launch(ports, body, server_extra)
+        .await
+        .unwrap_or_else(|e| panic!("berth did not start: {e:?}"))
 }
 
 /// Starts berth with a TLS listener; `server_extra` goes into `[server]` (e.g. a data_dir,
@@ -171,25 +191,12 @@ pub async fn start_tls(body: &str, server_extra: &str) -> TlsEnv {
     } else {
         format!("data_dir = \"data\"\n{server_extra}")
     };
+    // A free port can be taken by a parallel test between being picked and being bound;
+    // only that case is retried, with new ports.
     let mut last = String::new();
     for _ in 0..3 {
-        let (http, https, admin) = (free_addr(), free_addr(), free_addr());
-        let toml = format!("{}{body}", server_section(http, https, admin, &extra));
-        match BerthProcess::builder(BIN)
-            .config_toml(toml)
-            .admin_addr(admin)
-            .start()
-            .await
-        {
-            Ok(berth) => {
-                return TlsEnv {
-                    http,
-                    https,
-                    admin,
-                    berth,
-                    server_extra: extra,
-                };
-            }
+        match launch(free_ports(), body, &extra).await {
+            Ok(env) => return env,
             Err(e) => {
                 last = format!("{e:?}");
                 if !last.contains("cannot listen on") {
@@ -203,21 +210,67 @@ pub async fn start_tls(body: &str, server_extra: &str) -> TlsEnv {
 
 /// Starts berth expecting it to refuse the config; returns its stderr.
 pub async fn start_refused(body: &str) -> (Option<i32>, String) {
-    let (http, https, admin) = (free_addr(), free_addr(), free_addr());
-    let toml = format!(
-        "{}{body}",
-        server_section(http, https, admin, "data_dir = \"data\"")
-    );
-    match BerthProcess::builder(BIN)
-        .config_toml(toml)
-        .admin_addr(admin)
-        .start()
-        .await
-    {
+    match launch(free_ports(), body, "data_dir = \"data\"").await {
         Ok(_) => panic!("berth started with a config it should refuse"),
-        Err(berth_testkit::StartError::Exited { status, stderr, .. }) => (status.code(), stderr),
+        Err(StartError::Exited { status, stderr, .. }) => (status.code(), stderr),
         Err(e) => panic!("berth did not exit as expected: {e:?}"),
     }
+}
+
+/// A test CA and a certificate for `a.test` from it, written to a directory of their own.
+pub struct Site {
+    pub ca: TestCa,
+    pub leaf: Leaf,
+    pub dir: TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Site {
+    pub fn new() -> Site {
+        let ca = TestCa::new();
+        let dir = cert_dir();
+        let leaf = ca.leaf(&["a.test"]);
+        let (cert, key) = leaf.write(dir.path(), "a");
+        Site {
+            ca,
+            leaf,
+            dir,
+            cert,
+            key,
+        }
+    }
+
+    /// `routes`, then the `[[certificate]]` of `a.test` from the site's files with `extra`.
+    pub fn body(&self, routes: &str, extra: &str) -> String {
+        format!(
+            "{routes}{}",
+            files_cert(&["a.test"], &self.cert, &self.key, extra)
+        )
+    }
+
+    /// A client for `a.test` that trusts the site's CA.
+    pub fn dial(&self) -> Dial {
+        Dial::new(&self.ca, "a.test")
+    }
+
+    /// A client configuration that trusts the site's CA and speaks only `version`.
+    pub fn client_config(&self, version: &'static SupportedProtocolVersion) -> ClientConfig {
+        ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(self.ca.roots())
+            .with_no_client_auth()
+    }
+}
+
+/// A client that shows redirects instead of following them.
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 impl TlsEnv {
@@ -284,8 +337,13 @@ pub struct Dial {
 
 impl Dial {
     pub fn new(ca: &TestCa, name: &str) -> Dial {
+        Dial::trusting(ca.der.clone(), name)
+    }
+
+    /// A client for `name` that trusts `root` alone.
+    pub fn trusting(root: CertificateDer<'static>, name: &str) -> Dial {
         Dial {
-            roots: Arc::new(ca.roots()),
+            roots: Arc::new(only_root(root)),
             name: name.to_owned(),
             send_sni: true,
             alpn: vec![H1.to_vec()],
@@ -395,6 +453,15 @@ impl Dial {
             alpn,
             tls_version: version,
         })
+    }
+
+    /// The certificate a `GET /` was answered 200 with, if it was.
+    pub async fn served(&self, addr: SocketAddr) -> Option<CertificateDer<'static>> {
+        self.get(addr, "/")
+            .await
+            .ok()
+            .filter(|g| g.status == 200)
+            .map(|g| g.peer)
     }
 }
 
