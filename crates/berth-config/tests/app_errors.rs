@@ -80,7 +80,7 @@ fn unknown_keys_in_every_table_are_all_reported() {
                 2,
                 "colour",
                 Some(
-                    "known keys here: name, hosts, build, release, deploy, env, processes, environments"
+                    "known keys here: name, hosts, build, release, deploy, edge, env, processes, environments"
                 )
             ),
             (5, "build.timeuot", Some("did you mean `timeout`?")),

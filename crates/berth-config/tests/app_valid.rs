@@ -159,6 +159,7 @@ fn full_spec() -> AppSpec {
         deploy_timeout: secs(300),
         drain_timeout: Duration::ZERO,
         rollout: Default::default(),
+        edge: Default::default(),
         env: env(&[("NODE_ENV", "production"), ("LOG_LEVEL", "info")]),
         processes: [
             ("api".to_owned(), api),
@@ -216,6 +217,7 @@ fn minimal_spec_gets_the_defaults() {
         deploy_timeout: secs(120),
         drain_timeout: secs(30),
         rollout: Default::default(),
+        edge: Default::default(),
         env: BTreeMap::new(),
         processes: [("web".to_owned(), web)].into_iter().collect(),
         environments: BTreeMap::new(),

@@ -62,8 +62,8 @@ fn every_policy_parses_into_the_spec() {
     assert_eq!(c.min_size, 2048);
     let s = p.static_files.as_ref().expect("static");
     assert_eq!(
-        s.root,
-        dir.path().join("files").canonicalize().expect("canonical")
+        s.roots,
+        [dir.path().join("files").canonicalize().expect("canonical")]
     );
     assert!(s.fallback);
     assert_eq!(s.index, None);

@@ -221,8 +221,26 @@ pub(crate) fn app_route(spec: &AppSpec, run: &ReleaseRun) -> Option<AppRoute> {
             weight: berth_edge::spec::defaults::POOL_WEIGHT,
             upstreams: run.web_addrs(),
         }],
+        edge: spec.edge.clone(),
+        release_dirs: vec![PathBuf::from(&run.release.artifact)],
         ..AppRoute::default()
     })
+}
+
+/// Why a static path of the spec cannot be served from the release in `dir`, if one cannot.
+fn check_static_dirs(dir: &Path, spec: &AppSpec) -> Result<(), String> {
+    for path in &spec.edge.paths {
+        if let Some(s) = &path.static_files {
+            crate::routes::static_root(dir, &s.dir).map_err(|why| {
+                format!(
+                    "static files of edge path {}: {why}; build them in [build] command (e.g. \
+                     python manage.py collectstatic --noinput) or include them in the upload",
+                    path.prefix
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// SHA-256 of the spec as berth understood it (its JSON form): two releases with the same
@@ -274,6 +292,10 @@ fn import_and_build(
             env.insert("BERTH_APP".into(), app.to_owned());
             let took = run_build(dir, &b.command, &env, b.timeout, &Layout::build_log(dir))?;
             build_s = Some(took.as_secs_f64());
+        }
+        if let Err(why) = check_static_dirs(dir, &spec) {
+            spec_error = Some(DeployError::BadInput(why.clone()));
+            return Err(why);
         }
         parsed = Some(spec);
         Ok(())

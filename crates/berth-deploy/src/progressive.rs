@@ -6,6 +6,7 @@
 //! A failed analysis rolls back within the window it was seen in: the route goes back to the
 //! stable release alone before the new instances are stopped.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -187,6 +188,9 @@ impl Deployer {
                 upstreams: pair.old.web_addrs(),
             },
         ];
+        route.release_dirs = [&pair.new, &pair.old]
+            .map(|run| PathBuf::from(&run.release.artifact))
+            .into();
         self.publisher.publish(pair.key, Some(route));
     }
 

@@ -3,11 +3,14 @@
 //! file's routes with every app's.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use berth_config::app::{AppEdge, AppStatic};
 
 use berth_edge::spec::{
     ActiveHealthSpec, EdgeSpec, ForceSpec, GroupSpec, HostPattern, Maintenance, PassiveHealthSpec,
-    PoolSpec, RetryPolicy, RouteSpec, SecurityHeaders, StatusMatch, StickySpec, UpstreamTimeouts,
-    defaults,
+    PoolSpec, RetryPolicy, RouteSpec, SecurityHeaders, StaticSpec, StatusMatch, StickySpec,
+    UpstreamTimeouts, defaults,
 };
 
 use crate::AppKey;
@@ -25,6 +28,11 @@ pub struct AppRoute {
     pub sticky: bool,
     /// Serve the maintenance page instead (a pre-deploy hook is running).
     pub maintenance: bool,
+    /// The app spec's `[edge]` policies and paths.
+    pub edge: AppEdge,
+    /// The directories of the releases in `pools`, in the same order: static paths are
+    /// looked up in each.
+    pub release_dirs: Vec<PathBuf>,
 }
 
 /// Shown on an app's hosts while its pre-deploy hook runs with `maintenance = true`.
@@ -59,10 +67,11 @@ pub fn edge_health(h: &berth_config::app::HealthSpec) -> ActiveHealthSpec {
     }
 }
 
-/// The route and group serving `route` for `key`.
-pub fn edge_parts(key: &AppKey, route: &AppRoute) -> (RouteSpec, GroupSpec) {
+/// The routes and the group serving `route` for `key`: the app's route at `/`, then one per
+/// `[[edge.paths]]`, all to the app's group.
+pub fn edge_parts(key: &AppKey, route: &AppRoute) -> (Vec<RouteSpec>, GroupSpec) {
     let name = group_name(key);
-    let spec = RouteSpec {
+    let main = RouteSpec {
         name: name.clone(),
         hosts: route.hosts.iter().map(|h| host_pattern(h)).collect(),
         path_prefix: "/".to_owned(),
@@ -82,10 +91,28 @@ pub fn edge_parts(key: &AppKey, route: &AppRoute) -> (RouteSpec, GroupSpec) {
         }),
         // Redirects only where the edge has a certificate for the host (see berth_edge::tls).
         https_redirect: true,
-        // No access lists, rate limits, compression or static files: the app spec has no
-        // keys for them yet.
-        policies: Default::default(),
+        policies: route.edge.policies.clone(),
     };
+    let mut routes = Vec::with_capacity(1 + route.edge.paths.len());
+    for path in &route.edge.paths {
+        let mut policies = path.policies.clone();
+        policies.static_files = path.static_files.as_ref().and_then(|s| {
+            let roots = static_roots(&route.release_dirs, s);
+            (!roots.is_empty()).then(|| StaticSpec {
+                roots,
+                index: s.index.clone(),
+                fallback: s.fallback,
+                max_age: s.max_age,
+            })
+        });
+        routes.push(RouteSpec {
+            name: format!("{name}{}", path.prefix),
+            path_prefix: path.prefix.clone(),
+            policies,
+            ..main.clone()
+        });
+    }
+    routes.insert(0, main);
     let group = GroupSpec {
         name,
         balance: Default::default(),
@@ -99,7 +126,34 @@ pub fn edge_parts(key: &AppKey, route: &AppRoute) -> (RouteSpec, GroupSpec) {
         upstream_idle_timeout: defaults::UPSTREAM_IDLE_TIMEOUT,
         pools: route.pools.clone(),
     };
-    (spec, group)
+    (routes, group)
+}
+
+/// The static directory in each release that has it, canonical. One that a symlink takes out
+/// of its release is left out: a release must not publish the server's other files.
+pub fn static_roots(release_dirs: &[PathBuf], s: &AppStatic) -> Vec<PathBuf> {
+    release_dirs
+        .iter()
+        .filter_map(|dir| static_root(dir, &s.dir).ok())
+        .collect()
+}
+
+/// `rel` inside `release`, canonical, or why it cannot be served.
+pub fn static_root(release: &Path, rel: &Path) -> Result<PathBuf, String> {
+    let base = std::fs::canonicalize(release).map_err(|e| format!("{}: {e}", release.display()))?;
+    let root = std::fs::canonicalize(base.join(rel))
+        .map_err(|e| format!("{} is missing from the release ({e})", rel.display()))?;
+    if !root.starts_with(&base) {
+        return Err(format!(
+            "{} leads out of the release (a symlink to {})",
+            rel.display(),
+            root.display()
+        ));
+    }
+    if !root.is_dir() {
+        return Err(format!("{} is not a directory", rel.display()));
+    }
+    Ok(root)
 }
 
 /// The file's spec with every app's route and group added.
@@ -107,7 +161,7 @@ pub fn compose(file: &EdgeSpec, apps: &BTreeMap<AppKey, AppRoute>) -> EdgeSpec {
     let mut spec = file.clone();
     for (key, route) in apps {
         let (r, g) = edge_parts(key, route);
-        spec.routes.push(r);
+        spec.routes.extend(r);
         spec.groups.push(g);
     }
     spec
@@ -216,6 +270,83 @@ mod tests {
             spec.routes[0].hosts,
             [HostPattern::Wildcard(".blog.localhost".into())]
         );
+    }
+
+    fn static_path(prefix: &str, dir: &str) -> berth_config::app::AppPath {
+        berth_config::app::AppPath {
+            prefix: prefix.into(),
+            policies: Default::default(),
+            static_files: Some(AppStatic {
+                dir: dir.into(),
+                index: None,
+                fallback: true,
+                max_age: std::time::Duration::from_secs(60),
+            }),
+        }
+    }
+
+    #[test]
+    fn edge_paths_become_longer_routes_to_the_apps_group_with_every_releases_static_copy() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (new, old, bare) = (
+            tmp.path().join("new"),
+            tmp.path().join("old"),
+            tmp.path().join("bare"),
+        );
+        for dir in [&new, &old] {
+            std::fs::create_dir_all(dir.join("staticfiles")).expect("mkdir");
+        }
+        std::fs::create_dir_all(&bare).expect("mkdir");
+        let mut r = route(&["shop.localhost"], "r-new", 4001);
+        r.edge.paths = vec![
+            static_path("/static/", "staticfiles"),
+            berth_config::app::AppPath {
+                prefix: "/admin".into(),
+                policies: berth_edge::spec::RoutePolicies {
+                    compression: Some(Default::default()),
+                    ..Default::default()
+                },
+                static_files: None,
+            },
+        ];
+        // The release without the directory is skipped, not an error.
+        r.release_dirs = vec![new.clone(), bare, old.clone()];
+        let (routes, group) = edge_parts(&key("shop"), &r);
+        let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "app:shop:production",
+                "app:shop:production/static/",
+                "app:shop:production/admin"
+            ]
+        );
+        assert!(routes.iter().all(|r| r.group == group.name));
+        assert!(routes.iter().all(|r| r.hosts == routes[0].hosts));
+        let s = routes[1].policies.static_files.as_ref().expect("static");
+        let canonical = |d: &Path| d.join("staticfiles").canonicalize().expect("canonical");
+        assert_eq!(s.roots, [canonical(&new), canonical(&old)]);
+        assert!(s.fallback);
+        assert!(routes[2].policies.static_files.is_none());
+        assert!(routes[2].policies.compression.is_some());
+        assert!(routes[0].policies.compression.is_none());
+    }
+
+    #[test]
+    fn a_static_dir_that_leaves_its_release_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let release = tmp.path().join("r");
+        std::fs::create_dir_all(&release).expect("mkdir");
+        std::os::unix::fs::symlink("/etc", release.join("staticfiles")).expect("symlink");
+        std::fs::write(release.join("file"), "x").expect("write");
+        let why = static_root(&release, Path::new("staticfiles")).unwrap_err();
+        assert!(why.contains("leads out of the release"), "{why}");
+        let why = static_root(&release, Path::new("missing")).unwrap_err();
+        assert!(why.contains("missing from the release"), "{why}");
+        let why = static_root(&release, Path::new("file")).unwrap_err();
+        assert!(why.contains("not a directory"), "{why}");
+        let s = static_path("/static", "staticfiles");
+        assert!(static_roots(&[release], s.static_files.as_ref().expect("static")).is_empty());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 /// Defaults, named so the file format, the docs and the tests agree.
 pub mod defaults {
@@ -268,7 +269,7 @@ pub struct RouteSpec {
 
 /// What a route does besides forwarding. Each part is off by default, and a route with none
 /// of them pays a few branches for them, nothing more.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoutePolicies {
     pub access: Option<IpAccess>,
     /// Checked in order; a request must pass every limit whose paths match it.
@@ -279,7 +280,7 @@ pub struct RoutePolicies {
 
 /// Client networks a route accepts (403 otherwise). `deny` wins over `allow`; an empty
 /// `allow` allows everyone not denied.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IpAccess {
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
@@ -293,7 +294,7 @@ impl IpAccess {
 }
 
 /// A token bucket per key: `burst` tokens, refilled at `rate`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RateLimitSpec {
     pub kind: RateLimitKind,
     /// Path prefixes (segment boundaries, percent-decoded) the limit applies to; empty is
@@ -307,13 +308,13 @@ pub struct RateLimitSpec {
 }
 
 /// `count` requests per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rate {
     pub count: u32,
     pub per: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RateLimitKind {
     /// `rate_limit`: the whole route.
     Route,
@@ -340,16 +341,17 @@ impl RateLimitKind {
 }
 
 /// What a rate limit counts requests by.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RateKey {
     /// The client's address (after trusted proxies).
     ClientIp,
     /// A header's value, e.g. an API key; requests without it are counted by client address.
-    Header(HeaderName),
+    Header(#[serde(with = "header_name")] HeaderName),
 }
 
 /// Compression of responses the route sends (from the app or from static files).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompressionSpec {
     /// In the server's order of preference, for clients that like several equally.
     pub algorithms: Vec<Encoding>,
@@ -366,7 +368,8 @@ impl Default for CompressionSpec {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Encoding {
     Brotli,
     Gzip,
@@ -386,10 +389,13 @@ impl Encoding {
 
 /// Files served by the edge itself under the route's path prefix (which is removed to find
 /// the file).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StaticSpec {
-    /// Canonical (absolute, symlinks resolved): nothing outside it is ever served.
-    pub root: PathBuf,
+    /// Directories searched in order for each file, at least one. Canonical (absolute,
+    /// symlinks resolved): nothing outside them is ever served. An app's static path lists
+    /// the copy in every release taking traffic, newest first, so a user still on the old
+    /// release during a canary gets the old release's fingerprinted assets.
+    pub roots: Vec<PathBuf>,
     /// File served for a directory, e.g. `index.html`; `None` answers directories 404.
     pub index: Option<String>,
     /// Send requests for missing files (and methods other than GET and HEAD) to the route's
@@ -586,5 +592,20 @@ impl Default for PassiveHealthSpec {
             cool_off: defaults::PASSIVE_COOL_OFF,
             max_cool_off: defaults::PASSIVE_MAX_COOL_OFF,
         }
+    }
+}
+
+/// Header names in a stored app spec, as their lower-case text.
+mod header_name {
+    use http::HeaderName;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(name: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HeaderName, D::Error> {
+        let text = String::deserialize(d)?;
+        HeaderName::from_bytes(text.as_bytes()).map_err(D::Error::custom)
     }
 }

@@ -464,7 +464,7 @@ mod tests {
         let mut files = route("files", &[HostPattern::Any], "/static");
         files.group = String::new();
         files.policies.static_files = Some(crate::spec::StaticSpec {
-            root: "/".into(),
+            roots: vec!["/".into()],
             index: None,
             fallback: false,
             max_age: std::time::Duration::ZERO,

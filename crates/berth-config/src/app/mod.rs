@@ -8,12 +8,14 @@
 //! The validated [`AppSpec`] is plain data with every default filled in, and it is
 //! `Serialize`/`Deserialize` so a release can keep the spec it was deployed with.
 
+mod edge;
 mod explain;
 mod read;
 mod rollout;
 mod suggest;
 mod validate;
 
+pub use edge::{AppEdge, AppPath, AppStatic};
 pub use rollout::*;
 
 use std::collections::BTreeMap;
@@ -92,6 +94,10 @@ pub struct AppSpec {
     /// read as the defaults (a rolling deploy).
     #[serde(default)]
     pub rollout: RolloutSpec,
+    /// `[edge]`: access lists, rate limits, compression and static paths on the app's hosts.
+    /// Specs stored before it existed read as none.
+    #[serde(default)]
+    pub edge: AppEdge,
     /// `[env]`: variables for every process.
     pub env: BTreeMap<String, String>,
     /// `[processes.<name>]`: at least one.

@@ -20,6 +20,8 @@ const ROOT_KEYS: &[&str] = &[
     "build",
     "release",
     "deploy",
+    // Read with serde by edge.rs.
+    "edge",
     "env",
     "processes",
     "environments",
@@ -130,6 +132,13 @@ pub(super) fn validate(source: &Source<'_>) -> Result<AppSpec, ConfigError> {
     };
     let processes = check_processes(&mut r, &t, &hosts);
     let environments = check_environments(&mut r, &t, &processes);
+    let edge = super::edge::check_edge(&mut r.c, source);
+    if let Some(span) = t.span_of("edge")
+        && hosts.is_empty()
+    {
+        r.c.error(span, "edge", "[edge] is given but the app has no hosts")
+            .hint("add hosts = [\"app.example.com\"]: edge policies apply to the app's hosts");
+    }
 
     r.c.finish(AppSpec {
         name,
@@ -139,6 +148,7 @@ pub(super) fn validate(source: &Source<'_>) -> Result<AppSpec, ConfigError> {
         deploy_timeout,
         drain_timeout,
         rollout,
+        edge,
         env,
         processes,
         environments,

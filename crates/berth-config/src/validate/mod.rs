@@ -8,7 +8,7 @@ mod headers;
 pub(crate) mod health;
 pub(crate) mod host;
 mod maintenance;
-mod policies;
+pub(crate) mod policies;
 mod pool;
 mod route;
 mod server;
@@ -79,6 +79,11 @@ impl Checker<'_> {
     /// the file means the same thing whatever the working directory.
     fn dir(&self) -> &Path {
         self.source.path.parent().unwrap_or(Path::new(""))
+    }
+
+    /// A diagnostic made elsewhere, e.g. from a serde error.
+    pub(crate) fn push(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
     }
 
     pub(crate) fn error(

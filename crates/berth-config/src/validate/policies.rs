@@ -24,22 +24,54 @@ const RATE_HINT: &str = "write a count per unit: \"10/s\", \"300/m\", \"1000/h\"
 const KEY_HINT: &str =
     "write \"ip\" (the client's address) or \"header:NAME\", e.g. \"header:X-Api-Key\"";
 
+/// The policy keys of a route, wherever they are written: a route of the server's config, an
+/// app's `[edge]` table or one of its paths.
+pub(crate) struct PolicyKeys<'a> {
+    pub allow: Option<&'a [Text]>,
+    pub deny: Option<&'a [Text]>,
+    pub rate_limit: Option<&'a RateLimitFile>,
+    pub auth_rate_limit: Option<&'a AuthRateLimitFile>,
+    pub compression: Option<&'a Toggle<CompressionFile>>,
+}
+
 pub(super) fn check_route(
     c: &mut Checker<'_>,
     route: &RouteFile,
     field: &str,
     path_prefix: &str,
 ) -> RoutePolicies {
+    let keys = PolicyKeys {
+        allow: route.allow.as_deref(),
+        deny: route.deny.as_deref(),
+        rate_limit: route.rate_limit.as_ref(),
+        auth_rate_limit: route.auth_rate_limit.as_ref(),
+        compression: route.compression.as_ref(),
+    };
+    RoutePolicies {
+        static_files: route
+            .static_files
+            .as_ref()
+            .and_then(|s| static_files(c, s.get_ref(), &key(field, "static"))),
+        ..check_policies(c, &keys, field, path_prefix)
+    }
+}
+
+/// Everything but static files, which an app resolves against each release.
+pub(crate) fn check_policies(
+    c: &mut Checker<'_>,
+    keys: &PolicyKeys<'_>,
+    field: &str,
+    path_prefix: &str,
+) -> RoutePolicies {
     let at = |name| key(field, name);
-    let allow = networks(c, route.allow.as_deref(), &at("allow"));
-    let deny = networks(c, route.deny.as_deref(), &at("deny"));
-    let access =
-        (route.allow.is_some() || route.deny.is_some()).then_some(IpAccess { allow, deny });
+    let allow = networks(c, keys.allow, &at("allow"));
+    let deny = networks(c, keys.deny, &at("deny"));
+    let access = (keys.allow.is_some() || keys.deny.is_some()).then_some(IpAccess { allow, deny });
     let mut rate_limits = Vec::new();
-    if let Some(limit) = &route.rate_limit {
+    if let Some(limit) = keys.rate_limit {
         rate_limits.extend(rate_limit(c, limit, &at("rate_limit")));
     }
-    if let Some(limit) = &route.auth_rate_limit {
+    if let Some(limit) = keys.auth_rate_limit {
         rate_limits.extend(auth_rate_limit(
             c,
             limit,
@@ -50,11 +82,8 @@ pub(super) fn check_route(
     RoutePolicies {
         access,
         rate_limits,
-        compression: compression(c, route.compression.as_ref(), &at("compression")),
-        static_files: route
-            .static_files
-            .as_ref()
-            .and_then(|s| static_files(c, s.get_ref(), &at("static"))),
+        compression: compression(c, keys.compression, &at("compression")),
+        static_files: None,
     }
 }
 
@@ -362,7 +391,22 @@ fn static_files(c: &mut Checker<'_>, file: &StaticFile, field: &str) -> Option<S
             None
         }
     };
-    let index_name = match &file.index {
+    let (index, max_age) = static_options(c, file, field);
+    Some(StaticSpec {
+        roots: vec![root?],
+        index,
+        fallback: file.fallback.unwrap_or(false),
+        max_age,
+    })
+}
+
+/// The index file and max-age of a static directory, as a route or an app gives them.
+pub(crate) fn static_options(
+    c: &mut Checker<'_>,
+    file: &StaticFile,
+    field: &str,
+) -> (Option<String>, Duration) {
+    let index = match &file.index {
         None => Some(defaults::STATIC_INDEX.to_owned()),
         Some(t) if t.get_ref().is_empty() || t.get_ref() == "off" => None,
         Some(t) => {
@@ -383,12 +427,7 @@ fn static_files(c: &mut Checker<'_>, file: &StaticFile, field: &str) -> Option<S
         &key(field, "max_age"),
         defaults::STATIC_MAX_AGE,
     );
-    Some(StaticSpec {
-        root: root?,
-        index: index_name,
-        fallback: file.fallback.unwrap_or(false),
-        max_age,
-    })
+    (index, max_age)
 }
 
 #[cfg(test)]

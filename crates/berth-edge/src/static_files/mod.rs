@@ -54,7 +54,7 @@ pub enum Outcome {
     Refused(ProxyError),
 }
 
-/// Serves a request (`method`, `full` path without query, `headers`) from `spec.root`.
+/// Serves a request (`method`, `full` path without query, `headers`) from `spec.roots`.
 /// `prefix` is the route's path prefix, removed from the path.
 pub async fn serve(
     spec: &StaticSpec,
@@ -95,10 +95,10 @@ pub async fn serve(
             accept.append(header::ACCEPT_ENCODING, v.clone());
         }
     }
-    let root = spec.root.clone();
+    let roots = spec.roots.clone();
     let index = spec.index.clone();
     let found =
-        tokio::task::spawn_blocking(move || find(&root, &rel.path, index.as_deref(), &accept))
+        tokio::task::spawn_blocking(move || find_in(&roots, &rel.path, index.as_deref(), &accept))
             .await;
     let found = match found {
         Ok(Ok(f)) => f,
@@ -126,6 +126,23 @@ struct Found {
     sibling: Option<(Encoding, &'static str)>,
     /// Whether any sibling exists (the answer then varies with Accept-Encoding).
     varies: bool,
+}
+
+/// The file from the first root that has it. A way out of any root is refused outright
+/// rather than looked for in the next one.
+fn find_in(
+    roots: &[PathBuf],
+    rel: &Path,
+    index: Option<&str>,
+    accept: &HeaderMap,
+) -> Result<Found, Lookup> {
+    for root in roots {
+        match find(root, rel, index, accept) {
+            Err(Lookup::Missing) => continue,
+            other => return other,
+        }
+    }
+    Err(Lookup::Missing)
 }
 
 /// Resolves and opens the file on the blocking pool.

@@ -8,6 +8,7 @@ mod support;
 
 mod bad_input;
 mod deploy;
+mod edge_policies;
 mod environments;
 mod python;
 mod restart;

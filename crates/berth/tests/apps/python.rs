@@ -14,13 +14,21 @@ fn example() -> std::path::PathBuf {
 /// A copy of the example, so a test can change it into a new release.
 fn copy_example() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(example()).unwrap() {
+    copy_tree(&example(), dir.path());
+    dir
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
         }
     }
-    dir
 }
 
 #[tokio::test]
@@ -39,6 +47,11 @@ async fn the_python_example_runs_under_gunicorn_and_redeploys_without_dropping_a
     let ps = b.ps("hello-py");
     let r1 = ps["release"].as_str().unwrap().to_owned();
     assert_eq!(b.get(host, "/version").await.1.trim(), r1);
+    // [edge]: /static is the edge's, from the release (gunicorn's app has no such path).
+    assert_eq!(
+        b.get(host, "/static/site.css").await,
+        (200, "body { font-family: sans-serif }\n".to_owned())
+    );
     let names: Vec<&str> = ps["instances"]
         .as_array()
         .unwrap()
