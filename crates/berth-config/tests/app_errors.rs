@@ -1065,3 +1065,26 @@ fn environment_overrides_are_checked() {
         "`*` would claim every host",
     );
 }
+
+#[test]
+fn preview_hosts_are_host_names_of_their_own() {
+    let ok = "name = \"app\"\nhosts = [\"app.example.com\"]\n[deploy]\n\
+              preview_hosts = [\"Preview.App.example.com\"]\n[processes.web]\ncommand = \"w\"\n";
+    let spec = parse(ok, Path::new("berth.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.rollout.preview_hosts, ["preview.app.example.com"]);
+
+    let shared = ok.replace("Preview.App.example.com", "app.example.com");
+    let d = only(&shared);
+    assert_diag(
+        &d,
+        4,
+        17,
+        "deploy.preview_hosts",
+        "`app.example.com` is in hosts too",
+    );
+    assert_hint(&d, "a name of its own");
+
+    let bad = ok.replace("Preview.App.example.com", "preview.app:8080");
+    let d = only(&bad);
+    assert_eq!(d.field, "deploy.preview_hosts[0]", "{d}");
+}

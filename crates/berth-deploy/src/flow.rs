@@ -222,6 +222,7 @@ pub(crate) fn app_route(spec: &AppSpec, run: &ReleaseRun) -> Option<AppRoute> {
             upstreams: run.web_addrs(),
         }],
         edge: spec.edge.clone(),
+        preview_hosts: spec.rollout.preview_hosts.clone(),
         release_dirs: vec![PathBuf::from(&run.release.artifact)],
         ..AppRoute::default()
     })
@@ -630,6 +631,7 @@ impl Deployer {
         }
         let probe = AppRoute {
             hosts: spec.hosts.clone(),
+            preview_hosts: spec.rollout.preview_hosts.clone(),
             ..AppRoute::default()
         };
         match self.publisher.check(key, &probe) {

@@ -54,7 +54,7 @@ impl Deployer {
         let analysis = rollout_spec.analysis.clone();
         let mut rollout = Rollout::new(steps, &analysis, Instant::now());
         self.set_weight(&pair, rollout.weight());
-        let preview = match strategy {
+        let mut preview = match strategy {
             Strategy::BlueGreen => format!(
                 "; preview it with the header `{}: {}`",
                 berth_edge::spec::defaults::FORCE_HEADER,
@@ -62,6 +62,14 @@ impl Deployer {
             ),
             _ => String::new(),
         };
+        if let Some(host) = rollout_spec.preview_hosts.first() {
+            let sep = if preview.is_empty() {
+                "; preview it"
+            } else {
+                " or"
+            };
+            preview.push_str(&format!("{sep} at host {host}"));
+        }
         self.record(
             journal,
             strategy.as_str(),

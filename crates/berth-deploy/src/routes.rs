@@ -30,6 +30,8 @@ pub struct AppRoute {
     pub maintenance: bool,
     /// The app spec's `[edge]` policies and paths.
     pub edge: AppEdge,
+    /// `[deploy] preview_hosts`: served by the first pool's release alone.
+    pub preview_hosts: Vec<String>,
     /// The directories of the releases in `pools`, in the same order: static paths are
     /// looked up in each.
     pub release_dirs: Vec<PathBuf>,
@@ -67,16 +69,51 @@ pub fn edge_health(h: &berth_config::app::HealthSpec) -> ActiveHealthSpec {
     }
 }
 
-/// The routes and the group serving `route` for `key`: the app's route at `/`, then one per
-/// `[[edge.paths]]`, all to the app's group.
-pub fn edge_parts(key: &AppKey, route: &AppRoute) -> (Vec<RouteSpec>, GroupSpec) {
+/// The routes and groups serving `route` for `key`: the app's route at `/` and one per
+/// `[[edge.paths]]`, all to the app's group; then the same on the preview hosts, to a group
+/// holding the newest release alone.
+pub fn edge_parts(key: &AppKey, route: &AppRoute) -> (Vec<RouteSpec>, Vec<GroupSpec>) {
     let name = group_name(key);
-    let main = RouteSpec {
+    let group = GroupSpec {
         name: name.clone(),
-        hosts: route.hosts.iter().map(|h| host_pattern(h)).collect(),
+        balance: Default::default(),
+        sticky: route.sticky.then(|| StickySpec {
+            cookie: defaults::STICKY_COOKIE.to_owned(),
+            ttl: defaults::STICKY_TTL,
+        }),
+        force: ForceSpec::default(),
+        health: route.health.clone(),
+        passive: PassiveHealthSpec::default(),
+        upstream_idle_timeout: defaults::UPSTREAM_IDLE_TIMEOUT,
+        pools: route.pools.clone(),
+    };
+    let mut routes = routes_on(&route.hosts, &name, route);
+    let mut groups = vec![group];
+    if let (false, Some(newest)) = (route.preview_hosts.is_empty(), route.pools.first()) {
+        let preview = format!("{name}:preview");
+        routes.extend(routes_on(&route.preview_hosts, &preview, route));
+        let alone = PoolSpec {
+            weight: defaults::POOL_WEIGHT,
+            ..newest.clone()
+        };
+        groups.push(GroupSpec {
+            name: preview,
+            sticky: None,
+            pools: vec![alone],
+            ..groups[0].clone()
+        });
+    }
+    (routes, groups)
+}
+
+/// The app's routes on `hosts` to group `name` (which also names them).
+fn routes_on(hosts: &[String], name: &str, route: &AppRoute) -> Vec<RouteSpec> {
+    let main = RouteSpec {
+        name: name.to_owned(),
+        hosts: hosts.iter().map(|h| host_pattern(h)).collect(),
         path_prefix: "/".to_owned(),
         strip_prefix: false,
-        group: name.clone(),
+        group: name.to_owned(),
         max_body_bytes: defaults::MAX_BODY_BYTES,
         max_concurrent: defaults::MAX_CONCURRENT,
         timeouts: UpstreamTimeouts::default(),
@@ -113,20 +150,7 @@ pub fn edge_parts(key: &AppKey, route: &AppRoute) -> (Vec<RouteSpec>, GroupSpec)
         });
     }
     routes.insert(0, main);
-    let group = GroupSpec {
-        name,
-        balance: Default::default(),
-        sticky: route.sticky.then(|| StickySpec {
-            cookie: defaults::STICKY_COOKIE.to_owned(),
-            ttl: defaults::STICKY_TTL,
-        }),
-        force: ForceSpec::default(),
-        health: route.health.clone(),
-        passive: PassiveHealthSpec::default(),
-        upstream_idle_timeout: defaults::UPSTREAM_IDLE_TIMEOUT,
-        pools: route.pools.clone(),
-    };
-    (routes, group)
+    routes
 }
 
 /// The static directory in each release that has it, canonical. One that a symlink takes out
@@ -162,7 +186,7 @@ pub fn compose(file: &EdgeSpec, apps: &BTreeMap<AppKey, AppRoute>) -> EdgeSpec {
     for (key, route) in apps {
         let (r, g) = edge_parts(key, route);
         spec.routes.extend(r);
-        spec.groups.push(g);
+        spec.groups.extend(g);
     }
     spec
 }
@@ -175,7 +199,7 @@ pub fn host_conflict(
     key: &AppKey,
     route: &AppRoute,
 ) -> Option<String> {
-    for host in &route.hosts {
+    for host in route.hosts.iter().chain(&route.preview_hosts) {
         let wanted = host_pattern(host);
         for r in &file.routes {
             if r.path_prefix == "/" && r.hosts.contains(&wanted) {
@@ -187,7 +211,8 @@ pub fn host_conflict(
             }
         }
         for (other, r) in apps {
-            if other != key && r.hosts.iter().any(|h| host_pattern(h) == wanted) {
+            let taken = r.hosts.iter().chain(&r.preview_hosts);
+            if other != key && taken.map(|h| host_pattern(h)).any(|h| h == wanted) {
                 return Some(format!(
                     "host {host} is already served by app {other}; give this app another host"
                 ));
@@ -311,7 +336,8 @@ mod tests {
         ];
         // The release without the directory is skipped, not an error.
         r.release_dirs = vec![new.clone(), bare, old.clone()];
-        let (routes, group) = edge_parts(&key("shop"), &r);
+        let (routes, groups) = edge_parts(&key("shop"), &r);
+        let group = &groups[0];
         let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
@@ -330,6 +356,41 @@ mod tests {
         assert!(routes[2].policies.static_files.is_none());
         assert!(routes[2].policies.compression.is_some());
         assert!(routes[0].policies.compression.is_none());
+    }
+
+    #[test]
+    fn preview_hosts_reach_the_newest_release_alone() {
+        let mut r = route(&["shop.localhost"], "r-new", 4001);
+        r.pools[0].weight = 0;
+        r.pools.push(PoolSpec {
+            release: "r-old".into(),
+            weight: 100,
+            upstreams: vec![SocketAddr::from(([127, 0, 0, 1], 4002))],
+        });
+        r.sticky = true;
+        r.preview_hosts = vec!["preview.shop.localhost".into()];
+        let (routes, groups) = edge_parts(&key("shop"), &r);
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[1].name, "app:shop:production:preview");
+        assert_eq!(
+            routes[1].hosts,
+            [HostPattern::Exact("preview.shop.localhost".into())]
+        );
+        assert_eq!(routes[1].group, groups[1].name);
+        assert_eq!(groups[1].pools.len(), 1);
+        assert_eq!(groups[1].pools[0].release, "r-new");
+        assert_eq!(groups[1].pools[0].weight, 100);
+        assert_eq!(groups[1].sticky, None);
+        // The app's own group is untouched.
+        assert_eq!(groups[0].pools, r.pools);
+
+        // Another app cannot take the preview host.
+        let file = file_spec(false);
+        let mut apps = BTreeMap::new();
+        apps.insert(key("shop"), r);
+        let blog = route(&["preview.shop.localhost"], "r-b", 4003);
+        let msg = host_conflict(&file, &apps, &key("blog"), &blog).unwrap();
+        assert!(msg.contains("app shop/production"), "{msg}");
     }
 
     #[test]

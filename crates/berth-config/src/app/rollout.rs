@@ -165,6 +165,10 @@ pub struct RolloutSpec {
     /// Blue-green: promote on its own once analysis has passed for this long; `None` waits
     /// for `berth promote`.
     pub promote_after: Option<Duration>,
+    /// Host names that reach the newest release alone: during a rollout the new one, so a
+    /// blue-green release can be tried in a browser before it takes any traffic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preview_hosts: Vec<String>,
     pub pre_deploy: Option<HookSpec>,
     pub analysis: AnalysisSpec,
     pub probes: Vec<ProbeSpec>,
@@ -184,6 +188,7 @@ impl Default for RolloutSpec {
                 })
                 .collect(),
             promote_after: None,
+            preview_hosts: Vec::new(),
             pre_deploy: None,
             analysis: AnalysisSpec::default(),
             probes: Vec::new(),
@@ -215,6 +220,7 @@ pub(super) fn check_rollout(r: &mut Reader<'_>, t: &Table<'_, '_>) -> RolloutSpe
     if t.get("promote_after").is_some() {
         spec.promote_after = Some(r.duration(t, "promote_after", DEFAULT_ANALYSIS_INTERVAL));
     }
+    spec.preview_hosts = super::validate::check_hosts(r, t, "preview_hosts");
     if let Some(hook) = r.sub_table(t, "pre_deploy", HOOK_KEYS) {
         spec.pre_deploy = Some(HookSpec {
             command: super::validate::check_command(r, &hook),

@@ -40,6 +40,7 @@ const DEPLOY_KEYS: &[&str] = &[
     "strategy",
     "steps",
     "promote_after",
+    "preview_hosts",
     "pre_deploy",
     "analysis",
     "probe",
@@ -104,7 +105,7 @@ pub(super) fn validate(source: &Source<'_>) -> Result<AppSpec, ConfigError> {
             String::new()
         }
     };
-    let hosts = check_hosts(&mut r, &t);
+    let hosts = check_hosts(&mut r, &t, "hosts");
     let build = r.sub_table(&t, "build", BUILD_KEYS).map(|b| BuildSpec {
         command: check_command(&mut r, &b),
         timeout: r.duration(&b, "timeout", DEFAULT_BUILD_TIMEOUT),
@@ -114,12 +115,25 @@ pub(super) fn validate(source: &Source<'_>) -> Result<AppSpec, ConfigError> {
         None => DEFAULT_KEEP_RELEASES,
     };
     let (deploy_timeout, drain_timeout, rollout) = match r.sub_table(&t, "deploy", DEPLOY_KEYS) {
-        Some(deploy) => (
-            r.duration(&deploy, "timeout", DEFAULT_DEPLOY_TIMEOUT),
-            // Zero is allowed: old instances are stopped as soon as traffic has moved.
-            r.duration_or_zero(&deploy, "drain_timeout", DEFAULT_DRAIN_TIMEOUT),
-            super::rollout::check_rollout(&mut r, &deploy),
-        ),
+        Some(deploy) => {
+            let rollout = super::rollout::check_rollout(&mut r, &deploy);
+            if let Some(shared) = rollout.preview_hosts.iter().find(|h| hosts.contains(h))
+                && let Some(span) = deploy.span_of("preview_hosts")
+            {
+                r.error(
+                    span,
+                    &deploy.at("preview_hosts"),
+                    format!("`{shared}` is in hosts too"),
+                )
+                .hint("a preview host reaches the new release only; give it a name of its own");
+            }
+            (
+                r.duration(&deploy, "timeout", DEFAULT_DEPLOY_TIMEOUT),
+                // Zero is allowed: old instances are stopped as soon as traffic has moved.
+                r.duration_or_zero(&deploy, "drain_timeout", DEFAULT_DRAIN_TIMEOUT),
+                rollout,
+            )
+        }
         None => (
             DEFAULT_DEPLOY_TIMEOUT,
             DEFAULT_DRAIN_TIMEOUT,
@@ -201,7 +215,7 @@ fn check_environments(
         };
         let mut spec = EnvironmentSpec::default();
         if env.get("hosts").is_some() {
-            let hosts = check_hosts(r, &env);
+            let hosts = check_hosts(r, &env, "hosts");
             if !hosts.is_empty()
                 && !processes.is_empty()
                 && processes.values().all(|p| !p.http)
@@ -334,12 +348,12 @@ fn check_name(r: &mut Reader<'_>, name: &str, span: Range<usize>, field: &str, w
         .hint(hint);
 }
 
-/// The hosts, lower-cased.
-fn check_hosts(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Vec<String> {
-    let Some(value) = t.get("hosts") else {
+/// The host names in `t.name` (`hosts`, `preview_hosts`), lower-cased.
+pub(super) fn check_hosts(r: &mut Reader<'_>, t: &Table<'_, '_>, name: &str) -> Vec<String> {
+    let Some(value) = t.get(name) else {
         return Vec::new();
     };
-    let field = &t.at("hosts");
+    let field = &t.at(name);
     let DeValue::Array(items) = value.get_ref() else {
         let raw = r.raw(value.span());
         let quoted = matches!(value.get_ref(), DeValue::String(_));

@@ -350,7 +350,12 @@ async fn blue_green_is_previewed_by_header_then_promoted_and_rolled_back() {
     let keep = tempfile::tempdir().unwrap();
     let (b, v1) = start_with_v1(&keep).await;
 
-    let green = app("v2", 0, "strategy = \"blue-green\"", FAST_ANALYSIS);
+    let green = app(
+        "v2",
+        0,
+        "strategy = \"blue-green\"\npreview_hosts = [\"preview.shop.test\"]",
+        FAST_ANALYSIS,
+    );
     let deploying = cli_in_background(&b, &["deploy", &green.path().to_string_lossy()]);
     // The new release runs beside the old one...
     let mut v2 = String::new();
@@ -376,11 +381,27 @@ async fn blue_green_is_previewed_by_header_then_promoted_and_rolled_back() {
         .await
         .unwrap();
     assert_eq!(preview.text().await.unwrap(), "v2");
+    // The preview host reaches the new release alone, with no header.
+    for _ in 0..5 {
+        assert_eq!(
+            b.get("preview.shop.test", "/version").await,
+            (200, "v2".into())
+        );
+    }
 
     b.cli(&["promote", "shop"]).ok();
     let out = deploying.await.unwrap();
     out.ok();
+    assert!(
+        out.stdout.contains("at host preview.shop.test"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(b.get("shop.test", "/version").await, (200, "v2".into()));
+    assert_eq!(
+        b.get("preview.shop.test", "/version").await,
+        (200, "v2".into())
+    );
     let steps = steps_of(&latest_deployment(&b));
     assert!(
         steps
