@@ -102,7 +102,7 @@ fn unknown_keys_in_every_table_are_all_reported() {
                 14,
                 "deploy.drain",
                 Some(
-                    "known keys here: timeout, drain_timeout, strategy, steps, promote_after, preview_hosts, pre_deploy, analysis, probe, smoke, notify"
+                    "known keys here: timeout, drain_timeout, strategy, steps, promote_after, preview_hosts, keep_warm, pre_deploy, analysis, probe, smoke, notify"
                 )
             ),
         ]
@@ -1087,4 +1087,32 @@ fn preview_hosts_are_host_names_of_their_own() {
     let bad = ok.replace("Preview.App.example.com", "preview.app:8080");
     let d = only(&bad);
     assert_eq!(d.field, "deploy.preview_hosts[0]", "{d}");
+}
+
+#[test]
+fn keep_warm_defaults_to_five_minutes_for_blue_green_only() {
+    use berth_config::app::{DEFAULT_BLUE_GREEN_KEEP_WARM, Strategy};
+    use std::time::Duration;
+    let spec = parse(WEB, Path::new("berth.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        spec.rollout.keep_warm_for(Strategy::Rolling),
+        Duration::ZERO
+    );
+    assert_eq!(
+        spec.rollout.keep_warm_for(Strategy::BlueGreen),
+        DEFAULT_BLUE_GREEN_KEEP_WARM
+    );
+    let set = "name = \"app\"\n[deploy]\nkeep_warm = \"90s\"\n[processes.web]\ncommand = \"w\"\n";
+    let spec = parse(set, Path::new("berth.toml")).unwrap_or_else(|e| panic!("{e}"));
+    for s in [Strategy::Rolling, Strategy::Canary, Strategy::BlueGreen] {
+        assert_eq!(spec.rollout.keep_warm_for(s), Duration::from_secs(90));
+    }
+    let off = set.replace("90s", "0s");
+    let spec = parse(&off, Path::new("berth.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        spec.rollout.keep_warm_for(Strategy::BlueGreen),
+        Duration::ZERO
+    );
+    let d = only(&set.replace("\"90s\"", "\"soon\""));
+    assert_eq!(d.field, "deploy.keep_warm", "{d}");
 }

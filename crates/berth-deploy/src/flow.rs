@@ -19,7 +19,7 @@ use crate::progressive::Pair;
 use crate::routes::{AppRoute, edge_health};
 use crate::run::{InstanceView, ReleaseRun};
 use crate::secrets::SecretEnv;
-use crate::{AppKey, Deployer, Slot};
+use crate::{AppKey, Deployer, Slot, lock};
 
 /// How often the drain checks for requests still in flight to the old instances.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
@@ -36,6 +36,9 @@ pub struct DeployRequest {
 }
 
 /// How a release is brought in.
+/// The label of a rollback's deployment.
+pub(crate) const ROLLBACK: &str = "rollback";
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Plan {
     pub strategy: Strategy,
@@ -783,32 +786,28 @@ impl Deployer {
             self.pre_deploy(key, &record, &spec, secrets, hook, old.as_ref(), journal)
                 .await?;
         }
-        let run = ReleaseRun::start(
-            &self.store,
-            &self.layout,
-            &self.metrics,
-            key,
-            record.clone(),
-            spec.clone(),
-            secrets,
-            Some(journal.deployment),
-        )
-        .await?;
+        // A rollback to the release kept warm takes its running instances.
+        let warm = (plan.label == ROLLBACK)
+            .then(|| slot.warm.take_release(&version))
+            .flatten();
+        let run = match warm {
+            Some(run) => {
+                self.record(
+                    journal,
+                    "start_instances",
+                    "proceed",
+                    format!("{version} was kept warm: its instances take the traffic back"),
+                    json!({ "instances": run.shape(), "warm": true }),
+                )
+                .await;
+                run
+            }
+            None => {
+                self.start_run(key, &record, &spec, secrets, journal)
+                    .await?
+            }
+        };
         slot.starting.set(Some(run.clone()));
-        let shape = run.shape();
-        self.record(
-            journal,
-            "start_instances",
-            "proceed",
-            format!(
-                "started {} instance(s) of {version}: {shape:?}{}",
-                shape.values().sum::<usize>(),
-                secrets_note(&secrets.versions)
-            ),
-            // Which secret versions (never values) the instances got.
-            json!({ "instances": shape, "secrets": secrets.versions }),
-        )
-        .await;
 
         let gate_started = Instant::now();
         if let Err(why) = run.wait_ready(timeout).await {
@@ -885,7 +884,14 @@ impl Deployer {
             }
         }
 
-        if let Some(old) = old {
+        let warm_for = spec.rollout.keep_warm_for(plan.strategy);
+        let keep = plan.hooks && !warm_for.is_zero();
+        if let Some(old) = old
+            .as_ref()
+            .filter(|o| keep && o.release.version != version)
+        {
+            self.keep_warm(key, old.clone(), warm_for, journal).await;
+        } else if let Some(old) = old {
             self.drain(key, &old, spec.drain_timeout, journal).await;
             old.stop().await;
             self.record(
@@ -940,6 +946,85 @@ impl Deployer {
         slot.active.set(Some(run.clone()));
         slot.starting.set(None);
         Ok(())
+    }
+
+    /// Starts `record`'s instances with `secrets` and says so in the journal.
+    async fn start_run(
+        &self,
+        key: &AppKey,
+        record: &ReleaseRecord,
+        spec: &AppSpec,
+        secrets: &SecretEnv,
+        journal: &mut Journal,
+    ) -> Result<Arc<ReleaseRun>, DeployError> {
+        let run = ReleaseRun::start(
+            &self.store,
+            &self.layout,
+            &self.metrics,
+            key,
+            record.clone(),
+            spec.clone(),
+            secrets,
+            Some(journal.deployment),
+        )
+        .await?;
+        let shape = run.shape();
+        self.record(
+            journal,
+            "start_instances",
+            "proceed",
+            format!(
+                "started {} instance(s) of {}: {shape:?}{}",
+                shape.values().sum::<usize>(),
+                record.version,
+                secrets_note(&secrets.versions)
+            ),
+            // Which secret versions (never values) the instances got.
+            json!({ "instances": shape, "secrets": secrets.versions }),
+        )
+        .await;
+        Ok(run)
+    }
+
+    /// Leaves `old` running, out of the route, for `warm_for`; a rollback meanwhile takes
+    /// it back at once. A release kept warm before is stopped now: one at a time.
+    async fn keep_warm(
+        &self,
+        key: &AppKey,
+        old: Arc<ReleaseRun>,
+        warm_for: std::time::Duration,
+        journal: &mut Journal,
+    ) {
+        let slot = self.slot(key);
+        let replaced = {
+            let mut held = lock(&slot.warm.0);
+            held.replace(old.clone())
+        };
+        if let Some(previous) = replaced {
+            previous.stop().await;
+        }
+        let version = old.release.version.clone();
+        self.record(
+            journal,
+            "keep_warm",
+            "proceed",
+            format!(
+                "{version} keeps running for {} so a rollback is instant (berth rollback {} \
+                 --env {}); [deploy] keep_warm sets how long",
+                berth_config::app::duration_text(warm_for),
+                key.app,
+                key.env
+            ),
+            json!({ "release": version, "seconds": warm_for.as_secs() }),
+        )
+        .await;
+        tokio::spawn(async move {
+            tokio::time::sleep(warm_for).await;
+            if let Some(run) = slot.warm.take_same(&old) {
+                tracing::info!(release = %run.release.version, "stopping the release kept warm");
+                run.stop().await;
+            }
+        });
     }
 
     /// Waits until no request is in flight to `old`, or `timeout`.
@@ -1116,8 +1201,13 @@ impl Deployer {
                 return Vec::new();
             }
         }
-        if let Ok(id) = berth_release::ReleaseId::parse(current) {
-            active.push(id);
+        // The release kept warm is running from its directory.
+        let warm = self.slot(key).warm.get();
+        let warm = warm.as_ref().map(|r| r.release.version.as_str());
+        for version in [Some(current), warm].into_iter().flatten() {
+            if let Ok(id) = berth_release::ReleaseId::parse(version) {
+                active.push(id);
+            }
         }
         let dir = self.layout.releases_dir(&key.app);
         match tokio::task::spawn_blocking(move || berth_release::prune(&dir, keep, &active)).await {

@@ -119,6 +119,24 @@ impl RunCell {
     fn take(&self) -> Option<Arc<ReleaseRun>> {
         lock(&self.0).take()
     }
+
+    /// Takes the run if it is `release`'s.
+    fn take_release(&self, release: &str) -> Option<Arc<ReleaseRun>> {
+        let mut held = lock(&self.0);
+        match &*held {
+            Some(run) if run.release.version == release => held.take(),
+            _ => None,
+        }
+    }
+
+    /// Takes the run if it is `run` itself (not a later one put in its place).
+    fn take_same(&self, run: &Arc<ReleaseRun>) -> Option<Arc<ReleaseRun>> {
+        let mut held = lock(&self.0);
+        match &*held {
+            Some(r) if Arc::ptr_eq(r, run) => held.take(),
+            _ => None,
+        }
+    }
 }
 
 /// One app's running releases and its deploy lock.
@@ -129,6 +147,9 @@ struct Slot {
     /// The release serving traffic, and one being started by a deploy.
     active: RunCell,
     starting: RunCell,
+    /// The release the last deploy replaced, still running for `[deploy] keep_warm` so a
+    /// rollback to it only moves traffic.
+    warm: RunCell,
     /// Commands for a canary or blue-green rollout in progress.
     control: Mutex<Option<tokio::sync::mpsc::UnboundedSender<rollout::Command>>>,
 }
@@ -189,11 +210,15 @@ impl Deployer {
             )));
         }
         let (active, starting, deploying) = match &slot {
-            Some(s) => (s.active.get(), s.starting.get(), s.lock.try_lock().is_err()),
-            None => (None, None, false),
+            Some(s) => (
+                s.active.get(),
+                [s.starting.get(), s.warm.get()],
+                s.lock.try_lock().is_err(),
+            ),
+            None => (None, [None, None], false),
         };
         let mut instances = Vec::new();
-        for run in active.iter().chain(starting.iter()) {
+        for run in active.iter().chain(starting.iter().flatten()) {
             instances.extend(run.views());
         }
         Ok(AppStatus {
@@ -216,7 +241,7 @@ impl Deployer {
         let slots: Vec<Arc<Slot>> = lock(&self.slots).values().cloned().collect();
         let mut stops = Vec::new();
         for slot in slots {
-            for cell in [&slot.active, &slot.starting] {
+            for cell in [&slot.active, &slot.starting, &slot.warm] {
                 if let Some(run) = cell.take() {
                     stops.push(tokio::spawn(async move { run.stop().await }));
                 }

@@ -10,7 +10,7 @@ use berth_config::app::Strategy;
 use berth_store::Actor;
 
 use crate::error::DeployError;
-use crate::flow::{DeployReport, Launch, Plan, busy, check_path_name, stored_spec};
+use crate::flow::{DeployReport, Launch, Plan, ROLLBACK, busy, check_path_name, stored_spec};
 use crate::{AppKey, Deployer};
 
 /// How far back the previous release is looked for in the deployment history.
@@ -69,7 +69,7 @@ impl Deployer {
         }
         let plan = Plan {
             strategy: Strategy::Rolling,
-            label: "rollback",
+            label: ROLLBACK,
             hooks: false,
         };
         let previous = active.as_ref().map(|r| r.release.clone());

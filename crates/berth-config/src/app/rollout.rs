@@ -30,6 +30,9 @@ pub const DEFAULT_INCONCLUSIVE_LIMIT: u32 = 10;
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_SMOKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SMOKE_STATUS: u16 = 200;
+/// How long a blue-green deploy keeps the replaced release running (other strategies keep it
+/// only when `keep_warm` is set).
+pub const DEFAULT_BLUE_GREEN_KEEP_WARM: Duration = Duration::from_secs(5 * 60);
 /// Synthetic probe requests per analysis window when `[[deploy.probe]]` gives no `count`.
 pub const DEFAULT_PROBE_COUNT: u32 = 20;
 
@@ -169,11 +172,26 @@ pub struct RolloutSpec {
     /// blue-green release can be tried in a browser before it takes any traffic.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preview_hosts: Vec<String>,
+    /// How long the replaced release keeps running after the switch, so a rollback to it
+    /// takes no start; `None` is the strategy's default ([`RolloutSpec::keep_warm_for`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_warm: Option<Duration>,
     pub pre_deploy: Option<HookSpec>,
     pub analysis: AnalysisSpec,
     pub probes: Vec<ProbeSpec>,
     pub smoke: Vec<SmokeCheck>,
     pub notify: Vec<NotifySpec>,
+}
+
+impl RolloutSpec {
+    /// How long a deploy with `strategy` keeps the replaced release running.
+    pub fn keep_warm_for(&self, strategy: Strategy) -> Duration {
+        match (self.keep_warm, strategy) {
+            (Some(d), _) => d,
+            (None, Strategy::BlueGreen) => DEFAULT_BLUE_GREEN_KEEP_WARM,
+            (None, _) => Duration::ZERO,
+        }
+    }
 }
 
 impl Default for RolloutSpec {
@@ -189,6 +207,7 @@ impl Default for RolloutSpec {
                 .collect(),
             promote_after: None,
             preview_hosts: Vec::new(),
+            keep_warm: None,
             pre_deploy: None,
             analysis: AnalysisSpec::default(),
             probes: Vec::new(),
@@ -221,6 +240,9 @@ pub(super) fn check_rollout(r: &mut Reader<'_>, t: &Table<'_, '_>) -> RolloutSpe
         spec.promote_after = Some(r.duration(t, "promote_after", DEFAULT_ANALYSIS_INTERVAL));
     }
     spec.preview_hosts = super::validate::check_hosts(r, t, "preview_hosts");
+    if t.get("keep_warm").is_some() {
+        spec.keep_warm = Some(r.duration_or_zero(t, "keep_warm", Duration::ZERO));
+    }
     if let Some(hook) = r.sub_table(t, "pre_deploy", HOOK_KEYS) {
         spec.pre_deploy = Some(HookSpec {
             command: super::validate::check_command(r, &hook),

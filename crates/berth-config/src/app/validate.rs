@@ -41,6 +41,7 @@ const DEPLOY_KEYS: &[&str] = &[
     "steps",
     "promote_after",
     "preview_hosts",
+    "keep_warm",
     "pre_deploy",
     "analysis",
     "probe",

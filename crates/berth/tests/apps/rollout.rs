@@ -209,6 +209,20 @@ fn steps_of(d: &Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The pids of `release`'s instances, sorted.
+fn pids_of(b: &Berth, release: &str) -> Vec<i64> {
+    let ps = b.ps("shop");
+    let mut pids: Vec<i64> = ps["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["release"] == release)
+        .filter_map(|i| i["pid"].as_i64())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 fn releases_running(b: &Berth) -> Vec<String> {
     let ps = b.ps("shop");
     let mut r: Vec<String> = ps["instances"]
@@ -419,7 +433,21 @@ async fn blue_green_is_previewed_by_header_then_promoted_and_rolled_back() {
         none.stderr
     );
 
-    // One command back to the previous release.
+    // Blue-green keeps the replaced release running (out of the route) for a while...
+    assert!(
+        out.stdout.contains(&format!("{v1} keeps running")),
+        "{}",
+        out.stdout
+    );
+    let warm_pids = pids_of(&b, &v1);
+    assert!(
+        !warm_pids.is_empty(),
+        "v1 was not kept warm: {}",
+        b.ps("shop")
+    );
+    assert_eq!(b.get("shop.test", "/version").await, (200, "v2".into()));
+
+    // ... so one command goes back to it without starting anything.
     let back = b.cli(&["rollback", "shop"]);
     back.ok();
     assert!(
@@ -427,8 +455,14 @@ async fn blue_green_is_previewed_by_header_then_promoted_and_rolled_back() {
         "{}",
         back.stdout
     );
+    assert!(back.stdout.contains("kept warm"), "{}", back.stdout);
     assert_eq!(b.get("shop.test", "/version").await, (200, "v1".into()));
-    assert_eq!(releases_running(&b), vec![v1]);
+    assert_eq!(releases_running(&b), vec![v1.clone()]);
+    assert_eq!(
+        pids_of(&b, &v1),
+        warm_pids,
+        "the warm instances took the traffic"
+    );
     assert_eq!(latest_deployment(&b)["strategy"], "rollback");
 }
 
