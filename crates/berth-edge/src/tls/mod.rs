@@ -776,4 +776,34 @@ mod tests {
         let renewed = slot.current.as_ref().unwrap();
         assert_eq!(renewed.seconds_left(now), life);
     }
+
+    #[test]
+    fn the_dev_crl_is_re_signed_by_the_poll_when_due_and_a_failure_waits_a_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_unix();
+        let ca = Arc::new(DevCa::load_or_create(dir.path(), now).unwrap());
+        let crl = DevCrl::load_or_sign(&ca, now).unwrap();
+        let due = crl.next_update - (crl.next_update - crl.this_update) / 2;
+        let mut state = State {
+            dev_ca: Some(ca),
+            dev_crl: Some(crl),
+            ..State::default()
+        };
+        assert!(!refresh_crl(&mut state, due - 60), "not yet due");
+
+        // The new file cannot replace the old one (a non-empty directory there, which stops
+        // root too): the old CRL stays and the next attempt waits a minute.
+        let path = dir.path().join(dev_crl::CRL_FILE);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("x"), b"x").unwrap();
+        assert!(!refresh_crl(&mut state, due));
+        assert_eq!(state.dev_crl.as_ref().unwrap().number, 1);
+        assert_eq!(state.crl_retry_at, due + CRL_RETRY);
+        std::fs::remove_dir_all(&path).unwrap();
+        assert!(!refresh_crl(&mut state, due + 1), "waits for the retry");
+        assert!(refresh_crl(&mut state, due + CRL_RETRY));
+        assert_eq!(state.dev_crl.as_ref().unwrap().number, 2);
+        assert!(path.is_file());
+    }
 }
