@@ -87,7 +87,8 @@ impl Edge {
         log: AccessLogTarget,
     ) -> Result<Edge, EdgeError> {
         let metrics = EdgeMetrics::new(registry);
-        let tls = Tls::new(&spec.tls, registry)?;
+        let plain_port = spec.listeners.first().map(|a| a.port());
+        let tls = Tls::new(&spec.tls, plain_port, registry)?;
         tls.spawn_watcher();
         let carry = Carry::default();
         let table = Table::build(spec, &carry, &metrics);

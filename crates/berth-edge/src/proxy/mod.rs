@@ -39,7 +39,9 @@ use crate::table::Table;
 
 use admit::{admit, rejection_response};
 use forward::forward;
-use respond::{client_message, edge_response, redirect_to_https, refuse, respond, respond_static};
+use respond::{
+    client_message, crl_response, edge_response, redirect_to_https, refuse, respond, respond_static,
+};
 
 /// State shared by every connection.
 pub struct Shared {
@@ -65,6 +67,14 @@ pub async fn handle(
         && let Some(answer) = shared.tls.http01(token)
     {
         return Ok(edge_response(done, StatusCode::OK, answer, None));
+    }
+    // The development CA's CRL, named in its certificates; before routing so that it is
+    // reachable over plain HTTP (a CRL is not fetched over the TLS it vouches for).
+    if req.uri().path() == crate::tls::CRL_PATH
+        && matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+        && let Some(der) = shared.tls.dev_crl(&host)
+    {
+        return Ok(crl_response(done, der));
     }
     let table = shared.table.load();
     if !table.proxies.networks.is_empty() {

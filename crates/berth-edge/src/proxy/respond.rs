@@ -208,6 +208,25 @@ pub(super) fn edge_response(
     resp
 }
 
+/// The development CRL. Clients may cache it for an hour: it is re-signed days before its
+/// nextUpdate, and revoking nothing, a stale copy changes no answer.
+pub(super) fn crl_response(mut done: Box<Completion>, der: Bytes) -> Response<ResponseBody> {
+    done.status = StatusCode::OK.as_u16();
+    let request_id = done.request_id.clone();
+    let mut resp = Response::new(ResponseBody::full(der, done));
+    let headers = resp.headers_mut();
+    headers.insert(headers::X_REQUEST_ID, request_id);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::tls::CRL_CONTENT_TYPE),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    resp
+}
+
 /// 308 to the same host and path over HTTPS. Only called for hosts a certificate covers, so
 /// the host is a checked DNS name and the redirect cannot point anywhere else.
 pub(super) fn redirect_to_https<B>(

@@ -324,6 +324,7 @@ mod tests {
         let cert = ca
             .issue(
                 &[crate::spec::HostPattern::Exact("a.test".into())],
+                None,
                 1_000_000_000,
             )
             .unwrap();

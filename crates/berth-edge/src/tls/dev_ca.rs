@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CrlDistributionPoint, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -27,11 +27,11 @@ pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// their lifetime is left.
 pub const LEAF_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Issued slightly in the past so a clock a little behind still accepts a new certificate.
-const BACKDATE: Duration = Duration::from_secs(3600);
+pub(super) const BACKDATE: Duration = Duration::from_secs(3600);
 
 pub(crate) struct DevCa {
-    issuer: Issuer<'static, KeyPair>,
-    cert: CertificateDer<'static>,
+    pub(super) issuer: Issuer<'static, KeyPair>,
+    pub(super) cert: CertificateDer<'static>,
     pub(crate) dir: PathBuf,
 }
 
@@ -142,8 +142,14 @@ impl DevCa {
         })
     }
 
-    /// A leaf certificate for `hosts`, valid for [`LEAF_LIFETIME`], chained to the CA.
-    pub(crate) fn issue(&self, hosts: &[HostPattern], now: i64) -> Result<LoadedCert, TlsError> {
+    /// A leaf certificate for `hosts`, valid for [`LEAF_LIFETIME`], chained to the CA, naming
+    /// `crl_url` as its CRL distribution point.
+    pub(crate) fn issue(
+        &self,
+        hosts: &[HostPattern],
+        crl_url: Option<&str>,
+        now: i64,
+    ) -> Result<LoadedCert, TlsError> {
         let err = |e: &dyn std::fmt::Display| TlsError::DevCa {
             dir: self.dir.clone(),
             reason: format!("issuing a certificate: {e}"),
@@ -165,6 +171,12 @@ impl DevCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
+        params.crl_distribution_points = crl_url
+            .map(|u| CrlDistributionPoint {
+                uris: vec![u.to_owned()],
+            })
+            .into_iter()
+            .collect();
         params.not_before = datetime(now - BACKDATE.as_secs() as i64);
         params.not_after = datetime(now + LEAF_LIFETIME.as_secs() as i64);
         let leaf = params.signed_by(&key, &self.issuer).map_err(|e| err(&e))?;
@@ -175,7 +187,7 @@ impl DevCa {
     }
 }
 
-fn datetime(unix: i64) -> time::OffsetDateTime {
+pub(super) fn datetime(unix: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
@@ -219,7 +231,7 @@ mod tests {
             HostPattern::Exact("app.test".into()),
             HostPattern::Wildcard(".app.test".into()),
         ];
-        let leaf = again.issue(&hosts, now).unwrap();
+        let leaf = again.issue(&hosts, None, now).unwrap();
         assert_eq!(leaf.names, ["app.test", "*.app.test"]);
         assert!(leaf.covers(&HostPattern::Exact("x.app.test".into())));
         assert_eq!(

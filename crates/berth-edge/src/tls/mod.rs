@@ -5,6 +5,7 @@
 //! - [`certs`]: loading and checking PEM files ([`load_pem_files`]).
 //! - `resolver`: SNI → certificate, exact names, one-label wildcards and a default.
 //! - `dev_ca`: the development CA under the data directory.
+//! - `dev_crl`: its (empty) revocation list, named by its leaves and served by the edge.
 //! - [`acme`]: certificates from an ACME CA, HTTP-01 and TLS-ALPN-01 answered by the edge;
 //!   one task per certificate orders it when missing and renews it when a third of its
 //!   lifetime is left (with jitter), backing off after failures. A failure never removes the
@@ -19,6 +20,7 @@
 pub mod acme;
 pub mod certs;
 mod dev_ca;
+mod dev_crl;
 pub mod metrics;
 mod resolver;
 
@@ -28,6 +30,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use rustls::crypto::CryptoProvider;
 use rustls::crypto::aws_lc_rs::{self as provider_impl, cipher_suite};
@@ -38,14 +42,19 @@ use tokio_rustls::server::TlsStream;
 
 pub use certs::{CertError, LoadedCert, load_pem_files};
 pub use dev_ca::{CA_CERT_FILE, CA_KEY_FILE};
+pub use dev_crl::{CRL_CONTENT_TYPE, CRL_FILE, CRL_PATH};
 
 use crate::spec::{AcmeSpec, CertSource, CertificateSpec, HostPattern, TlsSpec};
 use acme::{ACME_TLS_ALPN, AcmeClient, Challenges};
 use certs::{Fingerprint, now_unix};
 use dev_ca::DevCa;
+use dev_crl::{CrlOrigin, DevCrl, crl_url, serves_host};
 use metrics::{AcmeLabels, CertificateLabels, ExpiryCollector, HandshakeLabels, TlsMetrics};
 use resolver::{CertMap, Resolver};
 
+/// After a failed attempt to re-sign the development CRL, how long before the next one (the
+/// poll runs every 2 seconds; the CRL stays valid for days).
+const CRL_RETRY: i64 = 60;
 /// How often certificate files are checked for changes (size, mtime, inode).
 pub const FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// ALPN protocols offered, in order of preference. `acme-tls/1` is only chosen by ACME
@@ -131,12 +140,25 @@ pub struct Tls {
     state: Mutex<State>,
     /// Port of the first TLS listener, for redirects; 0 while no TLS listener is bound.
     https_port: AtomicU32,
+    /// The listener development leaves point their CRL URL at (listeners never change).
+    crl_origin: CrlOrigin,
+    /// The development CRL and the hosts it is served for; none without `dev` certificates.
+    crl: ArcSwapOption<PublishedCrl>,
+}
+
+struct PublishedCrl {
+    der: Bytes,
+    hosts: Vec<HostPattern>,
 }
 
 #[derive(Default)]
 struct State {
     slots: Vec<Slot>,
     dev_ca: Option<Arc<DevCa>>,
+    /// The CRL of `dev_ca`, once a `dev` certificate is configured.
+    dev_crl: Option<DevCrl>,
+    /// No new attempt to re-sign the CRL before this time (after a failure).
+    crl_retry_at: i64,
     /// One renewal task per ACME certificate, by [`SlotKind::Acme::task`].
     acme_tasks: HashMap<String, tokio::task::AbortHandle>,
 }
@@ -151,7 +173,10 @@ struct Slot {
 
 enum SlotKind {
     Files(WatchedFiles),
-    Dev,
+    Dev {
+        /// The CRL URL in the certificate: a certificate naming another one is reissued.
+        crl_url: Option<String>,
+    },
     Acme {
         /// Hosts and ACME settings: a change makes it another certificate (and task).
         task: String,
@@ -169,8 +194,13 @@ struct WatchedFiles {
 }
 
 impl Tls {
-    /// Registers the TLS metrics and installs the certificates of `spec`.
-    pub(crate) fn new(spec: &TlsSpec, registry: &mut Registry) -> Result<Arc<Tls>, TlsError> {
+    /// Registers the TLS metrics and installs the certificates of `spec`. `plain_port` is the
+    /// port of the first plain-HTTP listener, where development certificates say their CRL is.
+    pub(crate) fn new(
+        spec: &TlsSpec,
+        plain_port: Option<u16>,
+        registry: &mut Registry,
+    ) -> Result<Arc<Tls>, TlsError> {
         // For libraries that ask rustls for the process default (instant-acme's HTTP client);
         // berth's own configurations name the provider. Fails only when one is installed.
         let _ = CryptoProvider::install_default(provider_impl::default_provider());
@@ -197,6 +227,8 @@ impl Tls {
             metrics,
             state: Mutex::new(State::default()),
             https_port: AtomicU32::new(0),
+            crl_origin: CrlOrigin::new(plain_port, spec.listeners.first().map(|a| a.port())),
+            crl: ArcSwapOption::empty(),
         });
         tls.apply(spec)?;
         Ok(tls)
@@ -212,8 +244,16 @@ impl Tls {
         for c in &spec.certificates {
             slots.push(self.slot(&mut state, spec, c, now)?);
         }
+        let any_dev = slots.iter().any(|s| matches!(s.kind, SlotKind::Dev { .. }));
+        if any_dev
+            && state.dev_crl.is_none()
+            && let Some(ca) = state.dev_ca.clone()
+        {
+            state.dev_crl = Some(DevCrl::load_or_sign(&ca, now)?);
+        }
         state.slots = slots;
         self.install(&state);
+        self.publish_crl(&state);
         self.reconcile_acme(&mut state, &spec.acme);
         Ok(())
     }
@@ -345,21 +385,29 @@ impl Tls {
                 }),
             ),
             CertSource::Dev => {
-                let reusable = state.slots.iter().find_map(|s| match &s.current {
-                    Some(cur)
-                        if matches!(s.kind, SlotKind::Dev)
-                            && s.hosts == c.hosts
-                            && !needs_renewal(cur, now) =>
-                    {
-                        Some(cur.clone())
-                    }
-                    _ => None,
-                });
+                let url = crl_url(&c.hosts, &self.crl_origin);
+                let reusable = state
+                    .slots
+                    .iter()
+                    .find_map(|s| match (&s.current, &s.kind) {
+                        (Some(cur), SlotKind::Dev { crl_url })
+                            if s.hosts == c.hosts
+                                && *crl_url == url
+                                && !needs_renewal(cur, now) =>
+                        {
+                            Some(cur.clone())
+                        }
+                        _ => None,
+                    });
                 let current = match reusable {
                     Some(cur) => cur,
-                    None => Arc::new(dev_ca(state, &spec.dev_ca_dir, now)?.issue(&c.hosts, now)?),
+                    None => Arc::new(dev_ca(state, &spec.dev_ca_dir, now)?.issue(
+                        &c.hosts,
+                        url.as_deref(),
+                        now,
+                    )?),
                 };
-                (Some(current), SlotKind::Dev)
+                (Some(current), SlotKind::Dev { crl_url: url })
             }
             CertSource::Acme => {
                 let names = exact_names(&c.hosts);
@@ -406,8 +454,34 @@ impl Tls {
         self.resolver.map.store(Arc::new(map));
     }
 
+    /// Publishes the development CRL for the hosts of the `dev` certificates, or nothing
+    /// when there are none.
+    fn publish_crl(&self, state: &State) {
+        let hosts: Vec<HostPattern> = state
+            .slots
+            .iter()
+            .filter(|s| matches!(s.kind, SlotKind::Dev { .. }))
+            .flat_map(|s| s.hosts.iter().cloned())
+            .collect();
+        let published = match &state.dev_crl {
+            Some(crl) if !hosts.is_empty() => Some(Arc::new(PublishedCrl {
+                der: crl.der.clone(),
+                hosts,
+            })),
+            _ => None,
+        };
+        self.crl.store(published);
+    }
+
+    /// The development CRL (DER), when `host` has a development certificate.
+    pub(crate) fn dev_crl(&self, host: &str) -> Option<Bytes> {
+        let crl = self.crl.load();
+        let crl = crl.as_ref()?;
+        serves_host(&crl.hosts, host).then(|| crl.der.clone())
+    }
+
     /// Looks at every certificate file and reloads those that changed; renews development
-    /// certificates that are due. Runs every [`FILE_POLL_INTERVAL`].
+    /// certificates and the development CRL when due. Runs every [`FILE_POLL_INTERVAL`].
     fn poll(&self) {
         let mut state = lock(&self.state);
         let now = now_unix();
@@ -416,12 +490,18 @@ impl Tls {
         for slot in slots.iter_mut() {
             changed |= match &mut slot.kind {
                 SlotKind::Files(files) => self.reload_files(files, &slot.hosts, &mut slot.current),
-                SlotKind::Dev => renew_dev(slot, dev_ca.as_deref(), now),
+                SlotKind::Dev { crl_url } => {
+                    let url = crl_url.clone();
+                    renew_dev(slot, dev_ca.as_deref(), url.as_deref(), now)
+                }
                 SlotKind::Acme { .. } => false,
             };
         }
         if changed {
             self.install(&state);
+        }
+        if refresh_crl(&mut state, now) {
+            self.publish_crl(&state);
         }
     }
 
@@ -591,6 +671,8 @@ fn dev_ca(state: &mut State, dir: &std::path::Path, now: i64) -> Result<Arc<DevC
     }
     let ca = Arc::new(DevCa::load_or_create(dir, now)?);
     state.dev_ca = Some(ca.clone());
+    // The CRL belongs to the CA it was signed by.
+    state.dev_crl = None;
     Ok(ca)
 }
 
@@ -599,8 +681,31 @@ fn needs_renewal(cert: &LoadedCert, now: i64) -> bool {
     now > cert.renew_at(0.0)
 }
 
+/// Re-signs the development CRL when it is due; whether a new one is in use. A failure is
+/// logged and tried again after [`CRL_RETRY`]; the current CRL stays valid meanwhile.
+fn refresh_crl(state: &mut State, now: i64) -> bool {
+    let (Some(ca), Some(crl)) = (&state.dev_ca, &state.dev_crl) else {
+        return false;
+    };
+    if now < state.crl_retry_at {
+        return false;
+    }
+    match crl.refreshed(ca, now) {
+        None => false,
+        Some(Ok(new)) => {
+            state.dev_crl = Some(new);
+            true
+        }
+        Some(Err(e)) => {
+            state.crl_retry_at = now + CRL_RETRY;
+            tracing::error!(error = %e, next_update = %certs::rfc3339(crl.next_update), "re-signing the development CRL failed; the current one is served until its nextUpdate");
+            false
+        }
+    }
+}
+
 /// Reissues a development certificate that is due; whether a new certificate is in use.
-fn renew_dev(slot: &mut Slot, ca: Option<&DevCa>, now: i64) -> bool {
+fn renew_dev(slot: &mut Slot, ca: Option<&DevCa>, crl_url: Option<&str>, now: i64) -> bool {
     if slot
         .current
         .as_ref()
@@ -610,7 +715,7 @@ fn renew_dev(slot: &mut Slot, ca: Option<&DevCa>, now: i64) -> bool {
     }
     // A `dev` slot is only made once the CA is loaded (see `Tls::slot`).
     let Some(ca) = ca else { return false };
-    match ca.issue(&slot.hosts, now) {
+    match ca.issue(&slot.hosts, crl_url, now) {
         Ok(new) => {
             slot.current = Some(Arc::new(new));
             true
@@ -655,17 +760,50 @@ mod tests {
         let ca = DevCa::load_or_create(dir.path(), now).unwrap();
         let hosts = vec![HostPattern::Exact("a.test".into())];
         let life = dev_ca::LEAF_LIFETIME.as_secs() as i64;
-        let issued_at = |t| Some(Arc::new(ca.issue(&hosts, t).unwrap()));
+        let issued_at = |t| Some(Arc::new(ca.issue(&hosts, None, t).unwrap()));
         let mut slot = Slot {
             hosts: hosts.clone(),
             default: false,
             current: issued_at(now - life / 2),
-            kind: SlotKind::Dev,
+            kind: SlotKind::Dev { crl_url: None },
         };
-        assert!(!renew_dev(&mut slot, Some(&ca), now), "half its life left");
+        assert!(
+            !renew_dev(&mut slot, Some(&ca), None, now),
+            "half its life left"
+        );
         slot.current = issued_at(now - life * 3 / 4);
-        assert!(renew_dev(&mut slot, Some(&ca), now), "a quarter left");
+        assert!(renew_dev(&mut slot, Some(&ca), None, now), "a quarter left");
         let renewed = slot.current.as_ref().unwrap();
         assert_eq!(renewed.seconds_left(now), life);
+    }
+
+    #[test]
+    fn the_dev_crl_is_re_signed_by_the_poll_when_due_and_a_failure_waits_a_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_unix();
+        let ca = Arc::new(DevCa::load_or_create(dir.path(), now).unwrap());
+        let crl = DevCrl::load_or_sign(&ca, now).unwrap();
+        let due = crl.next_update - (crl.next_update - crl.this_update) / 2;
+        let mut state = State {
+            dev_ca: Some(ca),
+            dev_crl: Some(crl),
+            ..State::default()
+        };
+        assert!(!refresh_crl(&mut state, due - 60), "not yet due");
+
+        // The new file cannot replace the old one (a non-empty directory there, which stops
+        // root too): the old CRL stays and the next attempt waits a minute.
+        let path = dir.path().join(dev_crl::CRL_FILE);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("x"), b"x").unwrap();
+        assert!(!refresh_crl(&mut state, due));
+        assert_eq!(state.dev_crl.as_ref().unwrap().number, 1);
+        assert_eq!(state.crl_retry_at, due + CRL_RETRY);
+        std::fs::remove_dir_all(&path).unwrap();
+        assert!(!refresh_crl(&mut state, due + 1), "waits for the retry");
+        assert!(refresh_crl(&mut state, due + CRL_RETRY));
+        assert_eq!(state.dev_crl.as_ref().unwrap().number, 2);
+        assert!(path.is_file());
     }
 }

@@ -121,7 +121,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = crate::tls::certs::now_unix();
         let ca = DevCa::load_or_create(dir.path(), now).unwrap();
-        ca.issue(&[HostPattern::Exact("x.test".into())], now)
+        ca.issue(&[HostPattern::Exact("x.test".into())], None, now)
             .unwrap()
             .key
     }

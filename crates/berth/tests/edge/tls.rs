@@ -1,6 +1,7 @@
 //! TLS termination through the real binary: SNI, ALPN, bad clients, bad certificate files,
-//! hot reload of certificate files, the development CA, redirects and HSTS.
+//! hot reload of certificate files, the development CA and its CRL, redirects and HSTS.
 
+mod dev_crl;
 mod pebble;
 mod support;
 
