@@ -11,6 +11,7 @@ mod deploy;
 mod edge_policies;
 mod environments;
 mod python;
+mod quickstart;
 mod restart;
 mod rollout;
 mod secrets;
