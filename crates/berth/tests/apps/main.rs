@@ -9,6 +9,7 @@ mod support;
 mod bad_input;
 mod deploy;
 mod environments;
+mod locks;
 mod python;
 mod restart;
 mod rollout;
