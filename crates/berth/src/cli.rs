@@ -104,9 +104,13 @@ judged every analysis interval; a breach rolls it back at once. With \"blue-gree
 beside the old release, reachable only with the header `x-berth-release: RELEASE`, until
 `berth promote`. Every decision and its numbers: berth deploys APP (docs/deploy.md).
 
+With [deploy] requires_approval = true the deploy waits, with nothing started, until
+`berth approve APP` (another user once users exist) or `berth abort APP`.
+
 Exit status: 0 deployed, 2 invalid app or upload, 3 not allowed, 4 another deploy of the app
-is in progress or a host is taken, 1 build failed, instances never became healthy, the
-pre-deploy hook failed, or the release was rolled back.")]
+is in progress, the app is locked (berth lock) or a host is taken, 1 build failed, instances
+never became healthy, the pre-deploy hook failed, the release was rolled back, or the deploy
+was cancelled while it waited for approval.")]
     Deploy(crate::commands::apps::DeployArgs),
     /// Serve a retained release again: the previous one, or the one named
     #[command(after_help = "Examples:
