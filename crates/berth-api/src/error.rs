@@ -170,6 +170,15 @@ impl From<StoreError> for ApiError {
                 code: "last_admin",
                 message: e.to_string(),
             },
+            StoreError::Locked(_) => ApiError::Conflict {
+                code: "locked",
+                message: e.to_string(),
+            },
+            StoreError::NotLockOwner(_) => ApiError::Conflict {
+                code: "not_lock_owner",
+                message: e.to_string(),
+            },
+            StoreError::NotLocked { .. } => ApiError::NotFound(e.to_string()),
             StoreError::AuditChainBroken(_) => ApiError::Conflict {
                 code: "audit_chain_broken",
                 message: e.to_string(),

@@ -748,6 +748,10 @@ async fn openapi_lists_every_route() {
         "DELETE /api/v1/envs/{env}/apps/{name}/secrets/{key}",
         "POST /api/v1/envs/{env}/apps/{name}/secrets/{key}/reveal",
         "POST /api/v1/secrets/rotate-key",
+        "GET /api/v1/envs/{env}/apps/{name}/lock",
+        "PUT /api/v1/envs/{env}/apps/{name}/lock",
+        "DELETE /api/v1/envs/{env}/apps/{name}/lock",
+        "POST /api/v1/envs/{env}/apps/{name}/approve",
     ]
     .into_iter()
     .map(String::from)

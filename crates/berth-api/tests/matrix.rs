@@ -56,11 +56,14 @@ enum Endpoint {
     ListApps,
     CreateApp,
     RemoveApp,
+    ShowLock,
+    Lock,
+    Unlock,
 }
 
 use Endpoint as E;
 
-const ENDPOINTS: [Endpoint; 20] = [
+const ENDPOINTS: [Endpoint; 23] = [
     E::Whoami,
     E::OpenApi,
     E::Metrics,
@@ -81,6 +84,9 @@ const ENDPOINTS: [Endpoint; 20] = [
     E::ListApps,
     E::CreateApp,
     E::RemoveApp,
+    E::ShowLock,
+    E::Lock,
+    E::Unlock,
 ];
 
 struct Spec {
@@ -111,6 +117,9 @@ fn spec(e: Endpoint) -> Spec {
         E::ListApps => (R(Role::Viewer), Env, None, 200),
         E::CreateApp => (R(Role::Deployer), Env, Some("app.create"), 201),
         E::RemoveApp => (R(Role::Admin), Env, Some("app.remove"), 204),
+        E::ShowLock => (R(Role::Viewer), Env, None, 200),
+        E::Lock => (R(Role::Deployer), Env, Some("deploy.lock"), 201),
+        E::Unlock => (R(Role::Deployer), Env, Some("deploy.unlock"), 200),
     };
     Spec {
         needs,
@@ -271,6 +280,30 @@ async fn prepare(
             (
                 Method::DELETE,
                 format!("/api/v1/envs/{env}/apps/{name}"),
+                None,
+            )
+        }
+        E::ShowLock => (
+            Method::GET,
+            format!("/api/v1/envs/{env}/apps/shop/lock"),
+            None,
+        ),
+        E::Lock => (
+            Method::PUT,
+            format!("/api/v1/envs/{env}/apps/fresh{n}/lock"),
+            Some(json!({ "reason": "matrix" })),
+        ),
+        E::Unlock => {
+            // Someone else's lock: only with force.
+            let name = format!("held{n}");
+            let mut tx = h.store.transaction().await.unwrap();
+            tx.lock_deploys(&system, env, &name, "held by berth")
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            (
+                Method::DELETE,
+                format!("/api/v1/envs/{env}/apps/{name}/lock?force=true"),
                 None,
             )
         }

@@ -142,3 +142,37 @@ fn an_environment_may_choose_its_own_strategy_and_nothing_else_of_the_rollout() 
         "{all:#?}"
     );
 }
+
+#[test]
+fn approval_is_off_by_default_and_an_environment_may_require_it() {
+    assert!(!parse_ok("").rollout.requires_approval);
+    let spec = parse_ok(
+        "[deploy]\nrequires_approval = false\n\
+         [environments.production.deploy]\nrequires_approval = true\n\
+         [environments.dev.deploy]\nstrategy = \"canary\"\n",
+    );
+    assert!(spec.for_environment("production").rollout.requires_approval);
+    assert!(!spec.for_environment("staging").rollout.requires_approval);
+    assert!(!spec.for_environment("dev").rollout.requires_approval);
+
+    let base = parse_ok(
+        "[deploy]\nrequires_approval = true\n\
+                         [environments.dev.deploy]\nrequires_approval = false\n",
+    );
+    assert!(base.for_environment("production").rollout.requires_approval);
+    assert!(!base.for_environment("dev").rollout.requires_approval);
+
+    let all = errors(
+        "[deploy]\nrequires_approval = \"yes\"\n\
+         [environments.production.deploy]\nrequires_approval = 1\n",
+    );
+    let fields: Vec<&str> = all.iter().map(|d| d.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "deploy.requires_approval",
+            "environments.production.deploy.requires_approval",
+        ],
+        "{all:#?}"
+    );
+}

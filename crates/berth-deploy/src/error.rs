@@ -26,6 +26,12 @@ pub enum DeployError {
     /// serves all traffic.
     #[error("{0}")]
     RolledBack(String),
+    /// A deploy waiting for approval was cancelled (`berth abort`); nothing was started.
+    #[error("{0}")]
+    Cancelled(String),
+    /// The approver is the deployer (`requires_approval` wants a second person).
+    #[error("{0}")]
+    SelfApproval(String),
     #[error("store: {0}")]
     Store(#[from] berth_store::StoreError),
     /// The app's secrets could not be had (no usable master key, a value that does not

@@ -161,12 +161,29 @@ fn secrets_note(versions: &[(String, i64)]) -> String {
 }
 
 /// The answer to a second deploy (or restart) of an app while one runs.
-pub(crate) fn busy(key: &AppKey) -> DeployError {
+pub(crate) fn busy(key: &AppKey, slot: &Slot) -> DeployError {
     DeployError::Conflict(format!(
-        "a deploy of {key} is already in progress; wait for it to finish (berth ps {} --env {} \
-         shows it), or end a canary or blue-green deploy with berth abort {} --env {}",
-        key.app, key.env, key.app, key.env
+        "a deploy of {key} is already in progress{}; wait for it to finish (berth ps {} --env {} \
+         shows it), or end a canary or blue-green deploy, or one waiting for approval, with \
+         berth abort {} --env {}",
+        slot.held_by(),
+        key.app,
+        key.env,
+        key.app,
+        key.env
     ))
+}
+
+/// Refuses early (before a build) when the app is locked; the store checks again when the
+/// deployment is recorded.
+pub(crate) async fn check_unlocked(
+    store: &berth_store::Store,
+    key: &AppKey,
+) -> Result<(), DeployError> {
+    match store.deploy_lock(&key.env, &key.app).await? {
+        Some(held) => Err(berth_store::StoreError::Locked(Box::new(held)).into()),
+        None => Ok(()),
+    }
 }
 
 /// Names used in paths: lower-case letters, digits and `-`/`_`, starting with a letter or
@@ -358,9 +375,8 @@ impl Deployer {
         check_path_name("app name", &key.app)?;
         check_path_name("environment", &key.env)?;
         let slot = self.slot(&key);
-        let Ok(_guard) = slot.lock.try_lock() else {
-            return Err(busy(&key));
-        };
+        let _held = slot.hold(&key, &req.actor.name)?;
+        check_unlocked(&self.store, &key).await?;
         let mut steps = Vec::new();
         let releases_dir = self.layout.releases_dir(&key.app);
         let (archive, origin, app) = (req.archive.clone(), req.origin.clone(), key.app.clone());
@@ -416,17 +432,37 @@ impl Deployer {
                 },
             )
             .await?;
-        let strategy = req.strategy.unwrap_or(effective.rollout.strategy);
+        // A first deploy is rolling whatever was asked: there is no release to compare with,
+        // and its record should say what happened.
+        let strategy = match &active {
+            None => Strategy::Rolling,
+            Some(_) => req.strategy.unwrap_or(effective.rollout.strategy),
+        };
         let plan = Plan {
             strategy,
             label: strategy.as_str(),
             hooks: true,
         };
         let previous: Option<ReleaseRecord> = active.as_ref().map(|r| r.release.clone());
-        let deployment = tx
-            .start_deployment(&req.actor, &record, previous.as_ref(), plan.label)
-            .await?;
+        let approval = effective.rollout.requires_approval;
+        let deployment = if approval {
+            tx.start_deployment_awaiting_approval(
+                &req.actor,
+                &record,
+                previous.as_ref(),
+                plan.label,
+            )
+            .await?
+        } else {
+            tx.start_deployment(&req.actor, &record, previous.as_ref(), plan.label)
+                .await?
+        };
         tx.commit().await?;
+        slot.started(deployment);
+        if approval {
+            self.await_approval(&slot, &key, &req.actor, deployment, &mut steps)
+                .await?;
+        }
 
         self.launch(Launch {
             slot: &slot,
@@ -457,9 +493,8 @@ impl Deployer {
         check_path_name("app name", &key.app)?;
         check_path_name("environment", &key.env)?;
         let slot = self.slot(key);
-        let Ok(_guard) = slot.lock.try_lock() else {
-            return Err(busy(key));
-        };
+        let _held = slot.hold(key, &actor.name)?;
+        check_unlocked(&self.store, key).await?;
         let Some(active) = slot.active.get() else {
             return Err(DeployError::NotFound(format!(
                 "{} is not running in {}; deploy it first (berth deploy DIR --env {})",
@@ -479,6 +514,7 @@ impl Deployer {
             .start_deployment(actor, &record, Some(&record), plan.label)
             .await?;
         tx.commit().await?;
+        slot.started(deployment);
         let steps = vec![format!(
             "restarting release {} with the current secrets",
             record.version
@@ -549,9 +585,8 @@ impl Deployer {
             )));
         }
         let slot = self.slot(key);
-        let Ok(_guard) = slot.lock.try_lock() else {
-            return Err(busy(key));
-        };
+        let _held = slot.hold(key, &actor.name)?;
+        check_unlocked(&self.store, key).await?;
         let mut steps = vec![format!(
             "promoting release {} from {from} to {}",
             source.version, key.env
@@ -605,10 +640,20 @@ impl Deployer {
             label: "promote",
             hooks: true,
         };
-        let deployment = tx
-            .start_deployment(actor, &record, previous.as_ref(), plan.label)
-            .await?;
+        let approval = effective.rollout.requires_approval;
+        let deployment = if approval {
+            tx.start_deployment_awaiting_approval(actor, &record, previous.as_ref(), plan.label)
+                .await?
+        } else {
+            tx.start_deployment(actor, &record, previous.as_ref(), plan.label)
+                .await?
+        };
         tx.commit().await?;
+        slot.started(deployment);
+        if approval {
+            self.await_approval(&slot, key, actor, deployment, &mut steps)
+                .await?;
+        }
         self.launch(Launch {
             slot: &slot,
             key,

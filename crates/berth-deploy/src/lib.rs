@@ -15,6 +15,7 @@
 //! config file's routes with the apps' ([`routes::compose`]) and applying the result.
 
 pub mod analysis;
+mod approval;
 mod build;
 mod error;
 mod flow;
@@ -39,6 +40,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use berth_store::Store;
 use serde::Serialize;
 
+pub use approval::self_approval;
 pub use berth_config::app::Strategy;
 pub use error::DeployError;
 pub use flow::{DeployReport, DeployRequest};
@@ -94,6 +96,10 @@ pub struct AppStatus {
     pub release: Option<String>,
     /// A deploy is in progress (its new instances are listed too).
     pub deploying: bool,
+    /// The deployment waiting for `berth approve`, if one is.
+    pub awaiting_approval: Option<i64>,
+    /// The deploy lock, when one is held (`berth lock`).
+    pub lock: Option<berth_store::DeployLock>,
     pub instances: Vec<InstanceView>,
 }
 
@@ -152,6 +158,75 @@ struct Slot {
     warm: RunCell,
     /// Commands for a canary or blue-green rollout in progress.
     control: Mutex<Option<tokio::sync::mpsc::UnboundedSender<rollout::Command>>>,
+    /// Who holds `lock`, for the answer to a second deploy (`None` during a restore).
+    holder: Mutex<Option<Holder>>,
+    /// A deploy waiting for `berth approve`.
+    approval: Mutex<Option<approval::Pending>>,
+}
+
+/// Who started the deploy holding an app's lock, and its deployment once recorded.
+#[derive(Debug, Clone)]
+struct Holder {
+    by: String,
+    deployment: Option<i64>,
+}
+
+/// An app's deploy lock, held: forgets its [`Holder`] when dropped.
+pub(crate) struct Held<'a> {
+    slot: &'a Slot,
+    _guard: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        *lock(&self.slot.holder) = None;
+    }
+}
+
+impl Slot {
+    /// Takes the app's deploy lock for `by`, or says who has it.
+    pub(crate) fn hold(&self, key: &AppKey, by: &str) -> Result<Held<'_>, DeployError> {
+        let Ok(guard) = self.lock.try_lock() else {
+            return Err(flow::busy(key, self));
+        };
+        *lock(&self.holder) = Some(Holder {
+            by: by.to_owned(),
+            deployment: None,
+        });
+        Ok(Held {
+            slot: self,
+            _guard: guard,
+        })
+    }
+
+    /// The deployment the holder started, once recorded.
+    pub(crate) fn started(&self, deployment: i64) {
+        if let Some(h) = lock(&self.holder).as_mut() {
+            h.deployment = Some(deployment);
+        }
+    }
+
+    /// ` (deployment 12, started by alice)`.
+    pub(crate) fn held_by(&self) -> String {
+        let waiting = lock(&self.approval)
+            .as_ref()
+            .map(|p| (p.deployment, p.requested_by.clone()));
+        if let Some((id, by)) = waiting {
+            return format!(" (deployment {id}, started by {by}, waiting for approval)");
+        }
+        match lock(&self.holder).clone() {
+            Some(Holder {
+                by,
+                deployment: Some(id),
+            }) => format!(" (deployment {id}, started by {by})"),
+            Some(Holder {
+                by,
+                deployment: None,
+            }) => format!(" (started by {by})"),
+            // Only a restore holds the lock without a holder.
+            None => " (berth is starting the app after its own restart)".to_owned(),
+        }
+    }
 }
 
 /// The deployer. Cheap to share (`Arc`).
@@ -217,6 +292,10 @@ impl Deployer {
             ),
             None => (None, [None, None], false),
         };
+        let awaiting_approval = slot
+            .as_ref()
+            .and_then(|s| lock(&s.approval).as_ref().map(|p| p.deployment));
+        let deploy_lock = self.store.deploy_lock(&key.env, &key.app).await?;
         let mut instances = Vec::new();
         for run in active.iter().chain(starting.iter().flatten()) {
             instances.extend(run.views());
@@ -226,6 +305,8 @@ impl Deployer {
             environment: key.env.clone(),
             release: active.map(|r| r.release.version.clone()),
             deploying,
+            awaiting_approval,
+            lock: deploy_lock,
             instances,
         })
     }

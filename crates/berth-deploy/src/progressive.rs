@@ -233,6 +233,24 @@ impl Deployer {
 
     /// Sends `command` to the app's rollout in progress.
     pub fn control(&self, key: &AppKey, command: Command) -> Result<(), DeployError> {
+        if let Some(slot) = self.existing_slot(key) {
+            let waiting = lock(&slot.approval).as_ref().map(|p| p.deployment);
+            if let Some(id) = waiting {
+                return match command {
+                    Command::Abort(by) => {
+                        self.cancel_approval(&slot, &by);
+                        Ok(())
+                    }
+                    _ => Err(DeployError::Conflict(format!(
+                        "deployment {id} of {key} is waiting for approval, not rolling out: \
+                         `{}` lets it start, `berth abort {} --env {}` cancels it",
+                        crate::approval::approve_command(key, id),
+                        key.app,
+                        key.env
+                    ))),
+                };
+            }
+        }
         let sender = self
             .existing_slot(key)
             .and_then(|slot| lock(&slot.control).clone());

@@ -10,7 +10,9 @@ use berth_config::app::Strategy;
 use berth_store::Actor;
 
 use crate::error::DeployError;
-use crate::flow::{DeployReport, Launch, Plan, ROLLBACK, busy, check_path_name, stored_spec};
+use crate::flow::{
+    DeployReport, Launch, Plan, ROLLBACK, check_path_name, check_unlocked, stored_spec,
+};
 use crate::{AppKey, Deployer};
 
 /// How far back the previous release is looked for in the deployment history.
@@ -27,9 +29,8 @@ impl Deployer {
         check_path_name("app name", &key.app)?;
         check_path_name("environment", &key.env)?;
         let slot = self.slot(&key);
-        let Ok(_guard) = slot.lock.try_lock() else {
-            return Err(busy(&key));
-        };
+        let _held = slot.hold(&key, &actor.name)?;
+        check_unlocked(&self.store, &key).await?;
         let active = slot.active.get();
         let current = active.as_ref().map(|r| r.release.version.clone());
         let version = match target {
@@ -78,6 +79,7 @@ impl Deployer {
             .start_deployment(&actor, &record, previous.as_ref(), plan.label)
             .await?;
         tx.commit().await?;
+        slot.started(deployment);
         let steps = vec![format!(
             "rolling back {key} from {} to {version}",
             current.as_deref().unwrap_or("nothing")

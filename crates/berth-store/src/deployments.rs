@@ -37,8 +37,14 @@ pub struct Deployment {
     #[serde(with = "crate::time::serde_ms_opt")]
     pub finished: Option<SystemTime>,
     pub detail: Option<String>,
+    /// Who approved it, when it waited for approval (`requires_approval`).
+    #[serde(default)]
+    pub approved_by: Option<String>,
     pub steps: Vec<DeployStep>,
 }
+
+/// The state of a deployment waiting for `berth approve` before anything starts.
+pub const AWAITING_APPROVAL: &str = "awaiting_approval";
 
 /// One step or decision of a deployment, with the numbers behind it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +70,7 @@ type DeploymentRow = (
     i64,
     Option<i64>,
     Option<String>,
+    Option<String>,
 );
 
 /// The deployment query with `$tail` appended, as one literal.
@@ -71,7 +78,7 @@ macro_rules! select_deployments {
     ($($tail:expr),+) => {
         concat!(
             "SELECT d.id, e.name, a.name, r.version, p.version, d.strategy, \
-     d.state, d.requested_by, d.started_ms, d.finished_ms, d.detail \
+     d.state, d.requested_by, d.started_ms, d.finished_ms, d.detail, d.approved_by \
      FROM deployments d JOIN apps a ON a.id = d.app_id \
      JOIN environments e ON e.id = a.environment_id \
      JOIN releases r ON r.id = d.release_id \
@@ -138,13 +145,15 @@ fn deployment_from_row(r: DeploymentRow, steps: Vec<DeployStep>) -> Deployment {
         started: from_ms(r.8),
         finished: r.9.map(from_ms),
         detail: r.10,
+        approved_by: r.11,
         steps,
     }
 }
 
 impl Tx {
     /// Starts a deployment of `release`, recording what was active before (the rollback
-    /// target). Audited as `deploy.start`.
+    /// target). Refused with [`StoreError::Locked`] while the app is locked in its
+    /// environment. Audited as `deploy.start`.
     pub async fn start_deployment(
         &mut self,
         actor: &Actor,
@@ -152,17 +161,47 @@ impl Tx {
         previous: Option<&ReleaseRecord>,
         strategy: &str,
     ) -> Result<i64, StoreError> {
+        self.insert_deployment(actor, release, previous, strategy, "running")
+            .await
+    }
+
+    /// [`Tx::start_deployment`] for a deployment that waits for [`Tx::approve_deployment`]
+    /// before anything starts (state [`AWAITING_APPROVAL`]).
+    pub async fn start_deployment_awaiting_approval(
+        &mut self,
+        actor: &Actor,
+        release: &ReleaseRecord,
+        previous: Option<&ReleaseRecord>,
+        strategy: &str,
+    ) -> Result<i64, StoreError> {
+        self.insert_deployment(actor, release, previous, strategy, AWAITING_APPROVAL)
+            .await
+    }
+
+    async fn insert_deployment(
+        &mut self,
+        actor: &Actor,
+        release: &ReleaseRecord,
+        previous: Option<&ReleaseRecord>,
+        strategy: &str,
+        state: &str,
+    ) -> Result<i64, StoreError> {
+        // Checked in the same transaction as the insert: a lock taken a moment ago wins.
+        if let Some(held) = self.deploy_lock(&release.environment, &release.app).await? {
+            return Err(StoreError::Locked(Box::new(held)));
+        }
         let now = now_ms();
         let id: i64 = with_tx!(&mut self.conn, c => {
             sqlx::query_scalar(
                 "INSERT INTO deployments (app_id, release_id, previous_release_id, strategy, \
                  state, requested_by, started_ms, updated_ms) \
-                 VALUES ($1, $2, $3, $4, 'running', $5, $6, $6) RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id",
             )
             .bind(release.app_id)
             .bind(release.id)
             .bind(previous.map(|p| p.id))
             .bind(strategy)
+            .bind(state)
             .bind(&actor.name)
             .bind(now)
             .fetch_one(&mut *c)
@@ -177,10 +216,57 @@ impl Tx {
                 "release": release.version,
                 "previous": previous.map(|p| &p.version),
                 "strategy": strategy,
+                "state": state,
             }),
         ))
         .await?;
         Ok(id)
+    }
+
+    /// Lets a deployment waiting for approval go on (state `running`), recording who
+    /// approved it. [`StoreError::Invalid`] when it is not waiting (it was cancelled, or
+    /// approved already). Audited as `deploy.approve`.
+    pub async fn approve_deployment(&mut self, actor: &Actor, id: i64) -> Result<(), StoreError> {
+        let row: Option<(String, String, String, String)> = with_tx!(&mut self.conn, c => {
+            sqlx::query_as(
+                "SELECT e.name, a.name, d.state, d.requested_by FROM deployments d \
+                 JOIN apps a ON a.id = d.app_id \
+                 JOIN environments e ON e.id = a.environment_id WHERE d.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *c)
+            .await
+        })?;
+        let Some((environment, app, state, requested_by)) = row else {
+            return Err(StoreError::not_found("deployment", id.to_string()));
+        };
+        if state != AWAITING_APPROVAL {
+            return Err(StoreError::invalid(
+                "deployment",
+                format!("deployment {id} is {state}, not waiting for approval"),
+            ));
+        }
+        let now = now_ms();
+        with_tx!(&mut self.conn, c => {
+            sqlx::query(
+                "UPDATE deployments SET state = 'running', approved_by = $1, updated_ms = $2 \
+                 WHERE id = $3",
+            )
+            .bind(&actor.name)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *c)
+            .await
+            .map(|_| ())
+        })?;
+        self.audit(NewAuditEntry::new(
+            actor,
+            "deploy.approve",
+            app_target(&environment, &app),
+            json!({ "deployment": id, "requested_by": requested_by }),
+        ))
+        .await
+        .map(|_| ())
     }
 
     /// Ends a deployment in `state` (`succeeded`, `failed`, …). Audited as `deploy.finish`,
@@ -318,9 +404,24 @@ impl Store {
 
     /// Marks deployments that were in flight when berth stopped as `interrupted` (the
     /// release that was active before them is still the active one, since activation is the
-    /// last step of a deploy). Returns how many.
+    /// last step of a deploy), and those that waited for approval as `cancelled` (nothing of
+    /// them had started; the approval is for a deploy that is no longer waiting). Returns how
+    /// many.
     pub async fn interrupt_unfinished_deployments(&self) -> Result<u64, StoreError> {
         let now = now_ms();
+        let cancelled = with_pool!(&self.pool, p => {
+            sqlx::query(
+                "UPDATE deployments SET state = 'cancelled', \
+                 detail = 'berth restarted while the deployment waited for approval; nothing \
+                 was started: deploy again', updated_ms = $1, finished_ms = $1 \
+                 WHERE finished_ms IS NULL AND state = $2",
+            )
+            .bind(now)
+            .bind(AWAITING_APPROVAL)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
         let n = with_pool!(&self.pool, p => {
             sqlx::query(
                 "UPDATE deployments SET state = 'interrupted', \
@@ -332,7 +433,7 @@ impl Store {
             .await
             .map(|r| r.rows_affected())
         })?;
-        Ok(n)
+        Ok(cancelled + n)
     }
 
     /// Records a started instance; returns its row id.

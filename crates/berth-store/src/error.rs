@@ -29,6 +29,25 @@ pub enum StoreError {
     #[error("{name:?} is the last admin on all environments; add another first")]
     LastAdmin { name: String },
 
+    /// The app is locked in that environment: nothing starts a deployment of it there.
+    #[error(
+        "deploys of {} in {} are locked by {}; nothing was started. Wait for them to unlock it, \
+         or unlock it: {} (add --force for someone else's lock; it is audited)",
+        .0.app, .0.environment, .0.held_by(), .0.unlock_command()
+    )]
+    Locked(Box<crate::locks::DeployLock>),
+
+    /// Unlocking someone else's lock without `force`.
+    #[error(
+        "the deploy lock on {} in {} belongs to {}; ask them, or take it off anyway: {} --force \
+         (recorded in the audit log)",
+        .0.app, .0.environment, .0.held_by(), .0.unlock_command()
+    )]
+    NotLockOwner(Box<crate::locks::DeployLock>),
+
+    #[error("{target} is not locked")]
+    NotLocked { target: String },
+
     /// A value read back from the database does not parse (a hand-edited or corrupted row).
     #[error("unexpected value in the database ({what}): {reason}")]
     Corrupt { what: &'static str, reason: String },

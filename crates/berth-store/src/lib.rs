@@ -13,6 +13,7 @@ mod audit;
 mod db;
 mod deployments;
 mod error;
+mod locks;
 mod names;
 mod releases;
 mod roles;
@@ -32,15 +33,16 @@ pub use audit::{
     AuditEntry, AuditFilter, BadEntry, DEFAULT_RETENTION, Defect, GENESIS_HASH, NewAuditEntry,
     OUTCOME_OK, VerifyReport,
 };
-pub use deployments::{DeployStep, Deployment, NewInstance};
+pub use deployments::{AWAITING_APPROVAL, DeployStep, Deployment, NewInstance};
 pub use error::StoreError;
+pub use locks::{DeployLock, MAX_LOCK_REASON};
 pub use releases::{NewRelease, ReleaseRecord};
 pub use roles::{ALL_ENVIRONMENTS, Grant, GrantParseError, Role, UnknownRole};
 pub use secrets::{MAX_SECRET_NAME, SealedValue, SecretInfo, SecretRow, check_secret_name};
 pub use time::{serde_ms, serde_ms_opt};
 pub use tokens::TokenInfo;
 pub use tx::Tx;
-pub use users::User;
+pub use users::{BOOTSTRAP_ADMIN, User};
 
 /// The minimum length of the retention checkpoint key.
 pub use audit::MIN_CHECKPOINT_KEY_LEN;

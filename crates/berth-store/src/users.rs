@@ -166,13 +166,19 @@ impl Store {
             return Ok(None);
         }
         let system = Actor::system();
-        tx.add_user(&system, "admin", &[Grant::everywhere(Role::Admin)])
+        tx.add_user(&system, BOOTSTRAP_ADMIN, &[Grant::everywhere(Role::Admin)])
             .await?;
-        let (_, secret) = tx.create_token(&system, "admin", "bootstrap").await?;
+        let (_, secret) = tx
+            .create_token(&system, BOOTSTRAP_ADMIN, "bootstrap")
+            .await?;
         tx.commit().await?;
         Ok(Some(secret))
     }
 }
+
+/// The user berth creates at its first start. Until other users exist this is the only
+/// person there is, so its deploys may be approved by itself (see `requires_approval`).
+pub const BOOTSTRAP_ADMIN: &str = "admin";
 
 impl Tx {
     /// The id of the current (not removed) user `name`.

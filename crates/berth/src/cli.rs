@@ -104,9 +104,13 @@ judged every analysis interval; a breach rolls it back at once. With \"blue-gree
 beside the old release, reachable only with the header `x-berth-release: RELEASE`, until
 `berth promote`. Every decision and its numbers: berth deploys APP (docs/deploy.md).
 
+With [deploy] requires_approval = true the deploy waits, with nothing started, until
+`berth approve APP` (another user once users exist) or `berth abort APP`.
+
 Exit status: 0 deployed, 2 invalid app or upload, 3 not allowed, 4 another deploy of the app
-is in progress or a host is taken, 1 build failed, instances never became healthy, the
-pre-deploy hook failed, or the release was rolled back.")]
+is in progress, the app is locked (berth lock) or a host is taken, 1 build failed, instances
+never became healthy, the pre-deploy hook failed, the release was rolled back, or the deploy
+was cancelled while it waited for approval.")]
     Deploy(crate::commands::apps::DeployArgs),
     /// Serve a retained release again: the previous one, or the one named
     #[command(after_help = "Examples:
@@ -122,7 +126,7 @@ pre-deploy hook.")]
         after_help = "Examples:\n  berth promote shop\n\nA step with pause = \"manual\" and a blue-green deploy wait for this."
     )]
     Promote(crate::commands::apps::AppArgs),
-    /// Roll back the canary or blue-green deploy in progress now
+    /// Roll back the canary or blue-green deploy in progress now, or cancel one waiting for approval
     #[command(after_help = "Examples:\n  berth abort shop --env staging")]
     Abort(crate::commands::apps::AppArgs),
     /// Hold the canary deploy in progress at its current step (analysis keeps watching)
@@ -131,6 +135,28 @@ pre-deploy hook.")]
     /// Let a paused canary deploy continue
     #[command(after_help = "Examples:\n  berth resume shop")]
     Resume(crate::commands::apps::AppArgs),
+    /// Lock an app's deploys in an environment (deploy, rollback, promote-release, restart)
+    #[command(after_help = "Examples:
+  berth lock shop --reason \"migrating the orders table\"
+  berth lock shop --env staging --show
+
+While locked, a deploy, rollback, promote-release or restart of the app in that
+environment is refused with the lock's owner, reason and time. The lock is kept in the
+store (it survives restarts) and audited. Needs deployer on the environment.")]
+    Lock(crate::commands::locks::LockArgs),
+    /// Remove an app's deploy lock (someone else's only with --force, which is audited)
+    #[command(after_help = "Examples:
+  berth unlock shop
+  berth unlock shop --env staging --force")]
+    Unlock(crate::commands::locks::UnlockArgs),
+    /// Let a deploy waiting for approval ([deploy] requires_approval) start
+    #[command(after_help = "Examples:
+  berth approve shop
+  berth approve shop --env production 42
+
+Once users exist, the approver must be another user than the one who deployed.
+berth abort cancels a deploy that waits for approval instead.")]
+    Approve(crate::commands::locks::ApproveArgs),
     /// Show an app's instances: release, state, pid, port, restarts, uptime
     #[command(after_help = "Examples:
   berth ps shop

@@ -250,11 +250,12 @@ fn answer(status: StatusCode, bytes: &[u8]) -> anyhow::Result<serde_json::Value>
         StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => exit::DENIED,
         StatusCode::NOT_FOUND | StatusCode::CONFLICT => exit::NOT_FOUND_OR_CONFLICT,
         // The request was fine; what it started failed (a build, instances never healthy,
-        // a pre-deploy hook, or analysis or a smoke check rolled it back).
+        // a pre-deploy hook, or analysis or a smoke check rolled it back, or it was cancelled
+        // while it waited for approval).
         StatusCode::UNPROCESSABLE_ENTITY
             if matches!(
                 value["code"].as_str(),
-                Some("build_failed" | "unhealthy" | "hook_failed" | "rolled_back")
+                Some("build_failed" | "unhealthy" | "hook_failed" | "rolled_back" | "cancelled")
             ) =>
         {
             exit::FAILED

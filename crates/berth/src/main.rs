@@ -15,7 +15,7 @@ use clap::{CommandFactory, Parser};
 
 use cli::{AuditCommand, Cli, Command, TokensCommand, UsersCommand};
 use client::{Client, block_on};
-use commands::{access, apps, audit, config, login, rollouts, secrets};
+use commands::{access, apps, audit, config, locks, login, rollouts, secrets};
 
 // The proxy allocates a little per request; glibc malloc spent about a fifth of the request
 // path's instructions in a profile (bench/RESULTS.md), mimalloc much less.
@@ -61,6 +61,9 @@ fn main() -> ExitCode {
             }
         }),
         Command::Deploy(args) => block_on(async { apps::deploy(&api(), &args, json).await }),
+        Command::Lock(args) => block_on(async { locks::lock(&api(), &args, json).await }),
+        Command::Unlock(args) => block_on(async { locks::unlock(&api(), &args, json).await }),
+        Command::Approve(args) => block_on(async { locks::approve(&api(), &args, json).await }),
         Command::Ps(args) => block_on(async { apps::ps(&api(), &args, json).await }),
         Command::Rollback(args) => {
             block_on(async { rollouts::rollback(&api(), &args, json).await })

@@ -296,6 +296,16 @@ impl From<DeployError> for ApiError {
                 code: "rolled_back",
                 message: m,
             },
+            DeployError::Cancelled(m) => ApiError::Deploy {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "cancelled",
+                message: m,
+            },
+            DeployError::SelfApproval(m) => ApiError::Deploy {
+                status: StatusCode::FORBIDDEN,
+                code: "self_approval",
+                message: m,
+            },
             DeployError::Store(s) => s.into(),
             DeployError::Secrets(s) => s.into(),
             DeployError::Internal(m) => ApiError::Internal(m),

@@ -5,6 +5,7 @@
 mod apps;
 mod audit;
 mod deploys;
+mod locks;
 mod metrics;
 mod reload;
 mod rollouts;
@@ -94,6 +95,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
     all.extend(apps::endpoints());
     all.extend(deploys::endpoints());
     all.extend(rollouts::endpoints());
+    all.extend(locks::endpoints());
     all.extend(secrets::endpoints());
     all
 }

@@ -139,6 +139,14 @@ fn entries(spec: &AppSpec, w: &Written) -> Vec<ConfigEntry> {
         spec.rollout.strategy.as_str().to_owned(),
         w.source(&["deploy", "strategy"], Some(&["deploy", "strategy"])),
     );
+    add(
+        "deploy.requires_approval".into(),
+        spec.rollout.requires_approval.to_string(),
+        w.source(
+            &["deploy", "requires_approval"],
+            Some(&["deploy", "requires_approval"]),
+        ),
+    );
     for (name, value) in &spec.env {
         add(
             format!("env.{name}"),

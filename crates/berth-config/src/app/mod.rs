@@ -119,6 +119,9 @@ pub struct EnvironmentSpec {
     /// `[environments.<name>.deploy] strategy`: e.g. canary in production only.
     #[serde(default)]
     pub strategy: Option<Strategy>,
+    /// `[environments.<name>.deploy] requires_approval`: e.g. approval in production only.
+    #[serde(default)]
+    pub requires_approval: Option<bool>,
     /// Overrides of processes the base spec defines.
     pub processes: BTreeMap<String, ProcessOverride>,
 }
@@ -153,6 +156,9 @@ impl AppSpec {
         }
         if let Some(strategy) = o.strategy {
             out.rollout.strategy = strategy;
+        }
+        if let Some(required) = o.requires_approval {
+            out.rollout.requires_approval = required;
         }
         for (name, po) in &o.processes {
             let Some(p) = out.processes.get_mut(name) else {

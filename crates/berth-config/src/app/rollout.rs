@@ -163,6 +163,9 @@ pub struct NotifySpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutSpec {
     pub strategy: Strategy,
+    /// A deploy waits for `berth approve` before anything starts.
+    #[serde(default)]
+    pub requires_approval: bool,
     /// Canary steps; 100 % follows the last.
     pub steps: Vec<CanaryStep>,
     /// Blue-green: promote on its own once analysis has passed for this long; `None` waits
@@ -198,6 +201,7 @@ impl Default for RolloutSpec {
     fn default() -> Self {
         RolloutSpec {
             strategy: Strategy::default(),
+            requires_approval: false,
             steps: DEFAULT_CANARY_STEPS
                 .iter()
                 .map(|&(weight, pause)| CanaryStep {
@@ -232,6 +236,9 @@ pub(super) fn check_rollout(r: &mut Reader<'_>, t: &Table<'_, '_>) -> RolloutSpe
                 .hint("choose rolling (the default), blue-green or canary");
             }
         }
+    }
+    if let Some(b) = r.bool(t, "requires_approval") {
+        spec.requires_approval = *b.get_ref();
     }
     if let Some(value) = t.get("steps") {
         spec.steps = check_steps(r, value, t.at("steps"));

@@ -32,12 +32,14 @@ const BUILD_KEYS: &[&str] = &["command", "timeout"];
 const RELEASE_KEYS: &[&str] = &["keep"];
 /// What `[environments.<name>.deploy]` may change: the rest of `[deploy]` (steps, analysis,
 /// hooks, checks) is the app's, the same in every environment.
-const ENVIRONMENT_DEPLOY_KEYS: &[&str] = &["timeout", "drain_timeout", "strategy"];
+const ENVIRONMENT_DEPLOY_KEYS: &[&str] =
+    &["timeout", "drain_timeout", "strategy", "requires_approval"];
 /// `[deploy]`: the timeouts here, the rollout keys in [`super::rollout`].
 const DEPLOY_KEYS: &[&str] = &[
     "timeout",
     "drain_timeout",
     "strategy",
+    "requires_approval",
     "steps",
     "promote_after",
     "preview_hosts",
@@ -247,6 +249,9 @@ fn check_environments(
                         .hint("choose rolling, blue-green or canary");
                     }
                 }
+            }
+            if let Some(b) = r.bool(&deploy, "requires_approval") {
+                spec.requires_approval = Some(*b.get_ref());
             }
             if deploy.get("timeout").is_some() {
                 spec.deploy_timeout = Some(r.duration(&deploy, "timeout", DEFAULT_DEPLOY_TIMEOUT));

@@ -250,6 +250,20 @@ pub async fn ps(c: &Client, a: &AppArgs, json: bool) -> anyhow::Result<()> {
             a.env,
             field(v, "release")
         );
+        if let Some(id) = v["awaiting_approval"].as_i64() {
+            println!(
+                "deployment {id} is waiting for approval: berth approve {} --env {} {id}",
+                a.app, a.env
+            );
+        }
+        if v["lock"].is_object() {
+            println!(
+                "deploys are {} (berth unlock {} --env {})",
+                super::locks::describe(&v["lock"]),
+                a.app,
+                a.env
+            );
+        }
         print_instances(list(v, "instances"));
     });
     Ok(())
@@ -292,6 +306,9 @@ pub async fn deploys(c: &Client, a: &AppArgs, json: bool) -> anyhow::Result<()> 
                 field(d, "requested_by"),
                 field(d, "detail"),
             );
+            if d["approved_by"].is_string() {
+                println!("    approved by {}", field(d, "approved_by"));
+            }
             for s in list(d, "steps") {
                 println!(
                     "    {:<16} {:<8} {}",

@@ -4,6 +4,7 @@ pub mod access;
 pub mod apps;
 pub mod audit;
 pub mod config;
+pub mod locks;
 pub mod login;
 pub mod progress;
 pub mod rollouts;

@@ -10,6 +10,7 @@ mod bad_input;
 mod deploy;
 mod edge_policies;
 mod environments;
+mod locks;
 mod python;
 mod quickstart;
 mod restart;
