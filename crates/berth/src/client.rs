@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,37 @@ pub mod exit {
 }
 
 pub const DEFAULT_REMOTE: &str = "http://127.0.0.1:9180";
+
+/// A request body: JSON in memory, or a release archive read from its file as it is sent.
+pub type Payload = BoxBody<Bytes, std::io::Error>;
+
+fn in_memory(bytes: Bytes) -> Payload {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// Chunk size when an archive is streamed from its file.
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// `file` from its current position to its end, read a chunk at a time, so an upload of any
+/// size needs no more memory than one chunk.
+pub fn file_payload(file: std::fs::File) -> Payload {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::from_std(file);
+    let chunks = futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; UPLOAD_CHUNK];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(hyper::body::Frame::data(Bytes::from(buf))), Some(file)))
+            }
+            // The error ends the body; hyper aborts the request with it.
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    StreamBody::new(chunks).boxed()
+}
 
 /// An error that already knows its exit status and what to tell the user.
 #[derive(Debug)]
@@ -122,7 +154,7 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<serde_json::Value> {
-        let payload = Bytes::from(body.map(|b| b.to_string()).unwrap_or_default());
+        let payload = in_memory(Bytes::from(body.map(|b| b.to_string()).unwrap_or_default()));
         let resp = self
             .send(method, path, "application/json", &[], payload)
             .await?;
@@ -131,13 +163,14 @@ impl Client {
         answer(status, &bytes)
     }
 
-    /// A call whose body is not JSON (a release archive), with extra headers.
+    /// A call whose body is not JSON (a release archive, see [`file_payload`]), with extra
+    /// headers (give its `content-length`: a streamed body has no size of its own).
     pub async fn upload(
         &self,
         path: &str,
         content_type: &str,
         headers: &[(&str, String)],
-        body: Bytes,
+        body: Payload,
     ) -> anyhow::Result<serde_json::Value> {
         let resp = self
             .send(Method::POST, path, content_type, headers, body)
@@ -151,7 +184,13 @@ impl Client {
     /// followed for as long as the caller keeps reading).
     pub async fn stream(&self, path: &str, mut each: impl FnMut(&[u8])) -> anyhow::Result<()> {
         let resp = self
-            .send(Method::GET, path, "application/json", &[], Bytes::new())
+            .send(
+                Method::GET,
+                path,
+                "application/json",
+                &[],
+                in_memory(Bytes::new()),
+            )
             .await?;
         let status = resp.status();
         let mut body = resp.into_body();
@@ -173,7 +212,7 @@ impl Client {
         path: &str,
         content_type: &str,
         headers: &[(&str, String)],
-        payload: Bytes,
+        payload: Payload,
     ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
         let mut req = Request::builder()
             .method(method)
@@ -186,7 +225,7 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let req = req.body(Full::new(payload))?;
+        let req = req.body(payload)?;
         let unreachable = || {
             fail(
                 exit::FAILED,
@@ -268,7 +307,7 @@ fn answer(status: StatusCode, bytes: &[u8]) -> anyhow::Result<serde_json::Value>
 
 async fn exchange<S>(
     stream: S,
-    req: Request<Full<Bytes>>,
+    req: Request<Payload>,
 ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

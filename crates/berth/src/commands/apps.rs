@@ -1,10 +1,9 @@
 //! `berth deploy`, `berth ps`, `berth logs`, `berth releases`, `berth deploys`.
 
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
 use berth_config::app::APP_SPEC_FILE;
-use bytes::Bytes;
 use hyper::Method;
 
 use super::{encode, field, list, print, progress, query_string, time_text};
@@ -71,8 +70,25 @@ fn local_spec_name(text: &str, shown_as: &Path) -> anyhow::Result<String> {
     }
 }
 
-/// Packs (or reads) the release, returning the app name, the archive bytes and the commit.
-fn prepare(path: &Path) -> anyhow::Result<(String, Vec<u8>, Option<String>)> {
+/// A release archive ready to upload: open at its start, read as it is sent.
+struct Archive {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl Archive {
+    fn open(file: std::fs::File, path: &Path) -> anyhow::Result<Archive> {
+        let len = file
+            .metadata()
+            .map_err(|e| fail(exit::FAILED, format!("{}: {e}", path.display())))?
+            .len();
+        Ok(Archive { file, len })
+    }
+}
+
+/// Packs (into an unnamed temporary file) or opens the release, returning the app name, the
+/// archive and the commit. Nothing is held in memory but the spec.
+fn prepare(path: &Path) -> anyhow::Result<(String, Archive, Option<String>)> {
     let meta = std::fs::metadata(path)
         .map_err(|e| fail(exit::BAD_INPUT, format!("{}: {e}", path.display())))?;
     if meta.is_dir() {
@@ -87,15 +103,23 @@ fn prepare(path: &Path) -> anyhow::Result<(String, Vec<u8>, Option<String>)> {
             )
         })?;
         let name = local_spec_name(&text, &spec_path)?;
-        let mut archive = Vec::new();
-        berth_release::pack_dir(path, &mut archive).map_err(|e| {
+        // Unnamed: the kernel removes it however the CLI ends.
+        let mut file = tempfile::tempfile()
+            .map_err(|e| fail(exit::FAILED, format!("cannot create a temporary file: {e}")))?;
+        let mut out = std::io::BufWriter::new(&mut file);
+        berth_release::pack_dir(path, &mut out).map_err(|e| {
             fail(
                 exit::BAD_INPUT,
                 format!("cannot pack {}: {e}", path.display()),
             )
         })?;
+        out.flush()
+            .map_err(|e| fail(exit::FAILED, format!("temporary archive: {e}")))?;
+        drop(out);
+        file.seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| fail(exit::FAILED, format!("temporary archive: {e}")))?;
         let commit = berth_release::git::head_commit(path);
-        return Ok((name, archive, commit));
+        return Ok((name, Archive::open(file, path)?, commit));
     }
     if !path.to_string_lossy().ends_with(".tar.gz") && !path.to_string_lossy().ends_with(".tgz") {
         return Err(fail(
@@ -131,9 +155,9 @@ fn prepare(path: &Path) -> anyhow::Result<(String, Vec<u8>, Option<String>)> {
     })?;
     let shown = PathBuf::from(format!("{}:{APP_SPEC_FILE}", path.display()));
     let name = local_spec_name(&text, &shown)?;
-    let archive =
-        std::fs::read(path).map_err(|e| fail(exit::FAILED, format!("{}: {e}", path.display())))?;
-    Ok((name, archive, None))
+    let file = std::fs::File::open(path)
+        .map_err(|e| fail(exit::FAILED, format!("{}: {e}", path.display())))?;
+    Ok((name, Archive::open(file, path)?, None))
 }
 
 pub async fn deploy(c: &Client, args: &DeployArgs, json: bool) -> anyhow::Result<()> {
@@ -143,14 +167,17 @@ pub async fn deploy(c: &Client, args: &DeployArgs, json: bool) -> anyhow::Result
             "deploying {app} to {} from {} ({} KiB)…",
             args.env,
             args.path.display(),
-            archive.len().div_ceil(1024)
+            archive.len.div_ceil(1024)
         );
     }
     let source = std::fs::canonicalize(&args.path)
         .unwrap_or_else(|_| args.path.clone())
         .to_string_lossy()
         .into_owned();
-    let mut headers = vec![("x-berth-source", source)];
+    let mut headers = vec![
+        ("x-berth-source", source),
+        ("content-length", archive.len.to_string()),
+    ];
     if let Some(c) = commit {
         headers.push(("x-berth-git-commit", c));
     }
@@ -164,7 +191,8 @@ pub async fn deploy(c: &Client, args: &DeployArgs, json: bool) -> anyhow::Result
     }
     let deploys_path = app_path(&target, "deploys");
     let mut printed = progress::newest(c, &deploys_path).await;
-    let upload = c.upload(&path, "application/gzip", &headers, Bytes::from(archive));
+    let body = crate::client::file_payload(archive.file);
+    let upload = c.upload(&path, "application/gzip", &headers, body);
     let report = if json {
         upload.await
     } else {
