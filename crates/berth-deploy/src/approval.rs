@@ -1,9 +1,9 @@
 //! `requires_approval`: a deploy is recorded (release and deployment) and then waits, holding
 //! the app's deploy lock, until `berth approve` lets it start or `berth abort` cancels it.
-//! Nothing of the new release runs while it waits. Once there are users besides the one
-//! berth created at its first start, the approver must be someone other than the deployer.
+//! Nothing of the new release runs while it waits. Once someone else may deploy to the
+//! environment, the approver must be someone other than the deployer.
 
-use berth_store::{Actor, BOOTSTRAP_ADMIN, StoreError};
+use berth_store::{Actor, Role, StoreError};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -24,9 +24,10 @@ enum Answer {
 }
 
 /// Why `approver` may not approve a deploy `requested_by` started, or `None` when they may.
-/// The first admin may approve its own deploys: until other users exist nobody else could.
-pub fn self_approval(requested_by: &str, approver: &str) -> Option<String> {
-    (requested_by == approver && requested_by != BOOTSTRAP_ADMIN).then(|| {
+/// Deployers approve their own deploys only while nobody else could (`others` is whether
+/// another user may deploy to the environment): a lone admin is not locked out.
+pub fn self_approval(requested_by: &str, approver: &str, others: bool) -> Option<String> {
+    (requested_by == approver && others).then(|| {
         format!(
             "{approver} started this deploy and cannot approve it too: another user with the \
              deployer role on the environment must run berth approve"
@@ -56,10 +57,10 @@ impl Deployer {
             requested_by: actor.name.clone(),
             answer: tx,
         });
-        let who = if actor.name == BOOTSTRAP_ADMIN {
-            "a deployer".to_owned()
-        } else {
+        let who = if self.others_deploy(key, &actor.name).await? {
             format!("a deployer other than {}", actor.name)
+        } else {
+            "a deployer".to_owned()
         };
         let waiting = format!(
             "waiting for approval ([deploy] requires_approval): {who} runs `{}`; `berth abort \
@@ -149,7 +150,8 @@ impl Deployer {
                 approve_command(key, id)
             )));
         }
-        if let Some(why) = self_approval(&requested_by, &approver.name) {
+        let others = self.others_deploy(key, &approver.name).await?;
+        if let Some(why) = self_approval(&requested_by, &approver.name, others) {
             return Err(DeployError::SelfApproval(why));
         }
         // A lock taken while the deploy waited still holds it back.
@@ -167,6 +169,14 @@ impl Deployer {
         Ok(id)
     }
 
+    /// Whether a user other than `name` may deploy to the app's environment.
+    async fn others_deploy(&self, key: &AppKey, name: &str) -> Result<bool, DeployError> {
+        let users = self.store.list_users().await?;
+        Ok(users
+            .iter()
+            .any(|u| u.name != name && u.can(Role::Deployer, &key.env)))
+    }
+
     /// `berth abort` of a deploy waiting for approval: `Some(id)` when there was one.
     pub(crate) fn cancel_approval(&self, slot: &Slot, by: &str) -> Option<i64> {
         let pending = lock(&slot.approval).take()?;
@@ -181,12 +191,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_user_may_not_approve_their_own_deploy_but_the_first_admin_may() {
-        assert!(self_approval("alice", "bob").is_none());
-        assert!(self_approval("alice", BOOTSTRAP_ADMIN).is_none());
-        assert!(self_approval(BOOTSTRAP_ADMIN, "alice").is_none());
-        assert!(self_approval(BOOTSTRAP_ADMIN, BOOTSTRAP_ADMIN).is_none());
-        let why = self_approval("alice", "alice").expect("refused");
+    fn a_deployer_approves_their_own_deploy_only_while_nobody_else_could() {
+        assert!(self_approval("alice", "bob", true).is_none());
+        assert!(self_approval("admin", "admin", false).is_none());
+        let why = self_approval("admin", "admin", true).expect("refused");
         assert!(why.contains("another user"), "{why}");
+        assert!(self_approval("alice", "alice", true).is_some());
     }
 }

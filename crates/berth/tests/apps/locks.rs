@@ -295,10 +295,24 @@ async fn a_deploy_waiting_for_approval_ends_cancelled_on_abort_and_on_a_restart(
     })
     .await;
     assert!(back, "v1 serves again after the restart");
-    // The first admin may approve its own deploy (nobody else exists).
+    // The first admin may approve its own deploy while nobody else may deploy here...
     let deploying = deploy_in_background(&b, &b.token(), v2.path());
     awaiting(&b).await;
     b.cli(&["approve", "shop"]).ok();
     deploying.await.unwrap().ok();
     assert_eq!(b.get("shop.test", "/version").await, (200, "v2".to_owned()));
+
+    // ... and not once someone else may.
+    let carol = user(&b, "carol", &["deployer@production"]);
+    let v3 = shop("v3", "requires_approval = true");
+    let deploying = deploy_in_background(&b, &b.token(), v3.path());
+    awaiting(&b).await;
+    refused(
+        &b.cli(&["approve", "shop"]),
+        3,
+        &["admin started this deploy and cannot approve it"],
+    );
+    b.cli_as(&carol, &["approve", "shop"]).ok();
+    deploying.await.unwrap().ok();
+    assert_eq!(b.get("shop.test", "/version").await, (200, "v3".to_owned()));
 }
