@@ -620,7 +620,7 @@ async fn a_canary_interrupted_by_kill_9_converges_to_the_stable_release() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_with_promote_after_promotes_itself_once_analysis_passes() {
     let keep = tempfile::tempdir().unwrap();
-    let (b, _) = start_with_v1(&keep).await;
+    let (mut b, v1) = start_with_v1(&keep).await;
     // Nobody previews it: the probes are the only traffic the analysis judges.
     let green = app(
         "v2",
@@ -638,6 +638,21 @@ async fn blue_green_with_promote_after_promotes_itself_once_analysis_passes() {
         "{steps:?}"
     );
     assert!(!steps.iter().any(|(s, _, _)| s == "command"), "{steps:?}");
+
+    // v1 is kept warm, and does not outlive berth (stopped with the rest at shutdown; the
+    // parent-death signal would also end it).
+    let warm = pids_of(&b, &v1);
+    assert!(!warm.is_empty(), "v1 was not kept warm: {}", b.ps("shop"));
+    let all: Vec<i64> = crate::support::pids(&b.ps("shop"));
+    b.process.stop(Duration::from_secs(20)).await;
+    let gone = eventually(Duration::from_secs(10), || {
+        std::future::ready(all.iter().all(|p| !crate::support::alive(*p)))
+    })
+    .await;
+    assert!(
+        gone,
+        "instances outlived berth's shutdown: {all:?} (warm: {warm:?})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
