@@ -32,7 +32,7 @@ use futures_util::future::BoxFuture;
 
 pub use metrics::{ApiMetrics, register_metrics};
 pub use openapi::openapi;
-pub use serve::{serve_tcp, serve_unix};
+pub use serve::{UnixAdmin, serve_tcp, serve_unix};
 
 /// Everything the API needs from the rest of berth.
 #[derive(Clone)]

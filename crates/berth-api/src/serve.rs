@@ -69,17 +69,44 @@ pub async fn serve_unix(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let listener = bind_private(path)?;
-    let inode = std::fs::metadata(path)?.ino();
-    let service = with_source(router).into_make_service_with_connect_info::<ClientSource>();
-    let served = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    // Remove the socket only if it is still ours: a newer process may have replaced it.
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == inode) {
-        let _ = std::fs::remove_file(path);
+    UnixAdmin::bind(path)?.serve(router, shutdown).await
+}
+
+/// The admin socket, bound (and at its path) but not served yet: `berth serve` binds it
+/// before the TCP listener answers, so a berth that says it is ready has both.
+pub struct UnixAdmin {
+    listener: UnixListener,
+    path: std::path::PathBuf,
+    inode: u64,
+}
+
+impl UnixAdmin {
+    /// See [`serve_unix`] for what happens to a file already at `path`.
+    pub fn bind(path: &Path) -> io::Result<UnixAdmin> {
+        let listener = bind_private(path)?;
+        let inode = std::fs::metadata(path)?.ino();
+        Ok(UnixAdmin {
+            listener,
+            path: path.to_owned(),
+            inode,
+        })
     }
-    served
+
+    pub async fn serve(
+        self,
+        router: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let service = with_source(router).into_make_service_with_connect_info::<ClientSource>();
+        let served = axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        // Remove the socket only if it is still ours: a newer process may have replaced it.
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        served
+    }
 }
 
 /// Binds a Unix socket at `path` that only the owner can connect to.

@@ -288,20 +288,28 @@ async fn serve(path: PathBuf, config: Config, key: KeyConfig) -> anyhow::Result<
         let mut rx = rx;
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let tcp = berth_api::serve_tcp(admin_listener, app.clone(), stopped(admin_stop.subscribe()));
+    // The socket first: once the TCP listener answers /ready, both are there.
+    if let Some(sock) = admin_socket {
+        match berth_api::UnixAdmin::bind(&sock) {
+            Ok(unix) => {
+                let (unix_app, rx) = (app.clone(), admin_stop.subscribe());
+                tokio::spawn(async move {
+                    if let Err(e) = unix.serve(unix_app, stopped(rx)).await {
+                        tracing::error!(socket = %sock.display(), error = %e, "admin socket failed");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!(socket = %sock.display(), error = %e, "admin socket failed")
+            }
+        }
+    }
+    let tcp = berth_api::serve_tcp(admin_listener, app, stopped(admin_stop.subscribe()));
     tokio::spawn(async move {
         if let Err(e) = tcp.await {
             tracing::error!(error = %e, "admin listener failed");
         }
     });
-    if let Some(sock) = admin_socket {
-        let rx = admin_stop.subscribe();
-        tokio::spawn(async move {
-            if let Err(e) = berth_api::serve_unix(&sock, app, stopped(rx)).await {
-                tracing::error!(socket = %sock.display(), error = %e, "admin socket failed");
-            }
-        });
-    }
 
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
