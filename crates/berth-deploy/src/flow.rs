@@ -19,7 +19,7 @@ use crate::progressive::Pair;
 use crate::routes::{AppRoute, edge_health};
 use crate::run::{InstanceView, ReleaseRun};
 use crate::secrets::SecretEnv;
-use crate::{AppKey, Deployer, Slot, lock};
+use crate::{AppKey, Deployer, Slot};
 
 /// How often the drain checks for requests still in flight to the old instances.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
@@ -184,6 +184,12 @@ pub(crate) async fn check_unlocked(
         Some(held) => Err(berth_store::StoreError::Locked(Box::new(held)).into()),
         None => Ok(()),
     }
+}
+
+/// `key`'s app and environment names, as paths use them (see [`check_path_name`]).
+pub(crate) fn check_key(key: &AppKey) -> Result<(), DeployError> {
+    check_path_name("app name", &key.app)?;
+    check_path_name("environment", &key.env)
 }
 
 /// Names used in paths: lower-case letters, digits and `-`/`_`, starting with a letter or
@@ -372,8 +378,7 @@ impl Deployer {
     /// Deploys the uploaded archive (see the crate docs).
     pub async fn deploy(self: &Arc<Self>, req: DeployRequest) -> Result<DeployReport, DeployError> {
         let key = req.key.clone();
-        check_path_name("app name", &key.app)?;
-        check_path_name("environment", &key.env)?;
+        check_key(&key)?;
         let slot = self.slot(&key);
         let _held = slot.hold(&key, &req.actor.name)?;
         check_unlocked(&self.store, &key).await?;
@@ -490,8 +495,7 @@ impl Deployer {
         key: &AppKey,
         actor: &Actor,
     ) -> Result<DeployReport, DeployError> {
-        check_path_name("app name", &key.app)?;
-        check_path_name("environment", &key.env)?;
+        check_key(key)?;
         let slot = self.slot(key);
         let _held = slot.hold(key, &actor.name)?;
         check_unlocked(&self.store, key).await?;
@@ -546,8 +550,7 @@ impl Deployer {
         release: Option<&str>,
         actor: &Actor,
     ) -> Result<DeployReport, DeployError> {
-        check_path_name("app name", &key.app)?;
-        check_path_name("environment", &key.env)?;
+        check_key(key)?;
         check_path_name("environment", from)?;
         if from == key.env {
             return Err(DeployError::BadInput(format!(
@@ -1041,11 +1044,7 @@ impl Deployer {
         journal: &mut Journal,
     ) {
         let slot = self.slot(key);
-        let replaced = {
-            let mut held = lock(&slot.warm.0);
-            held.replace(old.clone())
-        };
-        if let Some(previous) = replaced {
+        if let Some(previous) = slot.warm.replace(old.clone()) {
             previous.stop().await;
         }
         let version = old.release.version.clone();

@@ -126,6 +126,11 @@ impl RunCell {
         lock(&self.0).take()
     }
 
+    /// Puts `run` in, returning the one it replaces.
+    fn replace(&self, run: Arc<ReleaseRun>) -> Option<Arc<ReleaseRun>> {
+        lock(&self.0).replace(run)
+    }
+
     /// Takes the run if it is `release`'s.
     fn take_release(&self, release: &str) -> Option<Arc<ReleaseRun>> {
         let mut held = lock(&self.0);

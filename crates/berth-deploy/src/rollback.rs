@@ -10,9 +10,7 @@ use berth_config::app::Strategy;
 use berth_store::Actor;
 
 use crate::error::DeployError;
-use crate::flow::{
-    DeployReport, Launch, Plan, ROLLBACK, check_path_name, check_unlocked, stored_spec,
-};
+use crate::flow::{DeployReport, Launch, Plan, ROLLBACK, check_key, check_unlocked, stored_spec};
 use crate::{AppKey, Deployer};
 
 /// How far back the previous release is looked for in the deployment history.
@@ -26,8 +24,7 @@ impl Deployer {
         target: Option<String>,
         actor: Actor,
     ) -> Result<DeployReport, DeployError> {
-        check_path_name("app name", &key.app)?;
-        check_path_name("environment", &key.env)?;
+        check_key(&key)?;
         let slot = self.slot(&key);
         let _held = slot.hold(&key, &actor.name)?;
         check_unlocked(&self.store, &key).await?;

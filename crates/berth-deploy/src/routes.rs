@@ -89,7 +89,9 @@ pub fn edge_parts(key: &AppKey, route: &AppRoute) -> (Vec<RouteSpec>, Vec<GroupS
     };
     let mut routes = routes_on(&route.hosts, &name, route);
     let mut groups = vec![group];
-    if let (false, Some(newest)) = (route.preview_hosts.is_empty(), route.pools.first()) {
+    if !route.preview_hosts.is_empty()
+        && let Some(newest) = route.pools.first()
+    {
         let preview = format!("{name}:preview");
         routes.extend(routes_on(&route.preview_hosts, &preview, route));
         let alone = PoolSpec {

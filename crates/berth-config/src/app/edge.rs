@@ -18,6 +18,7 @@ use crate::locate;
 use crate::path::{index, key};
 use crate::validate::Checker;
 use crate::validate::policies::{PolicyKeys, check_policies, static_options};
+use crate::validate::route::is_path_prefix;
 
 /// The app's edge policies; the default has none.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -160,11 +161,7 @@ fn inherited_auth_limit(base: &RoutePolicies, prefix: &str) -> Option<RateLimitS
 
 fn check_prefix(c: &mut Checker<'_>, prefix: &Text, field: &str) -> Option<String> {
     let text = prefix.get_ref();
-    let is_path = text.starts_with('/')
-        && text.len() > 1
-        && !text.contains(['?', '#', ' '])
-        && text.parse::<http::uri::PathAndQuery>().is_ok();
-    if is_path {
+    if text != "/" && is_path_prefix(text) {
         return Some(text.clone());
     }
     let d = c.error(

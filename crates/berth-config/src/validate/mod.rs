@@ -10,7 +10,7 @@ pub(crate) mod host;
 mod maintenance;
 pub(crate) mod policies;
 mod pool;
-mod route;
+pub(crate) mod route;
 mod server;
 mod tls;
 

@@ -146,15 +146,18 @@ fn check_name(c: &mut Checker<'_>, name: &Text, field: &str, i: usize, claims: &
     }
 }
 
+/// Whether `text` can be a route's path prefix: a URL path. `?` and `#` would parse, but a
+/// prefix compared against request paths never contains them.
+pub(crate) fn is_path_prefix(text: &str) -> bool {
+    text.starts_with('/') && !text.contains(['?', '#']) && text.parse::<PathAndQuery>().is_ok()
+}
+
 fn check_path_prefix(c: &mut Checker<'_>, prefix: Option<&Text>, field: &str) -> String {
     let Some(prefix) = prefix else {
         return DEFAULT_PATH_PREFIX.to_owned();
     };
     let text = prefix.get_ref();
-    // `?` and `#` would parse, but a prefix compared against request paths never contains them.
-    let is_path =
-        text.starts_with('/') && !text.contains(['?', '#']) && text.parse::<PathAndQuery>().is_ok();
-    if !is_path {
+    if !is_path_prefix(text) {
         c.error(prefix.span(), field, format!("`{text}` is not a URL path"))
             .hint("a path prefix starts with `/` and has no query string, e.g. \"/api\"");
         return DEFAULT_PATH_PREFIX.to_owned();
