@@ -18,6 +18,8 @@
 //!   processes, and killing every process in it) where berth may create cgroups, `setrlimit`
 //!   otherwise; what cannot be enforced is reported in the status.
 //! - [`sweep_stale`]: at start-up, kills instances a `kill -9`ed berth left behind.
+//! - [`guard_until_closed`] (`guard.rs`): the guard process `berth serve` starts, which kills
+//!   them as soon as berth is gone instead.
 //! - [`allocate_port`], [`port_is_free`]: loopback ports for instances.
 //!
 //! Releases, the processes an app spec declares and routing healthy instances through the
@@ -26,6 +28,7 @@
 pub mod backoff;
 mod cgroup;
 mod error;
+mod guard;
 mod limits;
 pub mod output;
 mod port;
@@ -39,6 +42,7 @@ mod sweep;
 pub use backoff::{Decision, RestartPolicy, RestartState};
 pub use cgroup::cgroup_v2_available;
 pub use error::{Error, Result};
+pub use guard::{RUN_ENV, guard_until_closed, run_marker};
 pub use limits::ResourceLimits;
 pub use output::{Capture, LogConfig, RotatingLog, Stream, Tail, capture};
 pub use port::{allocate_port, port_is_free};

@@ -204,6 +204,13 @@ viewer on --from.")]
   berth completions zsh > \"${fpath[1]}/_berth\"
   berth completions fish > ~/.config/fish/completions/berth.fish")]
     Completions { shell: clap_complete::Shell },
+    /// Internal: the process `berth serve` starts to kill what its instances leave behind
+    /// when it dies (see docs/deploy.md)
+    #[command(name = "__guard", hide = true)]
+    Guard {
+        #[arg(long)]
+        marker: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -5,6 +5,7 @@ mod apps_edge;
 mod cli;
 mod client;
 mod commands;
+mod guard;
 mod reload;
 mod serve;
 mod state;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
     let api = || Client::new(remote);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Guard { marker } => Ok(guard::run(&marker)),
         Command::Check(args) => check(&args.config),
         Command::Reload(args) => reload::run(args, remote),
         Command::Completions { shell } => completions(shell),

@@ -32,6 +32,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.server.database_url = url;
     }
     let key = take_master_key_env(&config.server.data_dir);
+    crate::guard::start();
     let runtime = if config.server.workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -6,12 +6,10 @@ use crate::support::{
     PY_WEB, alive, app_dir, descendants, eventually, pids, spec, start, start_in,
 };
 
-#[tokio::test]
-async fn after_kill_9_no_instance_survives_and_a_new_berth_brings_the_app_back() {
-    let keep = tempfile::tempdir().unwrap();
-    let mut b = start(&keep).await;
-    // Two web instances, and a worker whose shell starts a child of its own: the kind of
-    // grandchild that the parent-death signal (sent to direct children only) misses.
+/// An app with two web instances and a worker whose shell starts a child of its own: the
+/// kind of grandchild that the parent-death signal (sent to direct children only) misses.
+/// Returns the release, the instances' pids and their descendants'.
+fn deploy_with_grandchild(b: &crate::support::Berth) -> (String, Vec<i64>, Vec<i64>) {
     let app = app_dir(&[
         (
             "berth.toml",
@@ -37,19 +35,58 @@ async fn after_kill_9_no_instance_survives_and_a_new_berth_brings_the_app_back()
     }
     assert_eq!(direct.len(), 3);
     assert!(!grandchildren.is_empty(), "the worker's sleep");
+    (release, direct, grandchildren)
+}
 
+/// The guard process `berth serve` started (`berth __guard`).
+fn guard_of(berth_pid: u32) -> i64 {
+    let guards: Vec<i64> = descendants(i64::from(berth_pid))
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .unwrap_or_default()
+                .split(|&b| b == 0)
+                .any(|arg| arg == b"__guard")
+        })
+        .collect();
+    assert_eq!(guards.len(), 1, "one guard process: {guards:?}");
+    guards[0]
+}
+
+async fn kill_9(b: &mut crate::support::Berth) {
     b.process.signal(libc::SIGKILL).unwrap();
     b.process
         .wait_exit(Duration::from_secs(10))
         .await
         .expect("berth died");
-    // The kernel kills every direct child with berth.
-    let direct_gone = eventually(Duration::from_secs(10), || async {
-        direct.iter().all(|p| !alive(*p))
+}
+
+async fn all_gone(pids: &[i64]) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        pids.iter().all(|p| !alive(*p))
     })
-    .await;
-    let left: Vec<_> = direct.iter().filter(|p| alive(**p)).collect();
-    assert!(direct_gone, "instances outlived berth: {left:?}");
+    .await
+}
+
+#[tokio::test]
+async fn after_kill_9_no_instance_survives_and_a_new_berth_brings_the_app_back() {
+    let keep = tempfile::tempdir().unwrap();
+    let mut b = start(&keep).await;
+    let (release, direct, grandchildren) = deploy_with_grandchild(&b);
+    let guard = guard_of(b.process.pid());
+
+    kill_9(&mut b).await;
+    // The kernel kills every direct child with berth; the guard, woken by its pipe's end,
+    // kills what they started, before any new berth runs.
+    assert!(
+        all_gone(&direct).await,
+        "instances outlived berth: {direct:?}"
+    );
+    assert!(
+        all_gone(&grandchildren).await,
+        "grandchildren outlived berth: {grandchildren:?}"
+    );
+    assert!(all_gone(&[guard]).await, "the guard exits after its sweep");
 
     // A new berth on the same data directory starts the active release again.
     let b2 = start_in(&b.data_dir).await;
@@ -66,17 +103,37 @@ async fn after_kill_9_no_instance_survives_and_a_new_berth_brings_the_app_back()
         new.iter().all(|p| !direct.contains(p)),
         "nothing old was adopted"
     );
-    // What escaped the parent-death signal was found by its marker and killed at start.
-    let swept = eventually(Duration::from_secs(10), || async {
-        grandchildren.iter().all(|p| !alive(*p))
-    })
-    .await;
-    assert!(
-        swept,
-        "grandchildren of the killed berth survived its successor's start"
-    );
     let deps = b2.cli(&["deploys", "shop", "--json"]).ok().json();
     assert_eq!(deps["deployments"][0]["state"], "succeeded");
+}
+
+#[tokio::test]
+async fn without_its_guard_what_a_killed_berth_left_is_swept_by_the_next_start() {
+    let keep = tempfile::tempdir().unwrap();
+    let mut b = start(&keep).await;
+    let (_, direct, grandchildren) = deploy_with_grandchild(&b);
+    // SAFETY: plain syscall on a pid this test found as berth's child.
+    unsafe { libc::kill(guard_of(b.process.pid()) as i32, libc::SIGKILL) };
+    kill_9(&mut b).await;
+    assert!(
+        all_gone(&direct).await,
+        "the parent-death signal still works"
+    );
+    assert!(
+        grandchildren.iter().all(|p| alive(*p)),
+        "with no guard, the grandchildren run on until a berth starts"
+    );
+
+    let b2 = start_in(&b.data_dir).await;
+    assert!(
+        all_gone(&grandchildren).await,
+        "grandchildren of the killed berth survived its successor's start"
+    );
+    let log = b2.process.stderr_text();
+    assert!(
+        log.contains("killed processes left by a previous berth"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
