@@ -286,8 +286,12 @@ mod tests {
         use crate::process::{CommandSpec, Instance, Signal};
         use tokio::io::{AsyncBufReadExt, BufReader};
 
-        let Ok(support) = detect(Path::new("/sys/fs/cgroup/unified")) else {
-            eprintln!("skipped: no writable cgroup v2 mount at /sys/fs/cgroup/unified");
+        let mount = ControllerlessMount::find_or_make();
+        let Some(Ok(support)) = mount.as_ref().map(|m| detect(&m.path)) else {
+            eprintln!(
+                "skipped: no writable cgroup v2 mount at /sys/fs/cgroup/unified, and \
+                 mounting one needs root"
+            );
             return;
         };
         let cgroup = Cgroup::create(&support, "unit-test").expect("create");
@@ -356,6 +360,54 @@ mod tests {
         cgroup.remove().await.expect("remove");
         assert!(!alive(escaped), "{escaped} survived cgroup.kill");
         assert!(!dir.exists());
+        drop(mount);
+    }
+
+    /// A cgroup v2 mount: the hybrid machine's own, or one this test mounts (as root) on a
+    /// temporary directory and unmounts when dropped. cgroup v2 is one hierarchy, so a
+    /// second mount shows the same cgroups; the controllers stay with their v1 mounts.
+    struct ControllerlessMount {
+        path: PathBuf,
+        ours: Option<tempfile::TempDir>,
+    }
+
+    impl ControllerlessMount {
+        fn find_or_make() -> Option<Self> {
+            let hybrid = Path::new("/sys/fs/cgroup/unified");
+            if hybrid.join("cgroup.controllers").exists() {
+                return Some(Self {
+                    path: hybrid.to_owned(),
+                    ours: None,
+                });
+            }
+            let dir = tempfile::tempdir().ok()?;
+            let target = CString::new(dir.path().as_os_str().as_bytes()).ok()?;
+            // SAFETY: valid NUL-terminated strings; mount(2) only reads them.
+            let mounted = unsafe {
+                libc::mount(
+                    c"none".as_ptr(),
+                    target.as_ptr(),
+                    c"cgroup2".as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
+            } == 0;
+            mounted.then(|| Self {
+                path: dir.path().to_owned(),
+                ours: Some(dir),
+            })
+        }
+    }
+
+    impl Drop for ControllerlessMount {
+        fn drop(&mut self) {
+            if self.ours.is_some()
+                && let Ok(target) = CString::new(self.path.as_os_str().as_bytes())
+            {
+                // SAFETY: a valid NUL-terminated path; lazy, so a busy mount cannot fail it.
+                unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
     }
 
     #[test]
