@@ -4,11 +4,14 @@
 #
 #   1. ROLLING rolling deploys back to back (default 20),
 #   2. BLUE_GREEN blue-green deploys, each previewed and promoted (default 5),
-#   3. a bad canary at 10% (every fifth request a 500) until analysis rolls it back.
+#   3. the same deploys again under h2load at half the steady rate (open loop, 64
+#      connections), p99 before against p99 during them,
+#   4. a bad canary at 10% (every fifth request a 500) until analysis rolls it back.
 #
 # It reports failed requests during 1 and 2 (target: none), their p99 against steady state
-# (target: within 1.5x), and for 3 the time from the canary taking traffic to all traffic back
+# (target: within 1.5x), the same for 3, and for 4 the time from the canary taking traffic to all traffic back
 # on the stable release, and the failed requests against the least an analysis window allows.
+# (Failed requests at half rate count 5xx answers only: h2load logs no transport errors.)
 # Ends with `deploys under load: failed requests F of N, bad canary reverted in S s`.
 #
 #   bench/deploy.sh
@@ -26,6 +29,7 @@ LISTEN_PORT=${LISTEN_PORT:-18911}
 ADMIN_PORT=${ADMIN_PORT:-18912}
 
 need wrk wrk
+need h2load nghttp2-client
 need python3 python3
 
 cargo build --release -q -p berth -p berth-demo
@@ -113,6 +117,23 @@ elif field == "p99_ms":
 PY
 }
 
+# deploy_round: ROLLING rolling deploys, then BLUE_GREEN blue-green deploys each promoted as
+# soon as the rollout accepts it, back to back; each a new release (version counts up).
+deploy_round() {
+  for _ in $(seq 1 "$ROLLING"); do
+    version=$((version + 1))
+    berth deploy "$(app "$version" rolling)" >"$WORK/deploy-$version.out"
+  done
+  for _ in $(seq 1 "$BLUE_GREEN"); do
+    version=$((version + 1))
+    berth deploy "$(app "$version" blue-green)" >"$WORK/deploy-$version.out" &
+    deploy_pid=$!
+    # Promote once the new release is up beside the old one.
+    until berth promote demo >/dev/null 2>&1; do sleep 0.2; done
+    wait "$deploy_pid"
+  done
+}
+
 berth deploy "$(app 1 rolling)" >/dev/null
 
 echo "steady state: ${STEADY}s of wrk, $CONNS connections"
@@ -124,23 +145,57 @@ echo "$ROLLING rolling deploys and $BLUE_GREEN blue-green deploys under the same
 wrk_start deploys
 started=$(date +%s.%N)
 version=1
-for _ in $(seq 1 "$ROLLING"); do
-  version=$((version + 1))
-  berth deploy "$(app "$version" rolling)" >"$WORK/deploy-$version.out"
-done
-for _ in $(seq 1 "$BLUE_GREEN"); do
-  version=$((version + 1))
-  berth deploy "$(app "$version" blue-green)" >"$WORK/deploy-$version.out" &
-  deploy_pid=$!
-  # Promote once the new release is up beside the old one.
-  until berth promote demo >/dev/null 2>&1; do sleep 0.2; done
-  wait "$deploy_pid"
-done
+deploy_round
 took=$(python3 -c "import time; print(f'{time.time() - $started:.1f}')")
 wrk_stop
 DEPLOY_N=$(wrk_field "$WORK/deploys.wrk" requests)
 DEPLOY_FAILED=$(wrk_field "$WORK/deploys.wrk" failed)
 DEPLOY_P99=$(wrk_field "$WORK/deploys.wrk" p99_ms)
+
+# The same deploys under an open-loop load at half the steady rate: wrk above saturates the
+# two CPUs, so any work a deploy does queues requests; at half load what shows is the
+# disruption itself. h2load paces each connection and logs every request's start and
+# duration, so one run is split into the windows before and during the deploys.
+HALF_RPS=$(python3 -c "print(max(1, round($STEADY_N / $STEADY / 2 / $CONNS)))")
+echo "the same deploys at half the steady rate ($HALF_RPS req/s on each of $CONNS connections)"
+h2load --h1 -t2 -c"$CONNS" --rps "$HALF_RPS" -D 1h -H "host: demo.bench" \
+  --log-file "$WORK/half.log" "http://127.0.0.1:$LISTEN_PORT/" >"$WORK/half.h2load" 2>&1 &
+H2_PID=$!
+sleep "$STEADY"
+half_started=$(date +%s%6N)
+deploy_round
+half_ended=$(date +%s%6N)
+sleep 1
+# TERM, not INT: a background job of a script starts with SIGINT ignored, and h2load keeps
+# that. Rows still in its buffer are lost; they were logged after the deploy window.
+kill -TERM "$H2_PID"
+wait "$H2_PID" || true
+read -r HALF_STEADY_N HALF_STEADY_P99 HALF_N HALF_FAILED HALF_P99 <<<"$(python3 - "$WORK/half.log" "$half_started" "$half_ended" <<'PY'
+import sys
+start, end = int(sys.argv[2]), int(sys.argv[3])
+before, during, failed = [], [], 0
+for line in open(sys.argv[1]):
+    cols = line.split("\t")
+    if len(cols) < 3:
+        continue  # a row cut short when h2load was stopped
+    try:
+        t, status, us = int(cols[0]), int(cols[1]), int(cols[2])
+    except ValueError:
+        continue
+    if t < start:
+        before.append((t, us))
+    elif t <= end:
+        during.append(us)
+        failed += status >= 500 or status == 0
+def p99(v):
+    v = sorted(v)
+    return f"{v[min(len(v) - 1, int(len(v) * 0.99))] / 1000:.2f}" if v else "nan"
+# The first second is connection set-up, not steady state.
+first = min((t for t, _ in before), default=0)
+steady = [us for t, us in before if t >= first + 1_000_000]
+print(len(steady), p99(steady), len(during), failed, p99(during))
+PY
+)"
 
 echo "a bad canary at 10% (every fifth request a 500), analysis every ${INTERVAL}s"
 wrk_start canary
@@ -172,11 +227,14 @@ PY
 printf '\n%-26s %10s %8s %10s\n' "phase" "requests" "failed" "p99_ms"
 printf '%-26s %10s %8s %10s\n' "steady" "$STEADY_N" 0 "$STEADY_P99"
 printf '%-26s %10s %8s %10s\n' "rolling+blue-green (${took}s)" "$DEPLOY_N" "$DEPLOY_FAILED" "$DEPLOY_P99"
+printf '%-26s %10s %8s %10s\n' "half rate: steady" "$HALF_STEADY_N" 0 "$HALF_STEADY_P99"
+printf '%-26s %10s %8s %10s\n' "half rate: deploys" "$HALF_N" "$HALF_FAILED" "$HALF_P99"
 printf '%-26s %10s %8s %10s\n' "bad canary" "$CANARY_N" "$CANARY_FAILED" "-"
-python3 - "$STEADY_P99" "$DEPLOY_P99" <<'PY'
+python3 - "$STEADY_P99" "$DEPLOY_P99" "$HALF_STEADY_P99" "$HALF_P99" <<'PY'
 import sys
-steady, during = map(float, sys.argv[1:3])
-print(f"p99 during deploys / steady: {during / steady:.2f} (target at most 1.5)")
+steady, during, half_steady, half_during = map(float, sys.argv[1:5])
+print(f"p99 during deploys / steady: {during / steady:.2f} at saturation, "
+      f"{half_during / half_steady:.2f} at half the steady rate (target at most 1.5)")
 PY
 echo "bad canary: reverted ${REVERT_S}s after it took traffic; $CANARY_FAILED failed requests, least one ${INTERVAL}s window allows: ~$WINDOW_MIN"
 echo "deploys under load: failed requests $DEPLOY_FAILED of $DEPLOY_N, bad canary reverted in $REVERT_S s"

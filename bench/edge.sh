@@ -9,7 +9,9 @@
 #
 # The proxy runs on CPU 0; the backend and wrk share CPU 1, the same for every proxy, so the
 # ratios compare the proxies and not the scheduler. Prints one table row per run, then the
-# medians and the line `berth/nginx req/s ratio R, p99 ratio P`.
+# medians and the line `berth/nginx req/s ratio R, p99 ratio P`. Each row also has the proxy's
+# own CPU time per request and how busy the load CPU (wrk + backend) was: when that is near
+# 100 %, the load side sets the pace and req/s no longer compares the proxies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -44,6 +46,7 @@ wait_port "$BACKEND_PORT"
 berth_config "$WORK" "$BERTH_PORT" "$ADMIN_PORT" "$BACKEND_PORT"
 taskset -c "$PROXY_CPU" "$BIN/berth" serve --config "$WORK/berth.toml" >"$WORK/berth.log" 2>&1 &
 PIDS+=($!)
+BERTH_PID=$!
 
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx.conf" <<CONF
@@ -80,6 +83,7 @@ http {
 CONF
 taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.out" 2>&1 &
 PIDS+=($!)
+NGINX_PID=$!
 
 cat >"$WORK/haproxy.cfg" <<CONF
 global
@@ -107,6 +111,7 @@ backend be
 CONF
 taskset -c "$PROXY_CPU" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.out" 2>&1 &
 PIDS+=($!)
+HAPROXY_PID=$!
 
 for p in "$BERTH_PORT" "$NGINX_PORT" "$HAPROXY_PORT"; do wait_port "$p"; done
 
@@ -114,40 +119,77 @@ for p in "$BERTH_PORT" "$NGINX_PORT" "$HAPROXY_PORT"; do wait_port "$p"; done
 to_ms() { awk -v v="$1" 'BEGIN { n=v; sub(/[a-z]+$/,"",n); u=v; sub(/^[0-9.]+/,"",u);
   f = (u=="us") ? 0.001 : (u=="s") ? 1000 : 1; printf "%.3f", n*f }'; }
 
-run() { # name port -> "rps p50 p99"
-  local out
+# tree_ticks PID: CPU ticks (user + system) used so far by PID and all its descendants.
+tree_ticks() {
+  python3 - "$1" <<'PY'
+import os, sys
+stats = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        rest = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    stats[int(pid)] = (int(rest[1]), int(rest[11]) + int(rest[12]))
+tree, total = {int(sys.argv[1])}, 0
+for _ in range(4):
+    tree |= {p for p, (ppid, _) in stats.items() if ppid in tree}
+print(sum(stats[p][1] for p in tree if p in stats))
+PY
+}
+# cpu_jiffies CPU: "busy total" jiffies of one CPU so far, from /proc/stat.
+cpu_jiffies() {
+  awk -v c="cpu$1" '$1==c { t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6, t }' /proc/stat
+}
+HZ=$(getconf CLK_TCK)
+run() { # name port pid -> "rps p50 p99 cpu_us_per_request load_cpu_busy_percent"
+  local out t0 t1 b0 a0 b1 a1
+  t0=$(tree_ticks "$3")
+  read -r b0 a0 < <(cpu_jiffies "$LOAD_CPU")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$2$PATH_UNDER_TEST")
+  t1=$(tree_ticks "$3")
+  read -r b1 a1 < <(cpu_jiffies "$LOAD_CPU")
   if grep -q "Non-2xx" <<<"$out"; then echo "bench/edge.sh: $1 answered non-2xx:" >&2; echo "$out" >&2; exit 1; fi
-  local rps p50 p99
+  local rps p50 p99 requests
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
   p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
   p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
-  echo "$rps $p50 $p99"
+  # The proxy's own CPU time per request: what it costs, whatever limits the rate. The load
+  # CPU's busy share tells whether wrk and the backend, not the proxy, set the pace.
+  awk -v r="$rps" -v a="$p50" -v b="$p99" -v dt=$((t1 - t0)) -v n="$requests" -v hz="$HZ" \
+    -v busy=$((b1 - b0)) -v all=$((a1 - a0)) \
+    'BEGIN { printf "%s %s %s %.2f %.0f\n", r, a, b, dt / hz * 1e6 / n, 100 * busy / all }'
 }
-
 # Warm up every proxy (connection pools, caches) before measuring.
 for p in "$BERTH_PORT" "$NGINX_PORT" "$HAPROXY_PORT"; do
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$p$PATH_UNDER_TEST" >/dev/null
 done
 
-printf "%-6s %-8s %12s %10s %10s\n" round proxy req/s p50_ms p99_ms
-declare -A RPS P99 P50
+printf "%-6s %-8s %12s %10s %10s %12s %9s\n" round proxy req/s p50_ms p99_ms cpu_us/req load_cpu%
+declare -A RPS P99 P50 CPU BUSY
 for r in $(seq 1 "$ROUNDS"); do
   for name in berth nginx haproxy; do
-    case $name in berth) port=$BERTH_PORT;; nginx) port=$NGINX_PORT;; haproxy) port=$HAPROXY_PORT;; esac
-    read -r rps p50 p99 < <(run "$name" "$port")
-    printf "%-6s %-8s %12s %10s %10s\n" "$r" "$name" "$rps" "$p50" "$p99"
-    RPS[$name]+="$rps "; P50[$name]+="$p50 "; P99[$name]+="$p99 "
+    case $name in
+      berth) port=$BERTH_PORT pid=$BERTH_PID;;
+      nginx) port=$NGINX_PORT pid=$NGINX_PID;;
+      haproxy) port=$HAPROXY_PORT pid=$HAPROXY_PID;;
+    esac
+    read -r rps p50 p99 cpu busy < <(run "$name" "$port" "$pid")
+    printf "%-6s %-8s %12s %10s %10s %12s %9s\n" "$r" "$name" "$rps" "$p50" "$p99" "$cpu" "$busy"
+    RPS[$name]+="$rps "; P50[$name]+="$p50 "; P99[$name]+="$p99 "; CPU[$name]+="$cpu "; BUSY[$name]+="$busy "
   done
 done
 
 echo
-printf "%-8s %12s %10s %10s   (medians over %s rounds of %ss, %s connections, cpu: %s)\n" proxy req/s p50_ms p99_ms "$ROUNDS" "$DURATION" "$CONNS" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+printf "%-8s %12s %10s %10s %12s %9s   (medians over %s rounds of %ss, %s connections, cpu: %s)\n" proxy req/s p50_ms p99_ms cpu_us/req load_cpu% "$ROUNDS" "$DURATION" "$CONNS" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 for name in berth nginx haproxy; do
-  printf "%-8s %12s %10s %10s\n" "$name" "$(median <<<"${RPS[$name]}")" "$(median <<<"${P50[$name]}")" "$(median <<<"${P99[$name]}")"
+  printf "%-8s %12s %10s %10s %12s %9s\n" "$name" "$(median <<<"${RPS[$name]}")" "$(median <<<"${P50[$name]}")" "$(median <<<"${P99[$name]}")" "$(median <<<"${CPU[$name]}")" "$(median <<<"${BUSY[$name]}")"
 done
 for other in haproxy nginx; do
   r=$(ratios "${RPS[berth]}" "${RPS[$other]}" | median)
   p=$(ratios "${P99[berth]}" "${P99[$other]}" | median)
   printf "berth/%s req/s ratio %.2f, p99 ratio %.2f\n" "$other" "$r" "$p"
 done
+# Below 1 means berth spends less CPU per request than nginx (a per-round ratio, then the
+# median, like the others).
+printf "berth/nginx CPU per request ratio %.2f\n" "$(ratios "${CPU[berth]}" "${CPU[nginx]}" | median)"
