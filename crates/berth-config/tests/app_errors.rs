@@ -102,7 +102,7 @@ fn unknown_keys_in_every_table_are_all_reported() {
                 14,
                 "deploy.drain",
                 Some(
-                    "known keys here: timeout, drain_timeout, strategy, requires_approval, steps, promote_after, preview_hosts, keep_warm, pre_deploy, analysis, probe, smoke, notify"
+                    "known keys here: timeout, drain_timeout, strategy, requires_approval, approval_timeout, steps, promote_after, preview_hosts, keep_warm, pre_deploy, analysis, probe, smoke, notify"
                 )
             ),
         ]

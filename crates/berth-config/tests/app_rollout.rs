@@ -144,6 +144,26 @@ fn an_environment_may_choose_its_own_strategy_and_nothing_else_of_the_rollout() 
 }
 
 #[test]
+fn an_approval_waits_an_hour_unless_approval_timeout_says_otherwise() {
+    use std::time::Duration;
+    assert_eq!(
+        parse_ok("").rollout.approval_timeout,
+        berth_config::app::DEFAULT_APPROVAL_TIMEOUT
+    );
+    assert_eq!(
+        berth_config::app::DEFAULT_APPROVAL_TIMEOUT,
+        Duration::from_secs(3600)
+    );
+    let spec = parse_ok("[deploy]\nrequires_approval = true\napproval_timeout = \"30m\"\n");
+    assert_eq!(spec.rollout.approval_timeout, Duration::from_secs(1800));
+    let all = errors("[deploy]\napproval_timeout = \"0s\"\n");
+    assert!(
+        all.iter().any(|e| e.field == "deploy.approval_timeout"),
+        "{all:#?}"
+    );
+}
+
+#[test]
 fn approval_is_off_by_default_and_an_environment_may_require_it() {
     assert!(!parse_ok("").rollout.requires_approval);
     let spec = parse_ok(

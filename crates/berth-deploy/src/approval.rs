@@ -3,6 +3,8 @@
 //! Nothing of the new release runs while it waits. Once someone else may deploy to the
 //! environment, the approver must be someone other than the deployer.
 
+use std::time::Duration;
+
 use berth_store::{Actor, Role, StoreError};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -42,13 +44,15 @@ pub(crate) fn approve_command(key: &AppKey, deployment: i64) -> String {
 
 impl Deployer {
     /// Records that `deployment` waits for approval, then waits for the answer: `Ok` once
-    /// approved (the store already says by whom), `Err(Cancelled)` after `berth abort`.
+    /// approved (the store already says by whom), `Err(Cancelled)` after `berth abort` or
+    /// when nobody approved within `wait` (`[deploy] approval_timeout`).
     pub(crate) async fn await_approval(
         &self,
         slot: &Slot,
         key: &AppKey,
         actor: &Actor,
         deployment: i64,
+        wait: Duration,
         steps: &mut Vec<String>,
     ) -> Result<(), DeployError> {
         let (tx, rx) = oneshot::channel();
@@ -63,15 +67,35 @@ impl Deployer {
             "a deployer".to_owned()
         };
         let waiting = format!(
-            "waiting for approval ([deploy] requires_approval): {who} runs `{}`; `berth abort \
-             {} --env {}` cancels the deploy",
+            "waiting for approval ([deploy] requires_approval): {who} runs `{}` within {}; \
+             `berth abort {} --env {}` cancels the deploy",
             approve_command(key, deployment),
+            humantime::format_duration(wait),
             key.app,
             key.env
         );
         self.step(deployment, "approval", "pause", &waiting, steps)
             .await;
-        match rx.await {
+        let answer = match tokio::time::timeout(wait, rx).await {
+            Ok(answer) => answer,
+            Err(_elapsed) => {
+                // Take the pending approval back first, so a `berth approve` racing the
+                // timeout is answered "nothing waits" rather than approving a dead deploy.
+                lock(&slot.approval).take();
+                let why = format!(
+                    "not approved within {} ([deploy] approval_timeout); nothing of the \
+                     release was started",
+                    humantime::format_duration(wait)
+                );
+                self.step(deployment, "approval", "abort", &why, steps)
+                    .await;
+                self.finish(key, actor, deployment, "cancelled", &why).await;
+                return Err(DeployError::Cancelled(format!(
+                    "deployment {deployment} of {key} was {why}; deploy again to retry"
+                )));
+            }
+        };
+        match answer {
             Ok(Answer::Approved(by)) => {
                 self.step(
                     deployment,

@@ -465,7 +465,8 @@ impl Deployer {
         tx.commit().await?;
         slot.started(deployment);
         if approval {
-            self.await_approval(&slot, &key, &req.actor, deployment, &mut steps)
+            let wait = effective.rollout.approval_timeout;
+            self.await_approval(&slot, &key, &req.actor, deployment, wait, &mut steps)
                 .await?;
         }
 
@@ -654,7 +655,8 @@ impl Deployer {
         tx.commit().await?;
         slot.started(deployment);
         if approval {
-            self.await_approval(&slot, key, actor, deployment, &mut steps)
+            let wait = effective.rollout.approval_timeout;
+            self.await_approval(&slot, key, actor, deployment, wait, &mut steps)
                 .await?;
         }
         self.launch(Launch {

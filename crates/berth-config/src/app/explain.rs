@@ -147,6 +147,13 @@ fn entries(spec: &AppSpec, w: &Written) -> Vec<ConfigEntry> {
             Some(&["deploy", "requires_approval"]),
         ),
     );
+    if spec.rollout.requires_approval {
+        add(
+            "deploy.approval_timeout".into(),
+            duration_text(spec.rollout.approval_timeout),
+            w.source(&["deploy", "approval_timeout"], None),
+        );
+    }
     for (name, value) in &spec.env {
         add(
             format!("env.{name}"),

@@ -33,6 +33,9 @@ pub const DEFAULT_SMOKE_STATUS: u16 = 200;
 /// How long a blue-green deploy keeps the replaced release running (other strategies keep it
 /// only when `keep_warm` is set).
 pub const DEFAULT_BLUE_GREEN_KEEP_WARM: Duration = Duration::from_secs(5 * 60);
+/// How long a deploy waits for `berth approve` before it is cancelled: a forgotten approval
+/// must not hold the app (rollback and restart wait behind it) for good.
+pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// Synthetic probe requests per analysis window when `[[deploy.probe]]` gives no `count`.
 pub const DEFAULT_PROBE_COUNT: u32 = 20;
 
@@ -166,6 +169,9 @@ pub struct RolloutSpec {
     /// A deploy waits for `berth approve` before anything starts.
     #[serde(default)]
     pub requires_approval: bool,
+    /// How long a deploy waits for approval before it is cancelled.
+    #[serde(default = "default_approval_timeout")]
+    pub approval_timeout: Duration,
     /// Canary steps; 100 % follows the last.
     pub steps: Vec<CanaryStep>,
     /// Blue-green: promote on its own once analysis has passed for this long; `None` waits
@@ -186,6 +192,10 @@ pub struct RolloutSpec {
     pub notify: Vec<NotifySpec>,
 }
 
+fn default_approval_timeout() -> Duration {
+    DEFAULT_APPROVAL_TIMEOUT
+}
+
 impl RolloutSpec {
     /// How long a deploy with `strategy` keeps the replaced release running.
     pub fn keep_warm_for(&self, strategy: Strategy) -> Duration {
@@ -202,6 +212,7 @@ impl Default for RolloutSpec {
         RolloutSpec {
             strategy: Strategy::default(),
             requires_approval: false,
+            approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
             steps: DEFAULT_CANARY_STEPS
                 .iter()
                 .map(|&(weight, pause)| CanaryStep {
@@ -240,6 +251,7 @@ pub(super) fn check_rollout(r: &mut Reader<'_>, t: &Table<'_, '_>) -> RolloutSpe
     if let Some(b) = r.bool(t, "requires_approval") {
         spec.requires_approval = *b.get_ref();
     }
+    spec.approval_timeout = r.duration(t, "approval_timeout", DEFAULT_APPROVAL_TIMEOUT);
     if let Some(value) = t.get("steps") {
         spec.steps = check_steps(r, value, t.at("steps"));
     }

@@ -40,6 +40,7 @@ const DEPLOY_KEYS: &[&str] = &[
     "drain_timeout",
     "strategy",
     "requires_approval",
+    "approval_timeout",
     "steps",
     "promote_after",
     "preview_hosts",

@@ -316,3 +316,29 @@ async fn a_deploy_waiting_for_approval_ends_cancelled_on_abort_and_on_a_restart(
     deploying.await.unwrap().ok();
     assert_eq!(b.get("shop.test", "/version").await, (200, "v3".to_owned()));
 }
+
+#[tokio::test]
+async fn a_deploy_nobody_approves_is_cancelled_after_approval_timeout() {
+    let keep = tempfile::tempdir().unwrap();
+    let b = start(&keep).await;
+    b.deploy(shop("v1", "").path()).ok();
+    let v2 = shop("v2", "requires_approval = true\napproval_timeout = \"1s\"");
+    let out = deploy_in_background(&b, &b.token(), v2.path())
+        .await
+        .unwrap();
+    refused(
+        &out,
+        1,
+        &[
+            "not approved within 1s ([deploy] approval_timeout)",
+            "deploy again",
+        ],
+    );
+    let d = newest_deployment(&b);
+    assert_eq!(d["state"], "cancelled", "{d}");
+    assert!(b.ps("shop")["awaiting_approval"].is_null());
+    // Nothing waits any more, so an approval now has nothing to approve, and the app is free.
+    assert_ne!(b.cli(&["approve", "shop"]).code, 0);
+    assert_eq!(b.get("shop.test", "/version").await, (200, "v1".to_owned()));
+    b.cli(&["restart", "shop"]).ok();
+}
