@@ -189,3 +189,45 @@ fn remove_stale(path: &Path) -> io::Result<()> {
     }
     std::fs::remove_file(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Extension;
+    use axum::routing::get;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_response_waiting_on_stopping_ends_and_lets_the_listener_stop() {
+        let (entered, mut inside) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let router = Router::new().route(
+            "/wait",
+            get(
+                move |Extension(mut stopping): Extension<Stopping>| async move {
+                    let _ = entered.send(());
+                    stopping.wait().await;
+                    "stopped"
+                },
+            ),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_tcp(listener, router, async move {
+            let _ = stopped.await;
+        }));
+        let request = tokio::spawn(async move {
+            let client = reqwest::Client::builder().no_proxy().build()?;
+            client
+                .get(format!("http://{addr}/wait"))
+                .send()
+                .await?
+                .text()
+                .await
+        });
+        inside.recv().await.expect("the request is in the handler");
+        let _ = stop.send(());
+        assert_eq!(request.await.expect("task").expect("answer"), "stopped");
+        server.await.expect("task").expect("serve_tcp");
+    }
+}
