@@ -172,12 +172,15 @@ async fn until_end(
         if let Some(end) = end {
             return Ok(end);
         }
+        if lines > 0 {
+            connected = true;
+            failures = 0;
+        }
         match read {
             Err(e) if !connected || permanent(&e) => return Err(e),
             _ => {}
         }
-        connected = true;
-        failures = if lines > 0 { 1 } else { failures + 1 };
+        failures += 1;
         if failures > MAX_RETRIES {
             return Err(fail(
                 exit::FAILED,
