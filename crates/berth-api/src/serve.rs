@@ -43,6 +43,33 @@ fn with_source(router: Router) -> Router {
     router.layer(middleware::map_request(insert_source))
 }
 
+/// Tells long responses (a deployment's events) that the listener is shutting down, so they
+/// end and the graceful shutdown, which waits for every response in flight, is not held up.
+#[derive(Clone)]
+pub(crate) struct Stopping(tokio::sync::watch::Receiver<bool>);
+
+impl Stopping {
+    /// Resolves once the listener is stopping (or its server is gone); at once if it is.
+    pub(crate) async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stopping| *stopping).await;
+    }
+}
+
+/// The router with its [`ClientSource`] and [`Stopping`] layers, and the shutdown future
+/// that also signals [`Stopping`].
+fn prepare(
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (Router, impl Future<Output = ()> + Send + 'static) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    };
+    let router = with_source(router).layer(axum::Extension(Stopping(rx)));
+    (router, shutdown)
+}
+
 /// Serves `router` on `listener` until `shutdown` completes, then waits for requests in
 /// flight to finish. Each request's [`ClientSource`] is the peer's IP address.
 pub async fn serve_tcp(
@@ -50,7 +77,8 @@ pub async fn serve_tcp(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let service = with_source(router).into_make_service_with_connect_info::<ClientSource>();
+    let (router, shutdown) = prepare(router, shutdown);
+    let service = router.into_make_service_with_connect_info::<ClientSource>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
@@ -97,7 +125,8 @@ impl UnixAdmin {
         router: Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        let service = with_source(router).into_make_service_with_connect_info::<ClientSource>();
+        let (router, shutdown) = prepare(router, shutdown);
+        let service = router.into_make_service_with_connect_info::<ClientSource>();
         let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
@@ -159,4 +188,46 @@ fn remove_stale(path: &Path) -> io::Result<()> {
         ));
     }
     std::fs::remove_file(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Extension;
+    use axum::routing::get;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_response_waiting_on_stopping_ends_and_lets_the_listener_stop() {
+        let (entered, mut inside) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let router = Router::new().route(
+            "/wait",
+            get(
+                move |Extension(mut stopping): Extension<Stopping>| async move {
+                    let _ = entered.send(());
+                    stopping.wait().await;
+                    "stopped"
+                },
+            ),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_tcp(listener, router, async move {
+            let _ = stopped.await;
+        }));
+        let request = tokio::spawn(async move {
+            let client = reqwest::Client::builder().no_proxy().build()?;
+            client
+                .get(format!("http://{addr}/wait"))
+                .send()
+                .await?
+                .text()
+                .await
+        });
+        inside.recv().await.expect("the request is in the handler");
+        let _ = stop.send(());
+        assert_eq!(request.await.expect("task").expect("answer"), "stopped");
+        server.await.expect("task").expect("serve_tcp");
+    }
 }

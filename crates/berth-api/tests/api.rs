@@ -734,6 +734,8 @@ async fn openapi_lists_every_route() {
         "DELETE /api/v1/envs/{env}/apps/{name}",
         "POST /api/v1/envs/{env}/apps/{name}/deploys",
         "GET /api/v1/envs/{env}/apps/{name}/deploys",
+        "GET /api/v1/envs/{env}/apps/{name}/deploys/{id}/events",
+        "GET /api/v1/envs/{env}/apps/{name}/deploys/events",
         "GET /api/v1/envs/{env}/apps/{name}/ps",
         "GET /api/v1/envs/{env}/apps/{name}/releases",
         "GET /api/v1/envs/{env}/apps/{name}/logs",

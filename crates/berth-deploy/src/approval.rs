@@ -143,6 +143,7 @@ impl Deployer {
         {
             tracing::warn!(error = %e, deployment, step, "could not record a deployment step");
         }
+        self.deployment_changed();
         steps.push(reason.to_owned());
     }
 
@@ -185,6 +186,7 @@ impl Deployer {
         let mut tx = self.store.transaction().await?;
         tx.approve_deployment(approver, id).await?;
         tx.commit().await?;
+        self.deployment_changed();
         if let Some(p) = lock(&slot.approval).take_if(|p| p.deployment == id) {
             // The deploy's task is gone only if berth is shutting down; the next start
             // cancels the deployment then.

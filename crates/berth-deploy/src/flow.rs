@@ -463,7 +463,7 @@ impl Deployer {
                 .await?
         };
         tx.commit().await?;
-        slot.started(deployment);
+        self.started(&slot, deployment);
         if approval {
             let wait = effective.rollout.approval_timeout;
             self.await_approval(&slot, &key, &req.actor, deployment, wait, &mut steps)
@@ -519,7 +519,7 @@ impl Deployer {
             .start_deployment(actor, &record, Some(&record), plan.label)
             .await?;
         tx.commit().await?;
-        slot.started(deployment);
+        self.started(&slot, deployment);
         let steps = vec![format!(
             "restarting release {} with the current secrets",
             record.version
@@ -653,7 +653,7 @@ impl Deployer {
                 .await?
         };
         tx.commit().await?;
-        slot.started(deployment);
+        self.started(&slot, deployment);
         if approval {
             let wait = effective.rollout.approval_timeout;
             self.await_approval(&slot, key, actor, deployment, wait, &mut steps)
@@ -789,6 +789,7 @@ impl Deployer {
         if let Err(e) = done.await {
             tracing::error!(error = %e, deployment, "could not record the end of the deployment");
         }
+        self.deployment_changed();
     }
 
     /// Records a step in the deployment's log (with the numbers behind it) and in the
@@ -809,6 +810,7 @@ impl Deployer {
         {
             tracing::warn!(error = %e, deployment, step, "could not record a deployment step");
         }
+        self.deployment_changed();
         tracing::info!(deployment, step, decision, "{reason}");
         journal.lines.push(reason);
     }

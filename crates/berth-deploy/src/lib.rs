@@ -242,6 +242,10 @@ pub struct Deployer {
     metrics: AppMetrics,
     secrets: Arc<Vault>,
     slots: Mutex<BTreeMap<AppKey, Arc<Slot>>>,
+    /// Bumped after every write to a deployment (started, a step, approved, finished): one
+    /// counter for all of them, since a follower re-reads the store anyway and only needs to
+    /// know when to look.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Deployer {
@@ -259,7 +263,25 @@ impl Deployer {
             metrics,
             secrets,
             slots: Mutex::new(BTreeMap::new()),
+            changes: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Tells when a deployment may have changed. Subscribe before reading the store: a write
+    /// made after the subscription always marks the receiver changed, so none is missed.
+    pub fn deployment_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Wakes the followers of deployments: call after a deployment write is committed.
+    pub(crate) fn deployment_changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The deployment the slot's holder started is recorded.
+    pub(crate) fn started(&self, slot: &Slot, deployment: i64) {
+        slot.started(deployment);
+        self.deployment_changed();
     }
 
     pub fn layout(&self) -> &Layout {

@@ -76,7 +76,7 @@ impl Deployer {
             .start_deployment(&actor, &record, previous.as_ref(), plan.label)
             .await?;
         tx.commit().await?;
-        slot.started(deployment);
+        self.started(&slot, deployment);
         let steps = vec![format!(
             "rolling back {key} from {} to {version}",
             current.as_deref().unwrap_or("nothing")

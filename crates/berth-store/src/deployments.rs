@@ -387,8 +387,19 @@ impl Store {
 
     /// One deployment by id.
     pub async fn get_deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
+        self.deployment_after(id, 0).await
+    }
+
+    /// One deployment by id with only its steps after `seq` (a follower that has printed up
+    /// to `seq` reads just what is new).
+    pub async fn deployment_after(
+        &self,
+        id: i64,
+        seq: i64,
+    ) -> Result<Option<Deployment>, StoreError> {
         let sql = select_deployments!("WHERE d.id = $1");
-        let steps_sql = select_steps!("WHERE deployment_id = $1 ORDER BY deployment_id, seq");
+        let steps_sql =
+            select_steps!("WHERE deployment_id = $1 AND seq > $2 ORDER BY deployment_id, seq");
         let row: Option<DeploymentRow> = with_pool!(&self.pool, p => {
             sqlx::query_as(sql).bind(id).fetch_optional(p).await
         })?;
@@ -396,10 +407,33 @@ impl Store {
             return Ok(None);
         };
         let steps: Vec<StepRow> = with_pool!(&self.pool, p => {
-            sqlx::query_as(steps_sql).bind(id).fetch_all(p).await
+            sqlx::query_as(steps_sql).bind(id).bind(seq).fetch_all(p).await
         })?;
         let steps = steps_by_deployment(steps)?.remove(&id).unwrap_or_default();
         Ok(Some(deployment_from_row(row, steps)))
+    }
+
+    /// The id of the app's first deployment in `environment` after deployment `id`, if one
+    /// has been recorded: what "the next deploy of this app" is, without racing its start.
+    pub async fn next_deployment_id(
+        &self,
+        environment: &str,
+        app: &str,
+        id: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let next: Option<i64> = with_pool!(&self.pool, p => {
+            sqlx::query_scalar(
+                "SELECT MIN(d.id) FROM deployments d JOIN apps a ON a.id = d.app_id \
+                 JOIN environments e ON e.id = a.environment_id \
+                 WHERE e.name = $1 AND a.name = $2 AND a.removed_ms IS NULL AND d.id > $3",
+            )
+            .bind(environment)
+            .bind(app)
+            .bind(id)
+            .fetch_one(p)
+            .await
+        })?;
+        Ok(next)
     }
 
     /// Marks deployments that were in flight when berth stopped as `interrupted` (the

@@ -187,6 +187,23 @@ async fn deployments_keep_their_steps_and_restart_interrupts_them(db: TestDb) {
         ]
     );
     assert_eq!(d.steps[0].measurements, json!({ "instances": 1 }));
+    // A follower that has seen step 1 reads only what came after it.
+    let later = s.deployment_after(d2, 1).await.unwrap().unwrap();
+    assert_eq!(later.steps, d.steps[1..]);
+    assert!(
+        s.deployment_after(d2, 2)
+            .await
+            .unwrap()
+            .unwrap()
+            .steps
+            .is_empty()
+    );
+    // The app's next deployment after an id, and none after the newest or elsewhere.
+    let next = |env: &'static str, id: i64| s.next_deployment_id(env, "shop", id);
+    assert_eq!(next("production", 0).await.unwrap(), Some(d1));
+    assert_eq!(next("production", d1).await.unwrap(), Some(d2));
+    assert_eq!(next("production", d2).await.unwrap(), None);
+    assert_eq!(next("staging", 0).await.unwrap(), None);
 
     // A restart finds d2 unfinished and marks it; d1 is left alone.
     assert_eq!(s.interrupt_unfinished_deployments().await.unwrap(), 1);

@@ -173,9 +173,16 @@ Lines read: TIME RELEASE INSTANCE STREAM TEXT.")]
     /// List an app's releases (* marks the one serving)
     #[command(after_help = "Examples:\n  berth releases shop --env staging")]
     Releases(crate::commands::apps::AppArgs),
-    /// List an app's deployments with every step and the reason for it
-    #[command(after_help = "Examples:\n  berth deploys shop")]
-    Deploys(crate::commands::apps::AppArgs),
+    /// List an app's deployments with every step and the reason for it, or follow one
+    #[command(after_help = "Examples:
+  berth deploys shop
+  berth deploys shop --follow            # the deploy in progress, else the next one
+  berth deploys shop 42 --follow --env staging
+
+With --follow each step is printed as the server records it, until the deployment ends.
+Exit status with --follow: 0 succeeded, 1 failed, rolled back, cancelled or interrupted,
+4 no such deployment.")]
+    Deploys(crate::commands::apps::DeploysArgs),
     /// Manage an app's secrets per environment (encrypted at rest, injected at start)
     #[command(subcommand)]
     Secrets(crate::commands::secrets::SecretsCommand),

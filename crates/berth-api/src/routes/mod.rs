@@ -4,6 +4,7 @@
 
 mod apps;
 mod audit;
+mod deploy_events;
 mod deploys;
 mod locks;
 mod metrics;
@@ -94,6 +95,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
     all.extend(metrics::endpoints());
     all.extend(apps::endpoints());
     all.extend(deploys::endpoints());
+    all.extend(deploy_events::endpoints());
     all.extend(rollouts::endpoints());
     all.extend(locks::endpoints());
     all.extend(secrets::endpoints());

@@ -38,6 +38,18 @@ pub struct AppArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct DeploysArgs {
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// The deployment to follow (default: the one in progress, else the next to start)
+    #[arg(requires = "follow")]
+    pub id: Option<i64>,
+    /// Print the deployment's steps as they are recorded, until it ends
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct LogsArgs {
     #[command(flatten)]
     pub app: AppArgs,
@@ -190,6 +202,7 @@ pub async fn deploy(c: &Client, args: &DeployArgs, json: bool) -> anyhow::Result
         path.push_str(&format!("?strategy={}", encode(s)));
     }
     let deploys_path = app_path(&target, "deploys");
+    // Read before the upload: the deployment it records is the first one after this.
     let mut printed = progress::newest(c, &deploys_path).await;
     let body = crate::client::file_payload(archive.file);
     let upload = c.upload(&path, "application/gzip", &headers, body);
@@ -198,10 +211,12 @@ pub async fn deploy(c: &Client, args: &DeployArgs, json: bool) -> anyhow::Result
     } else {
         let answer = tokio::select! {
             r = upload => r,
-            () = progress::follow(c, &deploys_path, &mut printed) => unreachable!("follow never ends"),
+            () = progress::follow_deploy(c, &deploys_path, &mut printed) => unreachable!("follow_deploy never ends"),
         };
-        // The steps recorded after the last look, a failure's included.
-        progress::print_new(c, &deploys_path, &mut printed).await;
+        // A success's report lists every step; a failure's steps may still be on their way.
+        if answer.is_err() {
+            progress::catch_up(c, &deploys_path, &mut printed).await;
+        }
         answer
     }?;
     print(json, &report, |r| {
@@ -320,7 +335,11 @@ pub async fn releases(c: &Client, a: &AppArgs, json: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-pub async fn deploys(c: &Client, a: &AppArgs, json: bool) -> anyhow::Result<()> {
+pub async fn deploys(c: &Client, d: &DeploysArgs, json: bool) -> anyhow::Result<()> {
+    let a = &d.app;
+    if d.follow {
+        return progress::follow_command(c, a, d.id, json).await;
+    }
     let v = c.call(Method::GET, &app_path(a, "deploys"), None).await?;
     print(json, &v, |v| {
         for d in list(v, "deployments") {

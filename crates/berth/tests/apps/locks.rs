@@ -10,7 +10,7 @@ use crate::support::{
 };
 
 /// App `shop` serving `version`, with `deploy` lines added to its `[deploy]` table.
-fn shop(version: &str, deploy: &str) -> tempfile::TempDir {
+pub(crate) fn shop(version: &str, deploy: &str) -> tempfile::TempDir {
     let processes = format!(
         "{deploy}\n[processes.web]\ncommand = \"{PY_WEB}\"\ninstances = 1\nstop_timeout = \"5s\"\n\
          [processes.web.health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\nstart_timeout = \"20s\"\n"
@@ -23,7 +23,7 @@ fn shop(version: &str, deploy: &str) -> tempfile::TempDir {
 }
 
 /// `berth deploy DIR` as the holder of `token`, on a blocking thread (it waits for approval).
-fn deploy_in_background(
+pub(crate) fn deploy_in_background(
     b: &Berth,
     token: &str,
     dir: &std::path::Path,
@@ -69,7 +69,7 @@ fn audit(b: &Berth, action: &str) -> Vec<Value> {
 }
 
 /// Waits until `berth ps` says a deployment waits for approval; returns `ps`.
-async fn awaiting(b: &Berth) -> Value {
+pub(crate) async fn awaiting(b: &Berth) -> Value {
     let seen = eventually(Duration::from_secs(60), || async {
         b.cli(&["ps", "shop", "--json"]).json()["awaiting_approval"].is_i64()
     })

@@ -10,6 +10,7 @@ mod bad_input;
 mod deploy;
 mod edge_policies;
 mod environments;
+mod events;
 mod locks;
 mod python;
 mod quickstart;

@@ -115,14 +115,7 @@ impl Ran {
 /// Runs the CLI against the berth whose admin API is at `admin`, with `token` and `input` on
 /// its standard input (none: /dev/null).
 pub fn run_cli(admin: SocketAddr, token: &str, args: &[&str], input: Option<&[u8]>) -> Ran {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env("BERTH_REMOTE", format!("http://{admin}"))
-        .env("BERTH_TOKEN", token)
-        .env(
-            "BERTH_CREDENTIALS",
-            "/nonexistent/berth-test-credentials.json",
-        );
+    let mut cmd = cli_command(admin, token, args);
     // Deploys build and wait for health: generous, but a hang still fails.
     let limit = Duration::from_secs(180);
     let out = match input {
@@ -134,6 +127,20 @@ pub fn run_cli(admin: SocketAddr, token: &str, args: &[&str], input: Option<&[u8
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The CLI with these arguments against the berth whose admin API is at `admin`, as the
+/// holder of `token` (and no saved login), not started.
+pub fn cli_command(admin: SocketAddr, token: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("BERTH_REMOTE", format!("http://{admin}"))
+        .env("BERTH_TOKEN", token)
+        .env(
+            "BERTH_CREDENTIALS",
+            "/nonexistent/berth-test-credentials.json",
+        );
+    cmd
 }
 
 /// A user of `b` with these grants, and a token for it.
