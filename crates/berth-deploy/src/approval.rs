@@ -66,11 +66,12 @@ impl Deployer {
         } else {
             "a deployer".to_owned()
         };
+        let within = humantime::format_duration(wait);
         let waiting = format!(
             "waiting for approval ([deploy] requires_approval): {who} runs `{}` within {}; \
              `berth abort {} --env {}` cancels the deploy",
             approve_command(key, deployment),
-            humantime::format_duration(wait),
+            within,
             key.app,
             key.env
         );
@@ -83,9 +84,8 @@ impl Deployer {
                 // timeout is answered "nothing waits" rather than approving a dead deploy.
                 lock(&slot.approval).take();
                 let why = format!(
-                    "not approved within {} ([deploy] approval_timeout); nothing of the \
-                     release was started",
-                    humantime::format_duration(wait)
+                    "not approved within {within} ([deploy] approval_timeout); nothing of the \
+                     release was started"
                 );
                 self.step(deployment, "approval", "abort", &why, steps)
                     .await;
@@ -136,14 +136,8 @@ impl Deployer {
         reason: &str,
         steps: &mut Vec<String>,
     ) {
-        if let Err(e) = self
-            .store
-            .record_step(deployment, step, decision, reason, json!({}))
-            .await
-        {
-            tracing::warn!(error = %e, deployment, step, "could not record a deployment step");
-        }
-        self.deployment_changed();
+        self.log_step(deployment, step, decision, reason, json!({}))
+            .await;
         steps.push(reason.to_owned());
     }
 

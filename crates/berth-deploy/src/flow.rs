@@ -802,17 +802,30 @@ impl Deployer {
         reason: String,
         m: serde_json::Value,
     ) {
-        let deployment = journal.deployment;
+        self.log_step(journal.deployment, step, decision, &reason, m)
+            .await;
+        journal.lines.push(reason);
+    }
+
+    /// Records a step in the deployment's log and wakes its followers. A step that cannot be
+    /// recorded is logged, not fatal: the deploy itself goes on.
+    pub(crate) async fn log_step(
+        &self,
+        deployment: i64,
+        step: &str,
+        decision: &str,
+        reason: &str,
+        m: serde_json::Value,
+    ) {
         if let Err(e) = self
             .store
-            .record_step(deployment, step, decision, &reason, m)
+            .record_step(deployment, step, decision, reason, m)
             .await
         {
             tracing::warn!(error = %e, deployment, step, "could not record a deployment step");
         }
         self.deployment_changed();
         tracing::info!(deployment, step, decision, "{reason}");
-        journal.lines.push(reason);
     }
 
     /// Hook, start, gate, canary or blue-green, switch, smoke, drain, stop, prune. Returns

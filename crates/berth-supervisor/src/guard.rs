@@ -51,10 +51,32 @@ mod tests {
     }
 
     #[test]
-    fn returns_once_its_input_closes() {
-        // Nothing carries this marker, so the sweep finds nothing; the point is that the
-        // call returns after the input's end rather than blocking.
-        let killed = guard_until_closed(&b"ignored"[..], "BERTH_RUN=no-such-run");
-        assert!(killed.is_empty());
+    fn once_its_input_closes_it_kills_the_runs_instances_and_no_others() {
+        use std::os::unix::process::ExitStatusExt;
+        use std::process::Command;
+
+        let marker = run_marker(std::process::id(), 1);
+        let spawn = |run: &str| {
+            Command::new("sleep")
+                .arg("30")
+                .env(RUN_ENV, run)
+                .env(crate::INSTANCE_ENV, "guard-test")
+                .spawn()
+                .expect("spawn sleep")
+        };
+        let mut ours = spawn(&marker);
+        let mut other_run = spawn(&run_marker(std::process::id(), 2));
+
+        let killed =
+            guard_until_closed(&b"anything berth wrote"[..], &format!("{RUN_ENV}={marker}"));
+        assert_eq!(killed, [ours.id() as i32]);
+        let status = ours.wait().expect("wait");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        assert!(
+            other_run.try_wait().expect("try_wait").is_none(),
+            "another run's instance is left alone"
+        );
+        let _ = other_run.kill();
+        let _ = other_run.wait();
     }
 }

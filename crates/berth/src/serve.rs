@@ -18,6 +18,10 @@ use crate::admin;
 use crate::cli::{LogFormat, ServeArgs};
 use crate::state;
 
+/// How long `berth serve`, once the apps are stopped, lets the admin listeners finish the
+/// responses their stop signal ended.
+const ADMIN_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
     let path = args.config.config;
@@ -289,16 +293,17 @@ async fn serve(path: PathBuf, config: Config, key: KeyConfig) -> anyhow::Result<
         let mut rx = rx;
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let mut admin_tasks = Vec::new();
     // The socket first: once the TCP listener answers /ready, both are there.
     if let Some(sock) = admin_socket {
         match berth_api::UnixAdmin::bind(&sock) {
             Ok(unix) => {
                 let (unix_app, rx) = (app.clone(), admin_stop.subscribe());
-                tokio::spawn(async move {
+                admin_tasks.push(tokio::spawn(async move {
                     if let Err(e) = unix.serve(unix_app, stopped(rx)).await {
                         tracing::error!(socket = %sock.display(), error = %e, "admin socket failed");
                     }
-                });
+                }));
             }
             Err(e) => {
                 tracing::error!(socket = %sock.display(), error = %e, "admin socket failed")
@@ -306,11 +311,11 @@ async fn serve(path: PathBuf, config: Config, key: KeyConfig) -> anyhow::Result<
         }
     }
     let tcp = berth_api::serve_tcp(admin_listener, app, stopped(admin_stop.subscribe()));
-    tokio::spawn(async move {
+    admin_tasks.push(tokio::spawn(async move {
         if let Err(e) = tcp.await {
             tracing::error!(error = %e, "admin listener failed");
         }
-    });
+    }));
 
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -342,6 +347,13 @@ async fn serve(path: PathBuf, config: Config, key: KeyConfig) -> anyhow::Result<
     }
     // After the edge: no request can reach an instance any more.
     deployer.shutdown().await;
+    // The admin listeners stopped with the edge and told their streams (deployment events,
+    // followed logs) to end; let them close those cleanly rather than cut them at exit. A
+    // request that is still waiting (a deploy's answer) is not waited for beyond the grace.
+    let grace = tokio::time::Instant::now() + ADMIN_CLOSE_GRACE;
+    for task in admin_tasks {
+        let _ = tokio::time::timeout_at(grace, task).await;
+    }
     tracing::info!("apps stopped; exiting");
     Ok(ExitCode::SUCCESS)
 }

@@ -21,7 +21,7 @@ use http::{HeaderValue, Method, StatusCode, Uri, header};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{Endpoint, QueryParam, app_of, one_environment, query_pairs};
+use super::{Endpoint, QueryParam, app_of, number_param, one_environment};
 use crate::auth::Ctx;
 use crate::error::ApiError;
 use crate::policy::Need;
@@ -78,17 +78,9 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-/// The one query parameter `name`, a whole number ≥ 0; `None` when absent.
+/// The query's only parameter `name`, a whole number ≥ 0; `None` when absent.
 fn count_param(uri: &Uri, name: &str) -> Result<Option<i64>, ApiError> {
-    match query_pairs(uri, &[name])?.first() {
-        None => Ok(None),
-        Some((_, value)) => value
-            .parse()
-            .ok()
-            .filter(|n: &i64| *n >= 0)
-            .map(Some)
-            .ok_or_else(|| ApiError::bad_request(name.to_owned(), "expected a whole number")),
-    }
+    number_param(uri, name, 0..=i64::MAX, "expected a whole number")
 }
 
 async fn deployment_events(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
@@ -18,11 +19,12 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use super::{Endpoint, QueryParam, app_of, epoch_ms, json_of, listing, query_pairs};
+use super::{Endpoint, QueryParam, app_of, epoch_ms, json_of, listing, number_param, query_pairs};
 use crate::auth::{Attempt, Ctx};
 use crate::error::ApiError;
 use crate::openapi::any_object;
 use crate::policy::Need;
+use crate::serve::Stopping;
 
 /// The largest upload accepted: a compressed release bigger than this is a mistake.
 pub const MAX_UPLOAD_BYTES: u64 = 1 << 30;
@@ -455,16 +457,13 @@ async fn list_deploys(
 ) -> Result<Response, ApiError> {
     let key = app_of(path)?;
     ctx.allow(&Need::on(Role::Viewer, &key.env))?;
-    let limit = match query_pairs(&uri, &["limit"])?.first() {
-        None => 20,
-        Some((_, value)) => value
-            .parse()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request("limit", "expected a whole number from 1 to 1000")
-            })?,
-    };
+    let limit = number_param(
+        &uri,
+        "limit",
+        1..=1000,
+        "expected a whole number from 1 to 1000",
+    )?
+    .unwrap_or(20);
     let list = ctx
         .store()
         .list_deployments(&key.env, &key.app, limit)
@@ -492,6 +491,7 @@ async fn logs(
     ctx: Ctx,
     path: Result<Path<(String, String)>, PathRejection>,
     uri: Uri,
+    stopping: Option<Extension<Stopping>>,
 ) -> Result<Response, ApiError> {
     let key = app_of(path)?;
     ctx.allow(&Need::on(Role::Viewer, &key.env))?;
@@ -525,10 +525,18 @@ async fn logs(
         let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);
         // Ends when the client goes (the body, and with it `rx`, is dropped).
         tokio::spawn(berth_deploy::logs::follow(dir, q, tx));
-        // The receiver as a stream: what tokio-stream's wrapper does, without the crate.
-        let lines = futures_util::stream::unfold(rx, |mut rx| async move {
-            let line = rx.recv().await?;
-            Some((Ok::<_, Infallible>(line + "\n"), rx))
+        // The receiver as a stream, ended early when the listener stops so that its graceful
+        // shutdown is not held up by a follower that never leaves.
+        let state = (rx, stopping.map(|Extension(s)| s));
+        let lines = futures_util::stream::unfold(state, |(mut rx, mut stopping)| async move {
+            let line = match stopping.as_mut() {
+                Some(s) => tokio::select! {
+                    line = rx.recv() => line?,
+                    () = s.wait() => return None,
+                },
+                None => rx.recv().await?,
+            };
+            Some((Ok::<_, Infallible>(line + "\n"), (rx, stopping)))
         });
         Body::from_stream(lines)
     } else {

@@ -237,6 +237,25 @@ pub(crate) fn query_pairs(uri: &Uri, allowed: &[&str]) -> Result<Vec<(String, St
     Ok(pairs)
 }
 
+/// The query's only parameter `name`, when given, as a number within `range`; `expected`
+/// says what is allowed when it is not.
+pub(crate) fn number_param<T: std::str::FromStr + PartialOrd>(
+    uri: &Uri,
+    name: &str,
+    range: std::ops::RangeInclusive<T>,
+    expected: &str,
+) -> Result<Option<T>, ApiError> {
+    match query_pairs(uri, &[name])?.first() {
+        None => Ok(None),
+        Some((_, value)) => value
+            .parse()
+            .ok()
+            .filter(|n| range.contains(n))
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(name.to_owned(), expected)),
+    }
+}
+
 /// A response with a JSON body and a status.
 pub(crate) fn json(status: StatusCode, value: Value) -> Response {
     (status, axum::Json(value)).into_response()

@@ -191,18 +191,22 @@ async fn until_end(
     }
 }
 
+/// The app's newest deployment, with its steps, if it has any.
+async fn newest_deployment(c: &Client, deploys_path: &str) -> anyhow::Result<Option<Value>> {
+    let v = c
+        .call(Method::GET, &format!("{deploys_path}?limit=1"), None)
+        .await?;
+    Ok(list(&v, "deployments").first().map(|d| (*d).clone()))
+}
+
 /// The id of the app's newest deployment now (0 when there is none), so that only a newer
 /// one is followed.
 pub async fn newest(c: &Client, deploys_path: &str) -> Follower {
-    let before = c
-        .call(Method::GET, &format!("{deploys_path}?limit=1"), None)
+    let before = newest_deployment(c, deploys_path)
         .await
         .ok()
-        .and_then(|v| {
-            list(&v, "deployments")
-                .first()
-                .and_then(|d| d["id"].as_i64())
-        })
+        .flatten()
+        .and_then(|d| d["id"].as_i64())
         .unwrap_or(0);
     Follower::after(before)
 }
@@ -231,13 +235,7 @@ pub async fn follow_deploy(c: &Client, deploys_path: &str, f: &mut Follower) {
 /// yet (the answer and the stream travel apart). One read, only of a finished deployment, so
 /// it never waits on someone else's deploy.
 pub async fn catch_up(c: &Client, deploys_path: &str, f: &mut Follower) {
-    let Ok(v) = c
-        .call(Method::GET, &format!("{deploys_path}?limit=1"), None)
-        .await
-    else {
-        return;
-    };
-    let Some(d) = list(&v, "deployments").first().copied() else {
+    let Ok(Some(d)) = newest_deployment(c, deploys_path).await else {
         return;
     };
     let id = d["id"].as_i64().unwrap_or(0);
@@ -245,7 +243,7 @@ pub async fn catch_up(c: &Client, deploys_path: &str, f: &mut Follower) {
     if !ours || d["finished"].is_null() {
         return;
     }
-    for s in list(d, "steps") {
+    for s in list(&d, "steps") {
         let mut line = s.clone();
         line["event"] = "step".into();
         line["deployment"] = id.into();
@@ -267,22 +265,17 @@ pub async fn follow_command(
     let deploys_path = app_path(a, "deploys");
     let mut f = match id {
         Some(id) => Follower::deployment(id),
-        None => {
-            let v = c
-                .call(Method::GET, &format!("{deploys_path}?limit=1"), None)
-                .await?;
-            match list(&v, "deployments").first() {
-                Some(d) if d["finished"].is_null() => {
-                    Follower::deployment(d["id"].as_i64().unwrap_or(0))
-                }
-                newest => {
-                    if !json {
-                        eprintln!("waiting for the next deployment of {} in {}…", a.app, a.env);
-                    }
-                    Follower::after(newest.and_then(|d| d["id"].as_i64()).unwrap_or(0))
-                }
+        None => match newest_deployment(c, &deploys_path).await? {
+            Some(d) if d["finished"].is_null() => {
+                Follower::deployment(d["id"].as_i64().unwrap_or(0))
             }
-        }
+            newest => {
+                if !json {
+                    eprintln!("waiting for the next deployment of {} in {}…", a.app, a.env);
+                }
+                Follower::after(newest.and_then(|d| d["id"].as_i64()).unwrap_or(0))
+            }
+        },
     };
     let end = until_end(c, &deploys_path, &mut f, |line, seen, _| {
         if json {

@@ -408,18 +408,36 @@ async fn a_follower_in_another_process_sees_the_steps_arrive_and_the_end() {
 async fn an_open_stream_does_not_keep_berth_from_stopping() {
     let keep = tempfile::tempdir().unwrap();
     let mut b = start(&keep).await;
-    // No deployment will come: the stream waits until berth stops.
+    // No deployment will come: the stream waits until berth stops. A followed log waits too.
     let mut events = Events::open(&b, "shop", "events?since_id=0").await;
+    let logs_url = format!(
+        "http://{}/api/v1/envs/production/apps/shop/logs?follow=true",
+        b.admin
+    );
+    let mut logs = get(Some(&b.token()), &logs_url).await;
+    assert_eq!(logs.status(), 200);
     let status = b.process.stop(Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");
-    // Ended by the server (cleanly or by the connection closing), never an `end` line.
+    // Ended by the server, never with an `end` line, and closed rather than cut: berth lets
+    // its admin listeners finish the responses they ended before it exits.
     let mut seen = Vec::new();
-    while let Ok(Some(chunk)) = events.response.chunk().await {
-        seen.extend_from_slice(&chunk);
+    loop {
+        match events.response.chunk().await {
+            Ok(Some(chunk)) => seen.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => panic!("the event stream was cut, not closed: {e}"),
+        }
     }
     assert!(
         !String::from_utf8_lossy(&seen).contains("\"end\""),
         "{}",
         String::from_utf8_lossy(&seen)
     );
+    loop {
+        match logs.chunk().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => panic!("the followed log was cut, not closed: {e}"),
+        }
+    }
 }
