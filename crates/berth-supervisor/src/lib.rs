@@ -9,7 +9,9 @@
 //!   run, and crash-loop detection that marks the instance failing.
 //! - [`process`]: spawning an instance in its own process group with `PORT` and its
 //!   environment, killed by the kernel if berth dies (`PR_SET_PDEATHSIG`), and stopping it as
-//!   a group (signal, timeout, SIGKILL).
+//!   a group (signal, timeout, SIGKILL). Starts happen on one launcher thread (`launcher.rs`)
+//!   and, once the binary registers an exec shim ([`use_exec_shim`], `exec_shim.rs`), by
+//!   `posix_spawn` of that shim rather than a `fork` of berth's address space.
 //! - [`output`]: the instance's stdout/stderr as timestamped lines in a size-rotated
 //!   `<dir>/<instance>.log`, read continuously so the app never blocks on a full pipe, with
 //!   the last few lines kept in memory to explain a crash.
@@ -28,7 +30,9 @@
 pub mod backoff;
 mod cgroup;
 mod error;
+mod exec_shim;
 mod guard;
+mod launcher;
 mod limits;
 pub mod output;
 mod port;
@@ -42,6 +46,7 @@ mod sweep;
 pub use backoff::{Decision, RestartPolicy, RestartState};
 pub use cgroup::cgroup_v2_available;
 pub use error::{Error, Result};
+pub use exec_shim::{SHIM_ARG, run_exec_shim, use_exec_shim};
 pub use guard::{RUN_ENV, guard_until_closed, run_marker};
 pub use limits::ResourceLimits;
 pub use output::{Capture, LogConfig, RotatingLog, Stream, Tail, capture};

@@ -7,8 +7,9 @@
 //! counted per user rather than per instance, no CPU share at all), but work everywhere.
 //! Whatever cannot be enforced is said in [`Confinement::note`], which ends up in the status.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 
 use crate::cgroup::{self, Cgroup};
 
@@ -35,9 +36,26 @@ enum Resource {
     OpenFiles,
 }
 
+impl Resource {
+    const ALL: [Resource; 3] = [
+        Resource::AddressSpace,
+        Resource::Processes,
+        Resource::OpenFiles,
+    ];
+
+    /// Its name on the exec shim's command line (`--rlimit NAME=VALUE`).
+    fn name(self) -> &'static str {
+        match self {
+            Resource::AddressSpace => "as",
+            Resource::Processes => "nproc",
+            Resource::OpenFiles => "nofile",
+        }
+    }
+}
+
 /// What the child does between fork and exec. Built in the parent, because the child may
 /// only make async-signal-safe calls: no allocation, no locks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct ChildSetup {
     /// `<cgroup>/cgroup.procs`: writing "0" moves the writing process into the cgroup.
     cgroup_procs: Option<CString>,
@@ -45,6 +63,46 @@ pub(crate) struct ChildSetup {
 }
 
 impl ChildSetup {
+    /// The setup as options of the exec shim's command line.
+    pub(crate) fn to_args(&self) -> Vec<OsString> {
+        let mut args = Vec::new();
+        if let Some(path) = &self.cgroup_procs {
+            args.push("--cgroup-procs".into());
+            args.push(OsString::from_vec(path.as_bytes().to_vec()));
+        }
+        for (resource, value) in &self.rlimits {
+            args.push("--rlimit".into());
+            args.push(format!("{}={value}", resource.name()).into());
+        }
+        args
+    }
+
+    /// The setup from the exec shim's options, as pairs of option and value.
+    pub(crate) fn from_args(options: Vec<(OsString, OsString)>) -> Result<ChildSetup, String> {
+        let mut setup = ChildSetup::default();
+        for (option, value) in options {
+            match option.to_str() {
+                Some("--cgroup-procs") => {
+                    let path = CString::new(value.into_vec())
+                        .map_err(|_| "--cgroup-procs contains a NUL byte".to_owned())?;
+                    setup.cgroup_procs = Some(path);
+                }
+                Some("--rlimit") => {
+                    let text = value.to_string_lossy();
+                    let parsed = text.split_once('=').and_then(|(name, n)| {
+                        let resource = Resource::ALL.into_iter().find(|r| r.name() == name)?;
+                        Some((resource, n.parse::<u64>().ok()?))
+                    });
+                    setup.rlimits.push(
+                        parsed.ok_or_else(|| format!("--rlimit {text:?} is not NAME=NUMBER"))?,
+                    );
+                }
+                _ => return Err(format!("unknown option {option:?}")),
+            }
+        }
+        Ok(setup)
+    }
+
     /// Runs in the forked child. Any failure fails the spawn: an instance must not run with
     /// weaker limits than the status claims.
     pub(crate) fn apply(&self) -> io::Result<()> {

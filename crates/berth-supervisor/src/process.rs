@@ -6,7 +6,7 @@
 //! `kill -9`ed it cannot clean up, so the kernel kills the instance for it.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -146,9 +146,28 @@ impl Instance {
             });
         }
 
-        let mut cmd = Command::new(&spec.program);
-        cmd.args(&spec.args)
-            .current_dir(&spec.cwd)
+        // SAFETY: a plain syscall.
+        let parent = unsafe { libc::getpid() };
+        let mut cmd = Command::from(match crate::exec_shim::registered() {
+            Some(shim) => {
+                let path = spec.env.get(OsStr::new("PATH")).map(OsString::as_os_str);
+                crate::exec_shim::check_program(&spec.program, &spec.cwd, path).map_err(
+                    |source| Error::Spawn {
+                        program: program.clone(),
+                        cwd: spec.cwd.clone(),
+                        source,
+                    },
+                )?;
+                crate::exec_shim::command(shim, parent, setup.as_ref(), &spec.program, &spec.args)
+            }
+            None => {
+                let mut cmd = std::process::Command::new(&spec.program);
+                cmd.args(&spec.args);
+                with_pre_exec(&mut cmd, parent, setup);
+                cmd
+            }
+        });
+        cmd.current_dir(&spec.cwd)
             .envs(&spec.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -157,26 +176,6 @@ impl Instance {
             .process_group(0);
         if let Some(port) = spec.port {
             cmd.env("PORT", port.to_string());
-        }
-
-        // SAFETY: `getpid` before the fork is a plain syscall; in the child, the closure only
-        // makes async-signal-safe calls (prctl, getppid, and in `ChildSetup::apply` open,
-        // write, close, setrlimit) and allocates nothing.
-        let parent = unsafe { libc::getpid() };
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // berth may have died between fork and prctl; then the signal will never come.
-                if libc::getppid() != parent {
-                    return Err(io::Error::other("berth exited while starting the instance"));
-                }
-                if let Some(setup) = &setup {
-                    setup.apply()?;
-                }
-                Ok(())
-            });
         }
 
         let mut child = cmd.spawn().map_err(|source| Error::Spawn {
@@ -251,6 +250,29 @@ impl Instance {
         // Best effort: ESRCH (nobody left) is the usual, happy answer.
         let _ = killpg(self.pid, libc::SIGKILL);
         ending
+    }
+}
+
+/// The steps between fork and exec, when there is no exec shim: a real `fork` of berth, since
+/// a `pre_exec` closure rules out `posix_spawn` (see `exec_shim` for what that costs).
+fn with_pre_exec(cmd: &mut std::process::Command, parent: i32, setup: Option<ChildSetup>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: in the child, the closure only makes async-signal-safe calls (prctl, getppid,
+    // and in `ChildSetup::apply` open, write, close, setrlimit) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // berth may have died between fork and prctl; then the signal will never come.
+            if libc::getppid() != parent {
+                return Err(io::Error::other("berth exited while starting the instance"));
+            }
+            if let Some(setup) = &setup {
+                setup.apply()?;
+            }
+            Ok(())
+        });
     }
 }
 

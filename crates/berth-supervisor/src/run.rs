@@ -48,8 +48,9 @@ impl Supervised {
     /// Failures to start (a missing program, an unwritable log directory) show in
     /// [`Supervised::status`] as `Backoff` or `Failing` with `error` set.
     ///
-    /// Processes are spawned from the runtime's worker threads, which must live as long as
-    /// the instances: `PR_SET_PDEATHSIG` fires when the spawning *thread* exits.
+    /// Processes are spawned by one long-lived launcher thread (`launcher.rs`), never by the
+    /// runtime's workers: `PR_SET_PDEATHSIG` fires when the spawning *thread* exits, and a
+    /// spawn blocks its thread until the child has exec'd.
     pub fn start(spec: RunSpec) -> Supervised {
         let (status_tx, status) = watch::channel(Status::new(&spec.instance, spec.command.port));
         let (stop, stop_rx) = oneshot::channel();

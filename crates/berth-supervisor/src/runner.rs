@@ -7,10 +7,11 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::backoff::{Decision, RestartState};
+use crate::launcher;
 use crate::limits::Confinement;
 use crate::output::{Capture, RotatingLog, capture};
 use crate::probe::{self, ProbeTracker, Verdict};
-use crate::process::{CommandSpec, Ending, Instance, Signal};
+use crate::process::{CommandSpec, Ending, Signal};
 use crate::run::RunSpec;
 use crate::status::{self, Phase, Status};
 use crate::sweep::INSTANCE_ENV;
@@ -177,11 +178,11 @@ impl Run<'_> {
             Ok(log) => log,
             Err(e) => return RunEnd::Failed(e.to_string()),
         };
-        let mut instance = match Instance::spawn_with(self.command, self.confinement.child_setup())
-        {
-            Ok(instance) => instance,
-            Err(e) => return RunEnd::Failed(e.to_string()),
-        };
+        let mut instance =
+            match launcher::launch(self.command, self.confinement.child_setup()).await {
+                Ok(instance) => instance,
+                Err(e) => return RunEnd::Failed(e.to_string()),
+            };
         let started = Instant::now();
         restart.on_start(started.into_std());
 

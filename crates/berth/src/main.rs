@@ -24,6 +24,12 @@ use commands::{access, apps, audit, config, locks, login, rollouts, secrets};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Before clap or anything else: the exec shim runs between the spawn of an instance and
+    // its command, so it stays as small as the work it does (see berth_supervisor::exec_shim).
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == berth_supervisor::SHIM_ARG) {
+        return berth_supervisor::run_exec_shim(args.collect());
+    }
     let cli = Cli::parse();
     let json = cli.json;
     let remote = cli.remote.as_deref();

@@ -1,7 +1,7 @@
 //! `berth serve`: one process running the edge and the admin listener, reloading on SIGHUP
 //! or an admin request, draining on SIGTERM/SIGINT.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -37,6 +37,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let key = take_master_key_env(&config.server.data_dir);
     crate::guard::start();
+    use_exec_shim();
     let runtime = if config.server.workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -49,6 +50,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     .context("starting the async runtime")?;
     runtime.block_on(serve(path, config, key))
+}
+
+/// Instances are started through this binary's exec shim rather than a fork of berth (see
+/// `berth_supervisor::exec_shim`). `/proc/self/exe` still names this binary after an upgrade
+/// replaced its file; without /proc, instances are forked as before.
+fn use_exec_shim() {
+    let exe = Path::new("/proc/self/exe");
+    if exe.exists() {
+        berth_supervisor::use_exec_shim(exe.to_owned());
+    }
 }
 
 /// Where the secrets' master key comes from, and `BERTH_MASTER_KEY`'s value.

@@ -1,9 +1,11 @@
-//! Test helper, two modes.
+//! Test helper, four modes.
 //!
 //! Without arguments it stands in for berth in the PDEATHSIG test: spawns `sleep 300` as a
 //! supervised instance, prints its pid, and waits to be `kill -9`ed; the test then checks the
 //! kernel killed the `sleep` too. A separate process is needed because the test cannot
-//! SIGKILL itself.
+//! SIGKILL itself. `shim` does the same, starting the instance through itself as exec shim.
+//!
+//! `__exec` is the exec shim, as in berth (`berth_supervisor::run_exec_shim`).
 //!
 //! `serve` stands in for a web app: listens on `127.0.0.1:$PORT` and answers `GET /health`
 //! with 200, or 503 while the file named by `$HEALTH_FAIL_FILE` exists (so a test can make a
@@ -12,15 +14,23 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::process::ExitCode;
 
 use berth_supervisor::{CommandSpec, Instance};
 
-fn main() {
-    match std::env::args().nth(1).as_deref() {
+fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    match args.nth(1).as_ref().and_then(|a| a.to_str()) {
         None => fake_berth(),
+        Some("shim") => {
+            berth_supervisor::use_exec_shim("/proc/self/exe".into());
+            fake_berth()
+        }
+        Some(berth_supervisor::SHIM_ARG) => return berth_supervisor::run_exec_shim(args.collect()),
         Some("serve") => serve(),
         Some(other) => fail(&format!("unknown mode {other}")),
     }
+    ExitCode::SUCCESS
 }
 
 fn fail(msg: &str) -> ! {

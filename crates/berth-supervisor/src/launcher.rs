@@ -1,0 +1,81 @@
+//! Instances are forked by one long-lived thread, not by the async worker that asks for them.
+//!
+//! `fork` + `exec` blocks the calling thread until the child has exec'd: 1–3.5 ms per
+//! instance, measured with two CPUs under load. On berth's edge worker (one thread by default)
+//! that stalled every request in flight for the length of each start, which showed as the
+//! p99 spikes of `bench/deploy.sh`. `spawn_blocking` is no answer: `PR_SET_PDEATHSIG` fires
+//! when the *thread* that forked the child exits, and the blocking pool retires idle threads,
+//! which would kill healthy instances. This thread lives as long as berth does.
+
+use std::sync::OnceLock;
+use std::sync::mpsc;
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use crate::error::Result;
+use crate::limits::ChildSetup;
+use crate::process::{CommandSpec, Instance};
+
+/// Name of the thread, as `ps -L` and debuggers show it.
+const THREAD_NAME: &str = "berth-launcher";
+
+/// One start: what to run, the runtime its `Child` belongs to (tokio reaps through the
+/// runtime's signal driver), and where the answer goes.
+struct Job {
+    spec: CommandSpec,
+    setup: Option<ChildSetup>,
+    runtime: Handle,
+    reply: oneshot::Sender<Result<Instance>>,
+}
+
+/// The launcher's queue, started on first use; `None` if the OS refused a thread.
+fn queue() -> Option<&'static mpsc::Sender<Job>> {
+    static QUEUE: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+    QUEUE
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let started = std::thread::Builder::new()
+                .name(THREAD_NAME.to_owned())
+                .spawn(move || {
+                    for job in rx {
+                        let _entered = job.runtime.enter();
+                        let started = Instance::spawn_with(&job.spec, job.setup);
+                        // The asker may have given up (its task was cancelled); then the
+                        // instance is dropped here, which kills its group.
+                        let _ = job.reply.send(started);
+                    }
+                });
+            // Without the thread, instances start on the asking worker: correct, only slower.
+            started.ok().map(|_| tx)
+        })
+        .as_ref()
+}
+
+/// Starts an instance on the launcher thread and waits for it without blocking the caller's
+/// thread. Must be called within a tokio runtime.
+pub(crate) async fn launch(spec: &CommandSpec, setup: Option<ChildSetup>) -> Result<Instance> {
+    let Some(queue) = queue() else {
+        return Instance::spawn_with(spec, setup);
+    };
+    let (reply, answer) = oneshot::channel();
+    let job = Job {
+        spec: spec.clone(),
+        setup,
+        runtime: Handle::current(),
+        reply,
+    };
+    match queue.send(job) {
+        Ok(()) => match answer.await {
+            Ok(started) => started,
+            // The thread died while starting this instance (a panic); nothing was handed back.
+            Err(_) => Err(crate::error::Error::Spawn {
+                program: spec.program.to_string_lossy().into_owned(),
+                cwd: spec.cwd.clone(),
+                source: std::io::Error::other("the launcher thread ended"),
+            }),
+        },
+        // The thread is gone: start here rather than not at all.
+        Err(mpsc::SendError(job)) => Instance::spawn_with(&job.spec, job.setup),
+    }
+}
