@@ -4,9 +4,11 @@
 //! instruction: `PR_SET_PDEATHSIG`, and for confined instances joining a cgroup and setting
 //! rlimits. Done in a `pre_exec` closure they force a real `fork` of berth's address space,
 //! which a scheduler trace of `bench/deploy.sh` showed to be the worst of a deploy's
-//! disruption: about 0.7 ms copying page tables, during which berth's other threads block on
-//! the address-space lock, then copy-on-write faults in the edge's own memory. With the same
-//! deploys under load, p99 rose 1.54x on average with `fork` and 1.27x without (5 runs each).
+//! disruption: about 0.7 ms copying page tables, during which berth's other threads (the
+//! edge's among them) were seen blocked in the kernel. Under the same deploys at half load,
+//! p99 rose 1.54x on average with `fork` and 1.27x with a plain `posix_spawn` (5 runs each);
+//! through this shim, which adds its own start-up (about 2.4 ms of CPU in the child), 1.39x
+//! (7 runs). bench/RESULTS.md has the runs.
 //!
 //! So, when a binary registers itself with [`use_exec_shim`], instances are started through it
 //! instead: a plain `posix_spawn` (no page tables copied) of that binary with [`SHIM_ARG`],
@@ -139,18 +141,8 @@ pub fn run_exec_shim(args: Vec<OsString>) -> ExitCode {
 }
 
 fn become_instance(plan: Plan) -> String {
-    // SAFETY: plain syscalls on this process.
-    unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-            return format!("PR_SET_PDEATHSIG: {}", io::Error::last_os_error());
-        }
-        // berth may have died before the prctl; then the signal will never come.
-        if libc::getppid() != plan.parent {
-            return "berth exited while starting the instance".to_owned();
-        }
-    }
-    if let Err(e) = plan.setup.apply() {
-        return format!("applying the instance's limits: {e}");
+    if let Err(e) = crate::process::prepare_instance(plan.parent, Some(&plan.setup)) {
+        return format!("preparing the instance: {e}");
     }
     let error = Command::new(&plan.program).args(&plan.args).exec();
     format!("cannot run {:?}: {error}", plan.program)

@@ -1,9 +1,10 @@
-//! Instances are forked by one long-lived thread, not by the async worker that asks for them.
+//! Instances are started by one long-lived thread, not by the async worker that asks for them.
 //!
-//! `fork` + `exec` blocks the calling thread until the child has exec'd: 1–3.5 ms per
-//! instance, measured with two CPUs under load. On berth's edge worker (one thread by default)
-//! that stalled every request in flight for the length of each start, which showed as the
-//! p99 spikes of `bench/deploy.sh`. `spawn_blocking` is no answer: `PR_SET_PDEATHSIG` fires
+//! A spawn blocks the calling thread until the child has exec'd: 1–3.5 ms per instance with
+//! `fork`, measured with two CPUs under load (less with the exec shim's `posix_spawn`, but
+//! still until the child is scheduled). On berth's edge worker (one thread by default) that
+//! stalled every request in flight for the length of each start, which showed as the p99
+//! spikes of `bench/deploy.sh`. `spawn_blocking` is no answer: `PR_SET_PDEATHSIG` fires
 //! when the *thread* that forked the child exits, and the blocking pool retires idle threads,
 //! which would kill healthy instances. This thread lives as long as berth does.
 

@@ -53,8 +53,9 @@ impl Resource {
     }
 }
 
-/// What the child does between fork and exec. Built in the parent, because the child may
-/// only make async-signal-safe calls: no allocation, no locks.
+/// What the new process does before it execs the instance (in a forked child, or in the exec
+/// shim, which gets it as arguments). Built in the parent, because a forked child may only
+/// make async-signal-safe calls: no allocation, no locks.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct ChildSetup {
     /// `<cgroup>/cgroup.procs`: writing "0" moves the writing process into the cgroup.

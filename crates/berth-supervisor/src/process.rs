@@ -257,22 +257,32 @@ impl Instance {
 /// a `pre_exec` closure rules out `posix_spawn` (see `exec_shim` for what that costs).
 fn with_pre_exec(cmd: &mut std::process::Command, parent: i32, setup: Option<ChildSetup>) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: in the child, the closure only makes async-signal-safe calls (prctl, getppid,
-    // and in `ChildSetup::apply` open, write, close, setrlimit) and allocates nothing.
+    // SAFETY: `prepare_instance` is async-signal-safe and allocates nothing.
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // berth may have died between fork and prctl; then the signal will never come.
-            if libc::getppid() != parent {
-                return Err(io::Error::other("berth exited while starting the instance"));
-            }
-            if let Some(setup) = &setup {
-                setup.apply()?;
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || prepare_instance(parent, setup.as_ref()));
+    }
+}
+
+/// What the new process does before it becomes the instance, in a forked child
+/// ([`with_pre_exec`]) or in the exec shim: ask for SIGKILL when the thread that started it
+/// ends, make sure berth (`parent`) had not already gone, and apply the limits.
+///
+/// Async-signal-safe (prctl, getppid, and in `ChildSetup::apply` open, write, close,
+/// setrlimit) and allocation-free, as a forked child requires.
+pub(crate) fn prepare_instance(parent: i32, setup: Option<&ChildSetup>) -> io::Result<()> {
+    // SAFETY: plain syscalls on the calling process.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // berth may have died before the prctl; then the signal will never come.
+        if libc::getppid() != parent {
+            return Err(io::Error::other("berth exited while starting the instance"));
+        }
+    }
+    match setup {
+        Some(setup) => setup.apply(),
+        None => Ok(()),
     }
 }
 
