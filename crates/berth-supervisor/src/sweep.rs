@@ -23,16 +23,22 @@ pub fn sweep_stale(marker: &str) -> Vec<i32> {
     let own = std::process::id() as i32;
     let spared = ancestors(own);
     let mut killed = Vec::new();
-    // Bounded: each pass kills everything it found, so only processes forked meanwhile can
-    // show up in the next one.
-    for _ in 0..10 {
+    // Bounded: each pass kills everything it found, so only processes forked meanwhile, or
+    // caught in the middle of an exec, can show up in the next one.
+    for _ in 0..MAX_PASSES {
         let mut found = false;
+        let mut unsettled = false;
         for pid in pids() {
             if pid == own || spared.contains(&pid) || killed.contains(&pid) {
                 continue;
             }
-            if !carries(pid, marker) {
-                continue;
+            match carries(pid, marker) {
+                Carries::No => continue,
+                Carries::Unsettled => {
+                    unsettled = true;
+                    continue;
+                }
+                Carries::Yes => {}
             }
             // SAFETY: plain syscall. ESRCH (exited meanwhile) is fine.
             if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
@@ -40,12 +46,24 @@ pub fn sweep_stale(marker: &str) -> Vec<i32> {
                 found = true;
             }
         }
-        if !found {
+        if !found && !unsettled {
             break;
+        }
+        if !found {
+            std::thread::sleep(UNSETTLED_WAIT);
         }
     }
     killed
 }
+
+/// Passes over `/proc` at most; with [`UNSETTLED_WAIT`] a process stuck mid-exec delays the
+/// sweep by at most about 60 ms.
+const MAX_PASSES: usize = 30;
+/// Time for an exec seen half done to finish.
+const UNSETTLED_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Linux's `PF_KTHREAD` in `/proc/<pid>/stat`'s flags: kernel threads have no environment.
+const PF_KTHREAD: u64 = 0x0020_0000;
 
 fn pids() -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else {
@@ -56,10 +74,28 @@ fn pids() -> Vec<i32> {
         .collect()
 }
 
-fn carries(pid: i32, marker: &str) -> bool {
+#[derive(Debug, PartialEq, Eq)]
+enum Carries {
+    Yes,
+    No,
+    /// An empty environment on a live user process: it is in the middle of an exec, which
+    /// wakes a vfork/posix_spawn parent before the new image's environment is in place, so
+    /// an instance spawned a moment ago looks like this. Look again.
+    Unsettled,
+}
+
+fn carries(pid: i32, marker: &str) -> Carries {
     let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
-        return false;
+        return Carries::No;
     };
+    if environ.is_empty() {
+        return match stat_fields(pid) {
+            Some((state, flags)) if state != "Z" && state != "X" && flags & PF_KTHREAD == 0 => {
+                Carries::Unsettled
+            }
+            _ => Carries::No,
+        };
+    }
     let mut has_marker = false;
     let mut has_instance = false;
     for entry in environ.split(|&b| b == 0) {
@@ -68,7 +104,17 @@ fn carries(pid: i32, marker: &str) -> bool {
             .strip_prefix(INSTANCE_ENV.as_bytes())
             .is_some_and(|rest| rest.first() == Some(&b'='));
     }
-    has_marker && has_instance
+    if has_marker && has_instance {
+        Carries::Yes
+    } else {
+        Carries::No
+    }
+}
+
+/// The state letter and the flags (fields 3 and 9) of `/proc/<pid>/stat`.
+fn stat_fields(pid: i32) -> Option<(String, u64)> {
+    let fields = stat_after_comm(pid)?;
+    Some((fields.first()?.clone(), fields.get(6)?.parse().ok()?))
 }
 
 /// The parent chain from `pid` up to (and including) pid 1.
@@ -85,17 +131,34 @@ fn ancestors(pid: i32) -> Vec<i32> {
     chain
 }
 
-/// Field 4 of `/proc/<pid>/stat`, read after the last `)` since the command name may
-/// contain spaces and parentheses.
+/// Field 4 of `/proc/<pid>/stat`.
 fn parent_of(pid: i32) -> Option<i32> {
+    stat_after_comm(pid)?.get(1)?.parse().ok()
+}
+
+/// The fields of `/proc/<pid>/stat` from the third (the state) on, read after the last `)`
+/// since the command name may contain spaces and parentheses.
+fn stat_after_comm(pid: i32) -> Option<Vec<String>> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
+    Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_threads_and_ordinary_processes_are_settled() {
+        // kthreadd (pid 2) has no environment and is no instance; neither is this process.
+        if stat_fields(2).is_some_and(|(_, flags)| flags & PF_KTHREAD != 0) {
+            assert_eq!(carries(2, "BERTH_RUN=x"), Carries::No);
+        }
+        assert_eq!(
+            carries(std::process::id() as i32, "BERTH_RUN=no-such-run"),
+            Carries::No
+        );
+    }
 
     #[test]
     fn our_ancestors_end_at_init() {
