@@ -26,6 +26,12 @@ pub struct ProbeSpec {
     pub unhealthy_threshold: u32,
 }
 
+/// While an instance is starting, the first retry comes this soon after a failed probe, and
+/// each later one twice as late, up to the interval: an app that listens a few milliseconds
+/// after its start is then healthy a few milliseconds later, not a whole interval (2 s by
+/// default) later, and a deploy waits on that. A refused connection costs microseconds.
+pub const START_RETRY_FIRST: Duration = Duration::from_millis(5);
+
 /// The status line is all we read; a server sending more than this before its first line
 /// end is not speaking HTTP.
 const MAX_STATUS_LINE: usize = 1024;
@@ -115,6 +121,8 @@ pub(crate) struct ProbeTracker {
     verdict: Verdict,
     successes: u32,
     failures: u32,
+    /// Probes recorded while starting: the start-up retry schedule's position.
+    start_probes: u32,
     last_error: Option<String>,
 }
 
@@ -128,6 +136,7 @@ impl ProbeTracker {
             verdict: Verdict::Starting,
             successes: 0,
             failures: 0,
+            start_probes: 0,
             last_error: None,
         }
     }
@@ -135,6 +144,18 @@ impl ProbeTracker {
     /// When a still-starting instance has run out of time.
     pub(crate) fn start_deadline(&self) -> Option<Instant> {
         (self.verdict == Verdict::Starting).then_some(self.start_deadline)
+    }
+
+    /// Time from the start of the last probe to the next: the interval, except while
+    /// starting, when retries follow [`START_RETRY_FIRST`]'s doubling schedule.
+    pub(crate) fn next_delay(&self, interval: Duration) -> Duration {
+        if self.verdict != Verdict::Starting {
+            return interval;
+        }
+        let doublings = self.start_probes.saturating_sub(1).min(16);
+        START_RETRY_FIRST
+            .saturating_mul(1 << doublings)
+            .min(interval)
     }
 
     pub(crate) fn last_error(&self) -> Option<&str> {
@@ -147,6 +168,9 @@ impl ProbeTracker {
     /// make it Unhealthy. Unhealthy never ends the instance: the edge stops sending it
     /// traffic, and a restart would only add a cold start to whatever is wrong.
     pub(crate) fn record(&mut self, result: Result<(), String>) -> Verdict {
+        if self.verdict == Verdict::Starting {
+            self.start_probes = self.start_probes.saturating_add(1);
+        }
         match result {
             Ok(()) => {
                 self.failures = 0;
@@ -223,6 +247,37 @@ mod tests {
         assert!(timed_out(&t, t0 + Duration::from_secs(10)));
         t.record(Ok(()));
         assert!(!timed_out(&t, t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn starting_retries_double_up_to_the_interval_then_the_interval_alone() {
+        let interval = Duration::from_secs(2);
+        let mut t = ProbeTracker::new(&spec(2, 1), Instant::now());
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            t.record(fail());
+            delays.push(t.next_delay(interval).as_millis());
+        }
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 640, 1280, 2000]);
+        // One pass of two: still starting, and the schedule is at its cap.
+        t.record(Ok(()));
+        assert_eq!(t.next_delay(interval), interval);
+        let mut t = ProbeTracker::new(&spec(2, 1), Instant::now());
+        t.record(fail());
+        t.record(Ok(()));
+        assert_eq!(t.next_delay(interval), Duration::from_millis(10));
+        assert_eq!(t.record(Ok(())), Verdict::Healthy);
+        assert_eq!(t.next_delay(interval), interval);
+        // Unhealthy later: the interval, not the start-up schedule.
+        assert_eq!(t.record(fail()), Verdict::Unhealthy);
+        assert_eq!(t.next_delay(interval), interval);
+        // A short interval caps the schedule from the start.
+        let mut t = ProbeTracker::new(&spec(1, 1), Instant::now());
+        t.record(fail());
+        assert_eq!(
+            t.next_delay(Duration::from_millis(3)),
+            Duration::from_millis(3)
+        );
     }
 
     #[test]

@@ -218,7 +218,8 @@ impl Run<'_> {
         let stable_at = started + self.spec.restart.stable_after;
         let mut stable_seen = tracker.is_some();
 
-        // The first probe goes out at once: a fast app is healthy after one round trip.
+        // The first probe goes out at once, and while starting retries come soon
+        // (`ProbeTracker::next_delay`): a fast app is healthy within milliseconds.
         let mut next_probe = started;
         loop {
             let deadline = tracker.as_ref().and_then(ProbeTracker::start_deadline);
@@ -292,8 +293,9 @@ impl Run<'_> {
                 }
                 (began, result) = probed => {
                     if let (Some(spec), Some(tracker)) = (&self.spec.health, tracker.as_mut()) {
-                        next_probe = began + spec.interval;
-                        let phase = match tracker.record(result) {
+                        let verdict = tracker.record(result);
+                        next_probe = began + tracker.next_delay(spec.interval);
+                        let phase = match verdict {
                             Verdict::Starting => Phase::Starting,
                             Verdict::Healthy => Phase::Healthy,
                             Verdict::Unhealthy => Phase::Unhealthy,
