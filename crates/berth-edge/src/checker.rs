@@ -14,9 +14,9 @@ use crate::body::BoxError;
 use crate::spec::ActiveHealthSpec;
 use crate::upstream::Upstream;
 
-pub fn spawn(upstream: &Arc<Upstream>, spec: ActiveHealthSpec) {
+pub fn spawn(runtime: &tokio::runtime::Handle, upstream: &Arc<Upstream>, spec: ActiveHealthSpec) {
     let weak: Weak<Upstream> = Arc::downgrade(upstream);
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         let mut tick = tokio::time::interval(spec.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

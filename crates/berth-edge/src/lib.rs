@@ -75,11 +75,15 @@ pub struct Edge {
     shutdown: watch::Sender<bool>,
     bound: Vec<SocketAddr>,
     bound_tls: Vec<SocketAddr>,
+    /// The runtime the edge was built in: its listeners and health checks run there, whichever
+    /// runtime later applies a table, so the control plane's work never runs between requests.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Edge {
     /// Builds the first routing table, installs the certificates and registers metrics. Must
-    /// run inside a tokio runtime (health checks and the certificate watcher start here).
+    /// run inside the tokio runtime that is to carry the data plane: the listeners, health
+    /// checks and the certificate watcher run there.
     /// Fails when a development certificate cannot be issued.
     pub fn new(
         spec: &EdgeSpec,
@@ -109,6 +113,7 @@ impl Edge {
             shutdown,
             bound: Vec::new(),
             bound_tls: Vec::new(),
+            runtime: tokio::runtime::Handle::current(),
         };
         edge.start_checkers();
         Ok(edge)
@@ -147,7 +152,7 @@ impl Edge {
         let mut local = Vec::new();
         for l in listeners {
             local.push(l.local_addr().unwrap_or_else(|_| addrs[local.len()]));
-            tokio::spawn(server::accept_loop(
+            self.runtime.spawn(server::accept_loop(
                 l,
                 self.shared.clone(),
                 self.conns.clone(),
@@ -185,7 +190,7 @@ impl Edge {
             if let Some(active) = &up.settings.active
                 && up.claim_checker()
             {
-                checker::spawn(up, active.clone());
+                checker::spawn(&self.runtime, up, active.clone());
             }
         }
     }

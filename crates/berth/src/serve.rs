@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 
 use crate::admin;
 use crate::cli::{LogFormat, ServeArgs};
+use crate::data_plane::DataPlane;
 use crate::state;
 
 /// How long `berth serve`, once the apps are stopped, lets the admin listeners finish the
@@ -38,18 +39,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let key = take_master_key_env(&config.server.data_dir);
     crate::guard::start();
     use_exec_shim();
-    let runtime = if config.server.workers <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.server.workers)
-            .enable_all()
-            .build()
-    }
-    .context("starting the async runtime")?;
-    runtime.block_on(serve(path, config, key))
+    let data_plane = DataPlane::start(config.server.workers)?;
+    // The control plane: one thread is plenty, and it keeps the edge's threads to itself.
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = control.block_on(serve(path, config, key, data_plane.handle().clone()));
+    drop(control);
+    data_plane.stop();
+    result
 }
 
 /// Instances are started through this binary's exec shim rather than a fork of berth (see
@@ -186,19 +185,37 @@ impl Server {
     }
 }
 
-/// Builds the edge (routing table, certificates) and binds its plain and TLS listeners.
+type Started = Result<(Edge, Vec<std::net::SocketAddr>), berth_edge::EdgeError>;
+
+/// Builds the edge (routing table, certificates) and binds its plain and TLS listeners, on
+/// the data plane's runtime, where its tasks then run; the registry goes there and back.
 async fn start_edge(
-    spec: &berth_edge::spec::EdgeSpec,
-    registry: &mut Registry,
+    data_plane: &tokio::runtime::Handle,
+    spec: berth_edge::spec::EdgeSpec,
+    mut registry: Registry,
     log: AccessLogTarget,
-) -> Result<(Edge, Vec<std::net::SocketAddr>), berth_edge::EdgeError> {
-    let mut edge = Edge::new(spec, registry, log)?;
-    let mut bound = edge.listen(&spec.listeners).await?;
-    bound.extend(edge.listen_tls(&spec.tls.listeners).await?);
-    Ok((edge, bound))
+) -> anyhow::Result<(Started, Registry)> {
+    data_plane
+        .spawn(async move {
+            let started = async {
+                let mut edge = Edge::new(&spec, &mut registry, log)?;
+                let mut bound = edge.listen(&spec.listeners).await?;
+                bound.extend(edge.listen_tls(&spec.tls.listeners).await?);
+                Ok((edge, bound))
+            }
+            .await;
+            (started, registry)
+        })
+        .await
+        .context("starting the edge")
 }
 
-async fn serve(path: PathBuf, config: Config, key: KeyConfig) -> anyhow::Result<ExitCode> {
+async fn serve(
+    path: PathBuf,
+    config: Config,
+    key: KeyConfig,
+    data_plane: tokio::runtime::Handle,
+) -> anyhow::Result<ExitCode> {
     // State first: a store that cannot be opened must stop berth before it takes traffic.
     let state = match state::open(&config.server).await {
         Ok(s) => s,
@@ -217,7 +234,8 @@ async fn serve(path: PathBuf, config: Config, key: KeyConfig) -> anyhow::Result<
     let api_metrics = berth_api::register_metrics(&mut registry);
     let app_metrics = berth_deploy::AppMetrics::register(&mut registry);
     let log = access_log_target(&config.server.access_log)?;
-    let (edge, bound) = match start_edge(&config.edge, &mut registry, log).await {
+    let (started, registry) = start_edge(&data_plane, config.edge.clone(), registry, log).await?;
+    let (edge, bound) = match started {
         Ok(b) => b,
         Err(e) => {
             eprintln!("berth: {e}");

@@ -14,9 +14,21 @@ pub struct Env {
     pub berth: BerthProcess,
 }
 
+/// Edge worker threads in every test's berth, unless a test asks for another number.
+const WORKERS: usize = 2;
+
 pub fn server_section(listen: SocketAddr, admin: SocketAddr, extra: &str) -> String {
+    server_section_workers(listen, admin, WORKERS, extra)
+}
+
+fn server_section_workers(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    workers: usize,
+    extra: &str,
+) -> String {
     format!(
-        "[server]\nlisten = [\"{listen}\"]\nadmin_listen = \"{admin}\"\ndata_dir = \"data\"\nworkers = 2\nshutdown_timeout = \"10s\"\n{extra}\n"
+        "[server]\nlisten = [\"{listen}\"]\nadmin_listen = \"{admin}\"\ndata_dir = \"data\"\nworkers = {workers}\nshutdown_timeout = \"10s\"\n{extra}\n"
     )
 }
 
@@ -38,13 +50,25 @@ pub async fn start_with(body: &str, server_extra: &str) -> Env {
 }
 
 pub async fn start_with_args(body: &str, server_extra: &str, args: &[String]) -> Env {
+    start_full(body, server_extra, args, WORKERS).await
+}
+
+pub async fn start_workers(body: &str, workers: usize) -> Env {
+    start_full(body, "", &[], workers).await
+}
+
+async fn start_full(body: &str, server_extra: &str, args: &[String], workers: usize) -> Env {
     // A free port can be taken by a parallel test between being picked and being bound;
     // only that case is retried, with new ports.
     let mut last = String::new();
     for _ in 0..3 {
         let listen = free_addr();
         let admin = free_addr();
-        let toml = format!("{}{}", server_section(listen, admin, server_extra), body);
+        let toml = format!(
+            "{}{}",
+            server_section_workers(listen, admin, workers, server_extra),
+            body
+        );
         match BerthProcess::builder(BIN)
             .config_toml(toml)
             .admin_addr(admin)

@@ -22,4 +22,5 @@ mod semantics;
 mod shutdown;
 mod smuggling;
 mod static_files;
+mod threads;
 mod tls;
