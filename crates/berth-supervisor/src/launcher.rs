@@ -53,6 +53,12 @@ fn queue() -> Option<&'static mpsc::Sender<Job>> {
         .as_ref()
 }
 
+/// Starts the launcher thread now rather than at the first instance, so it is created with
+/// the calling thread's scheduling priority (instances inherit the launcher's).
+pub fn start_launcher() {
+    let _ = queue();
+}
+
 /// Starts an instance on the launcher thread and waits for it without blocking the caller's
 /// thread. Must be called within a tokio runtime.
 pub(crate) async fn launch(spec: &CommandSpec, setup: Option<ChildSetup>) -> Result<Instance> {

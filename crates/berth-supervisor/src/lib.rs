@@ -48,6 +48,7 @@ pub use cgroup::cgroup_v2_available;
 pub use error::{Error, Result};
 pub use exec_shim::{SHIM_ARG, run_exec_shim, use_exec_shim};
 pub use guard::{RUN_ENV, guard_until_closed, run_marker};
+pub use launcher::start_launcher;
 pub use limits::ResourceLimits;
 pub use output::{Capture, LogConfig, RotatingLog, Stream, Tail, capture};
 pub use port::{allocate_port, port_is_free};

@@ -40,6 +40,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::guard::start();
     use_exec_shim();
     let data_plane = DataPlane::start(config.server.workers)?;
+    // Instances inherit the launcher's priority: it starts before the main thread lowers its own.
+    berth_supervisor::start_launcher();
+    crate::data_plane::lower_control_priority();
     // The control plane: one thread is plenty, and it keeps the edge's threads to itself.
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Berth, eventually, pids, start, user, web_app};
+use crate::support::{Berth, eventually, nice_of, pids, start, user, web_app};
 
 async fn version(b: &Berth, app: &str) -> (u16, String) {
     b.get(&format!("{app}.test"), "/version").await
@@ -37,6 +37,9 @@ async fn deploy_serves_records_and_replaces_the_release() {
             i["port"].as_u64().is_some() && i["pid"].as_i64().is_some(),
             "{i}"
         );
+        // berth's control plane runs nicer; its instances do not.
+        let pid = i["pid"].as_i64().unwrap().to_string();
+        assert_eq!(nice_of(&pid), nice_of("self"), "{i}");
     }
     let old_pids = pids(&ps);
 

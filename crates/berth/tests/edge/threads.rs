@@ -1,42 +1,86 @@
 //! The data plane on threads of its own: `server.workers` threads named `berth-edge` carry
 //! the edge, apart from the main thread that carries the control plane, so a deploy's work
-//! never runs between requests.
+//! never runs between requests; the main thread runs at a lower CPU priority, the edge and
+//! the instance launcher at berth's own.
 
 use berth_testkit::FakeUpstream;
 
 use crate::common::{client, simple, start_workers};
 
-/// Names of berth's threads, one per thread.
-fn thread_names(pid: u32) -> Vec<String> {
-    let mut names = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc") {
-        let comm = task.expect("task").path().join("comm");
-        if let Ok(name) = std::fs::read_to_string(comm) {
-            names.push(name.trim().to_owned());
-        }
+/// Name and nice value of each of berth's threads, the main thread first.
+fn threads(pid: u32) -> Vec<(String, i32)> {
+    let mut tasks: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc")
+        .filter_map(|t| t.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tasks.sort_unstable();
+    let mut out = Vec::new();
+    for tid in tasks {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
+            continue; // ended meanwhile
+        };
+        let (head, rest) = stat.rsplit_once(')').expect("stat has a command name");
+        let name = head.split_once('(').expect("stat has a command name").1;
+        // Field 19, the 17th after the command name.
+        let nice = rest
+            .split_whitespace()
+            .nth(16)
+            .expect("nice")
+            .parse()
+            .expect("a number");
+        out.push((name.to_owned(), nice));
     }
-    names
+    out
 }
 
-async fn edge_threads(workers: usize) -> (usize, Vec<String>) {
+fn names(threads: &[(String, i32)]) -> Vec<&str> {
+    threads.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+async fn edge_threads(workers: usize) -> Vec<(String, i32)> {
     let up = FakeUpstream::start_named("a").await;
     let env = start_workers(&simple(&[up.addr()], "", ""), workers).await;
     let r = client().get(env.url("/")).send().await.expect("proxied");
     assert_eq!(r.status(), 200);
-    let names = thread_names(env.berth.pid());
-    let edge = names.iter().filter(|n| *n == "berth-edge").count();
-    (edge, names)
+    threads(env.berth.pid())
 }
 
 #[tokio::test]
 async fn one_worker_is_one_edge_thread_beside_the_main_thread() {
-    let (edge, names) = edge_threads(1).await;
-    assert_eq!(edge, 1, "{names:?}");
-    assert_eq!(names.first().map(String::as_str), Some("berth"), "{names:?}");
+    let threads = edge_threads(1).await;
+    let edge: Vec<_> = threads.iter().filter(|(n, _)| n == "berth-edge").collect();
+    assert_eq!(edge.len(), 1, "{:?}", names(&threads));
+    assert_eq!(threads[0].0, "berth", "the main thread comes first");
 }
 
 #[tokio::test]
 async fn more_workers_are_that_many_edge_threads_and_their_driver() {
-    let (edge, names) = edge_threads(3).await;
-    assert_eq!(edge, 3 + 1, "{names:?}");
+    let threads = edge_threads(3).await;
+    let edge = threads.iter().filter(|(n, _)| n == "berth-edge").count();
+    assert_eq!(edge, 3 + 1, "{:?}", names(&threads));
+}
+
+#[tokio::test]
+async fn the_control_plane_runs_nicer_than_the_edge_and_the_launcher() {
+    let threads = edge_threads(2).await;
+    let nice_of = |name: &str| -> Vec<i32> {
+        threads
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    let edge = nice_of("berth-edge");
+    let base = edge[0];
+    assert!(edge.iter().all(|n| *n == base), "{threads:?}");
+    assert_eq!(
+        nice_of("berth-launcher"),
+        [base],
+        "instances inherit it: {threads:?}"
+    );
+    assert_eq!(
+        threads[0].1,
+        (base + 10).min(19),
+        "the main thread: {threads:?}"
+    );
 }
