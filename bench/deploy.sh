@@ -4,8 +4,8 @@
 #
 #   1. ROLLING rolling deploys back to back (default 20),
 #   2. BLUE_GREEN blue-green deploys, each previewed and promoted (default 5),
-#   3. the same deploys again under h2load at half the steady rate (open loop, 64
-#      connections), p99 before against p99 during them,
+#   3. the same deploys again, in HALF_ROUNDS rounds (default 3), under h2load at half the
+#      steady rate (open loop, 64 connections), p99 between rounds against p99 during them,
 #   4. a bad canary at 10% (every fifth request a 500) until analysis rolls it back.
 #
 # It reports failed requests during 1 and 2 (target: none), their p99 against steady state
@@ -117,16 +117,27 @@ elif field == "p99_ms":
 PY
 }
 
+# prepare_rounds N: writes the sources of the next N rounds' releases (after $version) ahead,
+# so measured windows hold berth's work and the CLI's, not this script's.
+prepare_rounds() {
+  local v=$version
+  for _ in $(seq 1 "$1"); do
+    for _ in $(seq 1 "$ROLLING"); do v=$((v + 1)); app "$v" rolling >/dev/null; done
+    for _ in $(seq 1 "$BLUE_GREEN"); do v=$((v + 1)); app "$v" blue-green >/dev/null; done
+  done
+}
+
 # deploy_round: ROLLING rolling deploys, then BLUE_GREEN blue-green deploys each promoted as
-# soon as the rollout accepts it, back to back; each a new release (version counts up).
+# soon as the rollout accepts it, back to back; each a new release (version counts up), from
+# the sources prepare_rounds wrote.
 deploy_round() {
   for _ in $(seq 1 "$ROLLING"); do
     version=$((version + 1))
-    berth deploy "$(app "$version" rolling)" >"$WORK/deploy-$version.out"
+    berth deploy "$WORK/app-$version" >"$WORK/deploy-$version.out"
   done
   for _ in $(seq 1 "$BLUE_GREEN"); do
     version=$((version + 1))
-    berth deploy "$(app "$version" blue-green)" >"$WORK/deploy-$version.out" &
+    berth deploy "$WORK/app-$version" >"$WORK/deploy-$version.out" &
     deploy_pid=$!
     # Promote once the new release is up beside the old one.
     until berth promote demo >/dev/null 2>&1; do sleep 0.2; done
@@ -142,9 +153,10 @@ STEADY_P99=$(wrk_field "$WORK/steady.wrk" p99_ms)
 STEADY_N=$(wrk_field "$WORK/steady.wrk" requests)
 
 echo "$ROLLING rolling deploys and $BLUE_GREEN blue-green deploys under the same load"
+version=1
+prepare_rounds 1
 wrk_start deploys
 started=$(date +%s.%N)
-version=1
 deploy_round
 took=$(python3 -c "import time; print(f'{time.time() - $started:.1f}')")
 wrk_stop
@@ -155,44 +167,54 @@ DEPLOY_P99=$(wrk_field "$WORK/deploys.wrk" p99_ms)
 # The same deploys under an open-loop load at half the steady rate: wrk above saturates the
 # two CPUs, so any work a deploy does queues requests; at half load what shows is the
 # disruption itself. h2load paces each connection and logs every request's start and
-# duration, so one run is split into the windows before and during the deploys.
+# duration, so one run is split into windows: HALF_ROUNDS rounds of deploys, each after
+# HALF_GAP seconds without, pooled (one round's p99 rests on a few hundred requests, and runs
+# differed by +-0.3 in the ratio).
+HALF_ROUNDS=${HALF_ROUNDS:-3}
+HALF_GAP=${HALF_GAP:-5}
 HALF_RPS=$(python3 -c "print(max(1, round($STEADY_N / $STEADY / 2 / $CONNS)))")
-echo "the same deploys at half the steady rate ($HALF_RPS req/s on each of $CONNS connections)"
+echo "$HALF_ROUNDS rounds of the same deploys at half the steady rate ($HALF_RPS req/s on each of $CONNS connections)"
+prepare_rounds "$HALF_ROUNDS"
 h2load --h1 -t2 -c"$CONNS" --rps "$HALF_RPS" -D 1h -H "host: demo.bench" \
   --log-file "$WORK/half.log" "http://127.0.0.1:$LISTEN_PORT/" >"$WORK/half.h2load" 2>&1 &
 H2_PID=$!
-sleep "$STEADY"
-half_started=$(date +%s%6N)
-deploy_round
-half_ended=$(date +%s%6N)
-sleep 1
+: >"$WORK/half.windows"
+for _ in $(seq 1 "$HALF_ROUNDS"); do
+  sleep "$HALF_GAP"
+  round_started=$(date +%s%6N)
+  deploy_round
+  echo "$round_started $(date +%s%6N)" >>"$WORK/half.windows"
+done
+sleep "$HALF_GAP"
 # TERM, not INT: a background job of a script starts with SIGINT ignored, and h2load keeps
-# that. Rows still in its buffer are lost; they were logged after the deploy window.
+# that. Rows still in its buffer are lost; they were logged after the last window.
 kill -TERM "$H2_PID"
 wait "$H2_PID" || true
-read -r HALF_STEADY_N HALF_STEADY_P99 HALF_N HALF_FAILED HALF_P99 <<<"$(python3 - "$WORK/half.log" "$half_started" "$half_ended" <<'PY'
+read -r HALF_STEADY_N HALF_STEADY_P99 HALF_N HALF_FAILED HALF_P99 <<<"$(python3 - "$WORK/half.log" "$WORK/half.windows" <<'PY'
 import sys
-start, end = int(sys.argv[2]), int(sys.argv[3])
-before, during, failed = [], [], 0
+windows = [tuple(map(int, line.split())) for line in open(sys.argv[2])]
+rows = []
 for line in open(sys.argv[1]):
     cols = line.split("\t")
     if len(cols) < 3:
         continue  # a row cut short when h2load was stopped
     try:
-        t, status, us = int(cols[0]), int(cols[1]), int(cols[2])
+        rows.append((int(cols[0]), int(cols[1]), int(cols[2])))
     except ValueError:
         continue
-    if t < start:
-        before.append((t, us))
-    elif t <= end:
+# The first second is connection set-up, and the second after a round its old instances'
+# last moments: neither is steady state nor a deploy.
+first = min((t for t, _, _ in rows), default=0)
+steady, during, failed = [], [], 0
+for t, status, us in rows:
+    if any(start <= t <= end for start, end in windows):
         during.append(us)
         failed += status >= 500 or status == 0
+    elif t >= first + 1_000_000 and not any(end < t <= end + 1_000_000 for _, end in windows):
+        steady.append(us)
 def p99(v):
     v = sorted(v)
     return f"{v[min(len(v) - 1, int(len(v) * 0.99))] / 1000:.2f}" if v else "nan"
-# The first second is connection set-up, not steady state.
-first = min((t for t, _ in before), default=0)
-steady = [us for t, us in before if t >= first + 1_000_000]
 print(len(steady), p99(steady), len(during), failed, p99(during))
 PY
 )"
