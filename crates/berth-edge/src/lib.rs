@@ -22,6 +22,7 @@ pub mod metrics;
 mod proxy;
 mod proxy_protocol;
 mod rate_limit;
+mod retire;
 mod select;
 mod server;
 pub mod spec;
@@ -177,6 +178,7 @@ impl Edge {
         let table = Table::build(spec, &self.carry, &self.shared.metrics);
         self.shared.table.store(Arc::new(table));
         self.start_checkers();
+        retire::sweep(&self.shared.metrics, &self.carry, std::time::Instant::now());
         ApplyReport {
             listeners_changed: (!self.bound.is_empty() && spec.listeners != self.bound)
                 || (!self.bound_tls.is_empty() && spec.tls.listeners != self.bound_tls),

@@ -3,7 +3,9 @@
 //! retry or an error hashes no label set; rejections, upstream errors, retries and fail-open
 //! still look theirs up.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +13,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::retire::{InstanceKey, Retirement, RouteKey};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -93,7 +97,14 @@ pub struct EdgeMetrics {
     pub stats: crate::stats::StatsRegistry,
     pub rate_limit_keys: Family<RateLimitLabels, Gauge>,
     pub compressed: Family<EncodingLabels, Counter>,
+    /// Instances that have series, for [`crate::retire`].
+    instance_series: Mutex<HashSet<InstanceKey>>,
+    pub(crate) retired_routes: Mutex<Retirement<RouteKey>>,
+    pub(crate) retired_instances: Mutex<Retirement<InstanceKey>>,
 }
+
+/// Response classes the request counter is labelled with.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 impl EdgeMetrics {
     pub fn new(registry: &mut Registry) -> Arc<Self> {
@@ -115,6 +126,9 @@ impl EdgeMetrics {
             access_log_dropped: Counter::default(),
             rate_limit_keys: Family::default(),
             compressed: Family::default(),
+            instance_series: Mutex::default(),
+            retired_routes: Mutex::default(),
+            retired_instances: Mutex::default(),
         };
         let r = registry.sub_registry_with_prefix("berth");
         r.register(
@@ -208,13 +222,7 @@ impl EdgeMetrics {
                 status,
             })
         };
-        let by_class = [
-            class("1xx"),
-            class("2xx"),
-            class("3xx"),
-            class("4xx"),
-            class("5xx"),
-        ];
+        let by_class = STATUS_CLASSES.map(class);
         let stats = self.stats.get_or_create(route, release, &by_class[4]);
         RouteMetrics(Arc::new(RouteMetricsInner {
             by_class,
@@ -224,6 +232,64 @@ impl EdgeMetrics {
             }),
             stats,
         }))
+    }
+
+    /// Removes the series of `route`'s `release` (its requests, latency and stats).
+    pub(crate) fn forget_route(&self, route: &str, release: &str) {
+        for status in STATUS_CLASSES {
+            self.requests.remove(&RequestLabels {
+                route: route.to_owned(),
+                release: release.to_owned(),
+                status,
+            });
+        }
+        self.latency.remove(&LatencyLabels {
+            route: route.to_owned(),
+            release: release.to_owned(),
+        });
+        self.stats.remove(route, release);
+    }
+
+    /// The series of one instance: its health gauge, ejections and failed checks.
+    pub(crate) fn instance(&self, group: &str, release: &str, addr: SocketAddr) -> InstanceSeries {
+        let labels = UpstreamLabels {
+            group: group.to_owned(),
+            release: release.to_owned(),
+            upstream: addr.to_string(),
+        };
+        self.instance_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((group.to_owned(), release.to_owned(), addr));
+        InstanceSeries {
+            healthy: self.upstream_healthy.get_or_create_owned(&labels),
+            ejections: self.ejections.get_or_create_owned(&labels),
+            checks_failed: self.health_checks_failed.get_or_create_owned(&labels),
+        }
+    }
+
+    pub(crate) fn instance_keys(&self) -> Vec<InstanceKey> {
+        let series = self
+            .instance_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        series.iter().cloned().collect()
+    }
+
+    pub(crate) fn forget_instance(&self, key: &InstanceKey) {
+        let (group, release, addr) = key;
+        let labels = UpstreamLabels {
+            group: group.clone(),
+            release: release.clone(),
+            upstream: addr.to_string(),
+        };
+        self.upstream_healthy.remove(&labels);
+        self.ejections.remove(&labels);
+        self.health_checks_failed.remove(&labels);
+        self.instance_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
     }
 
     /// The counter of `route`'s responses compressed with `encoding`.
@@ -271,4 +337,11 @@ impl RouteMetrics {
         self.0.latency.observe(seconds);
         self.0.stats.observe_latency(seconds);
     }
+}
+
+/// One instance's series, resolved once when the instance is made.
+pub(crate) struct InstanceSeries {
+    pub healthy: Gauge,
+    pub ejections: Counter,
+    pub checks_failed: Counter,
 }

@@ -171,6 +171,19 @@ impl StatsRegistry {
         map.get(&(route.to_owned(), release.to_owned()))
             .map(|s| s.snapshot())
     }
+
+    /// Every (route, release) and whether a routing table or a request still holds its stats.
+    pub(crate) fn held(&self) -> Vec<((String, String), bool)> {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.iter()
+            .map(|(key, stats)| (key.clone(), Arc::strong_count(stats) > 1))
+            .collect()
+    }
+
+    pub(crate) fn remove(&self, route: &str, release: &str) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.remove(&(route.to_owned(), release.to_owned()));
+    }
 }
 
 #[cfg(test)]

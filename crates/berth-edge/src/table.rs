@@ -2,7 +2,7 @@
 //! Instances, concurrency counters and metric handles are carried over between builds so a
 //! reload keeps health history, warm connections and limits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -261,6 +261,17 @@ impl Carry {
             .sum()
     }
 
+    /// Every instance some table or request still holds.
+    pub(crate) fn live_instances(&self) -> HashSet<(String, String, SocketAddr)> {
+        let Ok(map) = self.instances.lock() else {
+            return HashSet::new();
+        };
+        map.iter()
+            .filter(|(_, held)| held.iter().any(|w| w.strong_count() > 0))
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     fn instance(
         &self,
         group: &str,
@@ -457,6 +468,62 @@ mod tests {
         let new = &changed.lookup("h", "/").expect("route").limiters[0];
         assert!(!Arc::ptr_eq(old, new));
         assert_eq!(new.spec.burst, 6);
+    }
+
+    /// Each deploy makes a new release with its own series; once no table or request holds
+    /// an old release for `RETIRE_AFTER`, its series leave `/metrics` (and memory).
+    #[test]
+    fn series_of_releases_nothing_holds_are_retired() {
+        use crate::retire::{RETIRE_AFTER, sweep};
+        let mut registry = Registry::default();
+        let metrics = EdgeMetrics::new(&mut registry);
+        let carry = Carry::default();
+        let spec_of = |release: &str| {
+            let mut spec = edge_spec(vec![route("web", &[HostPattern::Any], "/")]);
+            spec.groups[0].pools[0].release = release.to_owned();
+            spec.groups[0].pools[0].upstreams = vec![SocketAddr::from(([127, 0, 0, 1], 9))];
+            spec
+        };
+        let text = |registry: &Registry| {
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, registry).expect("encode");
+            out
+        };
+        let t0 = std::time::Instant::now();
+        let first = Table::build(&spec_of("r1"), &carry, &metrics);
+        // A request still on the first table keeps it (and r1) alive.
+        let held = first.lookup("h", "/").expect("route");
+        let request = (
+            held.metrics[0].clone(),
+            held.group.pools[0].instances[0].clone(),
+        );
+        drop(first);
+        let _second = Table::build(&spec_of("r2"), &carry, &metrics);
+        sweep(&metrics, &carry, t0);
+        sweep(&metrics, &carry, t0 + RETIRE_AFTER * 2);
+        assert!(
+            text(&registry).contains(r#"release="r1""#),
+            "held by a request"
+        );
+        drop(request);
+        sweep(&metrics, &carry, t0 + RETIRE_AFTER * 2);
+        assert!(
+            text(&registry).contains(r#"release="r1""#),
+            "kept for a while"
+        );
+        assert!(metrics.stats.snapshot("web", "r1").is_some());
+        sweep(&metrics, &carry, t0 + RETIRE_AFTER * 3);
+        let after = text(&registry);
+        assert!(!after.contains(r#"release="r1""#), "{after}");
+        assert!(metrics.stats.snapshot("web", "r1").is_none());
+        assert!(
+            after.contains(r#"berth_requests_total{route="web",release="r2""#),
+            "{after}"
+        );
+        assert!(
+            after.contains(r#"berth_upstream_healthy{group="g",release="r2""#),
+            "{after}"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use crate::body::RequestBody;
 use crate::error::ProxyError;
 use crate::health::{HealthState, Outcome, Transition};
-use crate::metrics::{EdgeMetrics, UpstreamLabels};
+use crate::metrics::EdgeMetrics;
 use crate::spec::{ActiveHealthSpec, PassiveHealthSpec, defaults};
 
 pub type Sender = SendRequest<RequestBody>;
@@ -64,13 +64,9 @@ impl Upstream {
         settings: InstanceSettings,
         metrics: &EdgeMetrics,
     ) -> Self {
-        let labels = UpstreamLabels {
-            group: group.to_owned(),
-            release: release.to_owned(),
-            upstream: addr.to_string(),
-        };
+        let series = metrics.instance(group, release, addr);
         let state = HealthState::new(settings.active.as_ref(), &settings.passive);
-        let healthy_gauge = metrics.upstream_healthy.get_or_create_owned(&labels);
+        let healthy_gauge = series.healthy;
         healthy_gauge.set(1);
         Self {
             addr,
@@ -83,8 +79,8 @@ impl Upstream {
             state: Mutex::new(state),
             idle: Mutex::new(Vec::new()),
             healthy_gauge,
-            ejections: metrics.ejections.get_or_create_owned(&labels),
-            checks_failed: metrics.health_checks_failed.get_or_create_owned(&labels),
+            ejections: series.ejections,
+            checks_failed: series.checks_failed,
             settings,
         }
     }
