@@ -78,9 +78,11 @@ fn pids() -> Vec<i32> {
 enum Carries {
     Yes,
     No,
-    /// An empty environment on a live user process: it is in the middle of an exec, which
-    /// wakes a vfork/posix_spawn parent before the new image's environment is in place, so
-    /// an instance spawned a moment ago looks like this. Look again.
+    /// An empty environment on a live user process with no resident memory yet: it is in
+    /// the middle of an exec, which wakes a vfork/posix_spawn parent before the new image's
+    /// environment is in place, so an instance spawned a moment ago looks like this. Look
+    /// again. (A process started with an empty environment on purpose has memory, and is
+    /// settled.)
     Unsettled,
 }
 
@@ -90,7 +92,9 @@ fn carries(pid: i32, marker: &str) -> Carries {
     };
     if environ.is_empty() {
         return match stat_fields(pid) {
-            Some((state, flags)) if state != "Z" && state != "X" && flags & PF_KTHREAD == 0 => {
+            Some(s)
+                if s.state != "Z" && s.state != "X" && s.flags & PF_KTHREAD == 0 && s.rss == 0 =>
+            {
                 Carries::Unsettled
             }
             _ => Carries::No,
@@ -111,10 +115,23 @@ fn carries(pid: i32, marker: &str) -> Carries {
     }
 }
 
-/// The state letter and the flags (fields 3 and 9) of `/proc/<pid>/stat`.
-fn stat_fields(pid: i32) -> Option<(String, u64)> {
+/// What `/proc/<pid>/stat` says of a process's state.
+struct StatFields {
+    /// Field 3: `R`, `S`, `D`, `Z`...
+    state: String,
+    /// Field 9.
+    flags: u64,
+    /// Field 24: resident pages.
+    rss: u64,
+}
+
+fn stat_fields(pid: i32) -> Option<StatFields> {
     let fields = stat_after_comm(pid)?;
-    Some((fields.first()?.clone(), fields.get(6)?.parse().ok()?))
+    Some(StatFields {
+        state: fields.first()?.clone(),
+        flags: fields.get(6)?.parse().ok()?,
+        rss: fields.get(21)?.parse().ok()?,
+    })
 }
 
 /// The parent chain from `pid` up to (and including) pid 1.
@@ -151,12 +168,35 @@ mod tests {
     #[test]
     fn kernel_threads_and_ordinary_processes_are_settled() {
         // kthreadd (pid 2) has no environment and is no instance; neither is this process.
-        if stat_fields(2).is_some_and(|(_, flags)| flags & PF_KTHREAD != 0) {
+        if stat_fields(2).is_some_and(|s| s.flags & PF_KTHREAD != 0) {
             assert_eq!(carries(2, "BERTH_RUN=x"), Carries::No);
         }
         assert_eq!(
             carries(std::process::id() as i32, "BERTH_RUN=no-such-run"),
             Carries::No
+        );
+    }
+
+    #[test]
+    fn a_process_with_an_empty_environment_settles_once_it_runs() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env_clear()
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut seen = carries(pid, "BERTH_RUN=x");
+        while seen == Carries::Unsettled && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            seen = carries(pid, "BERTH_RUN=x");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            seen,
+            Carries::No,
+            "an empty environment on purpose is not mid-exec"
         );
     }
 
