@@ -7,8 +7,8 @@
 //! disruption: about 0.7 ms copying page tables, during which berth's other threads (the
 //! edge's among them) were seen blocked in the kernel. Under the same deploys at half load,
 //! p99 rose 1.54x on average with `fork` and 1.27x with a plain `posix_spawn` (5 runs each);
-//! through this shim, which adds its own start-up (about 2.4 ms of CPU in the child), 1.39x
-//! (7 runs). bench/RESULTS.md has the runs.
+//! through this shim, which adds its own start-up (about 2.4 ms of CPU in the child then,
+//! 2.2 ms since mimalloc lost huge pages), 1.39x (7 runs). bench/RESULTS.md has the runs.
 //!
 //! So, when a binary registers itself with [`use_exec_shim`], instances are started through it
 //! instead: a plain `posix_spawn` (no page tables copied) of that binary with [`SHIM_ARG`],

@@ -180,3 +180,42 @@ fn reload_without_a_server_says_serve_may_not_be_running() {
     assert!(err.contains("berth serve"), "{err}");
     assert!(err.contains("running"), "{err}");
 }
+
+/// `berth serve` starts every instance through the binary itself (`berth __exec`), which must
+/// be handled before the command line is parsed: the real binary, as the shim, runs a command
+/// in its own place, and refuses what it cannot run with the shell's 127.
+#[test]
+fn the_binary_acts_as_the_exec_shim() {
+    let parent = std::process::id().to_string();
+    let out = run(&[
+        "__exec",
+        "--parent",
+        &parent,
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo shimmed, child of $PPID",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The shell runs in the shim's place: its parent is the test, not a shim that forked it.
+    assert!(
+        text(&out.stdout).starts_with("shimmed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout)
+            .trim_end()
+            .ends_with(&format!("child of {parent}")),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let bad = run(&["__exec", "--", "/bin/true"]);
+    assert_eq!(bad.status.code(), Some(127));
+    assert!(
+        text(&bad.stderr).contains("--parent"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
