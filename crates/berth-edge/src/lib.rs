@@ -34,7 +34,7 @@ mod upstream;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -117,6 +117,7 @@ impl Edge {
             runtime: tokio::runtime::Handle::current(),
         };
         edge.start_checkers();
+        edge.retire_series();
         Ok(edge)
     }
 
@@ -178,12 +179,17 @@ impl Edge {
         let table = Table::build(spec, &self.carry, &self.shared.metrics);
         self.shared.table.store(Arc::new(table));
         self.start_checkers();
-        retire::sweep(&self.shared.metrics, &self.carry, std::time::Instant::now());
+        self.retire_series();
         ApplyReport {
             listeners_changed: (!self.bound.is_empty() && spec.listeners != self.bound)
                 || (!self.bound_tls.is_empty() && spec.tls.listeners != self.bound_tls),
             warnings,
         }
+    }
+
+    /// After a table is stored: series of releases nothing has held for a while go.
+    fn retire_series(&self) {
+        retire::sweep(&self.shared.metrics, &self.carry, std::time::Instant::now());
     }
 
     fn start_checkers(&self) {
@@ -229,4 +235,10 @@ pub struct ApplyReport {
     pub listeners_changed: bool,
     /// Parts of the spec that were not applied, for the operator.
     pub warnings: Vec<String>,
+}
+
+/// A poisoned lock is still used: a panic in one task must not stop the edge from serving,
+/// reloading certificates or keeping its metrics.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

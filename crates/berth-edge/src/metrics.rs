@@ -3,9 +3,8 @@
 //! retry or an error hashes no label set; rejections, upstream errors, retries and fail-open
 //! still look theirs up.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -97,8 +96,6 @@ pub struct EdgeMetrics {
     pub stats: crate::stats::StatsRegistry,
     pub rate_limit_keys: Family<RateLimitLabels, Gauge>,
     pub compressed: Family<EncodingLabels, Counter>,
-    /// Instances that have series, for [`crate::retire`].
-    instance_series: Mutex<HashSet<InstanceKey>>,
     pub(crate) retired_routes: Mutex<Retirement<RouteKey>>,
     pub(crate) retired_instances: Mutex<Retirement<InstanceKey>>,
 }
@@ -126,7 +123,6 @@ impl EdgeMetrics {
             access_log_dropped: Counter::default(),
             rate_limit_keys: Family::default(),
             compressed: Family::default(),
-            instance_series: Mutex::default(),
             retired_routes: Mutex::default(),
             retired_instances: Mutex::default(),
         };
@@ -257,23 +253,11 @@ impl EdgeMetrics {
             release: release.to_owned(),
             upstream: addr.to_string(),
         };
-        self.instance_series
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert((group.to_owned(), release.to_owned(), addr));
         InstanceSeries {
             healthy: self.upstream_healthy.get_or_create_owned(&labels),
             ejections: self.ejections.get_or_create_owned(&labels),
             checks_failed: self.health_checks_failed.get_or_create_owned(&labels),
         }
-    }
-
-    pub(crate) fn instance_keys(&self) -> Vec<InstanceKey> {
-        let series = self
-            .instance_series
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        series.iter().cloned().collect()
     }
 
     pub(crate) fn forget_instance(&self, key: &InstanceKey) {
@@ -286,10 +270,6 @@ impl EdgeMetrics {
         self.upstream_healthy.remove(&labels);
         self.ejections.remove(&labels);
         self.health_checks_failed.remove(&labels);
-        self.instance_series
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
     }
 
     /// The counter of `route`'s responses compressed with `encoding`.

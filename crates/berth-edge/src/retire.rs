@@ -5,52 +5,56 @@
 //! scrape its final counts and for a deploy to read a finished release's numbers, short
 //! enough that a week of deploys leaves nothing behind.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::lock;
 use crate::metrics::EdgeMetrics;
 use crate::table::Carry;
 
 /// How long a series nothing holds any more stays exported.
 pub const RETIRE_AFTER: Duration = Duration::from_secs(10 * 60);
 
-/// When each key was last seen held; decides which keys go. Pure: the caller says what is
-/// held and what time it is.
+/// The keys seen held, and since when each is not; decides which keys go. Pure: the caller
+/// says what is held and what time it is.
 #[derive(Debug)]
 pub struct Retirement<K> {
-    unheld_since: HashMap<K, Instant>,
+    /// `None` while held.
+    known: HashMap<K, Option<Instant>>,
 }
 
 impl<K> Default for Retirement<K> {
     fn default() -> Self {
         Self {
-            unheld_since: HashMap::new(),
+            known: HashMap::new(),
         }
     }
 }
 
 impl<K: Hash + Eq + Clone> Retirement<K> {
-    /// Takes every key there is and whether something holds it now; returns the keys nothing
-    /// has held for [`RETIRE_AFTER`], and forgets them.
-    pub fn sweep(&mut self, keys: impl IntoIterator<Item = (K, bool)>, now: Instant) -> Vec<K> {
-        let mut seen = HashMap::new();
+    /// Takes the keys something holds now. A key seen held before and not now starts its
+    /// period; returns the keys nothing has held for [`RETIRE_AFTER`], and forgets them.
+    pub fn sweep(&mut self, held: impl IntoIterator<Item = K>, now: Instant) -> Vec<K> {
+        let held: HashSet<K> = held.into_iter().collect();
         let mut due = Vec::new();
-        for (key, held) in keys {
-            if held {
-                continue;
+        self.known.retain(|key, unheld_since| {
+            if held.contains(key) {
+                *unheld_since = None;
+                return true;
             }
-            let since = self.unheld_since.get(&key).copied().unwrap_or(now);
-            if now.saturating_duration_since(since) >= RETIRE_AFTER {
-                due.push(key);
-            } else {
-                seen.insert(key, since);
+            let since = *unheld_since.get_or_insert(now);
+            let keep = now.saturating_duration_since(since) < RETIRE_AFTER;
+            if !keep {
+                due.push(key.clone());
             }
+            keep
+        });
+        for key in held {
+            self.known.entry(key).or_insert(None);
         }
-        // Keys held again, or gone by other means, start afresh next time.
-        self.unheld_since = seen;
         due
     }
 }
@@ -60,30 +64,23 @@ pub type RouteKey = (String, String);
 pub type InstanceKey = (String, String, SocketAddr);
 
 /// Removes the series of routes' releases and of instances that nothing has held for
-/// [`RETIRE_AFTER`]. Runs whenever a table is applied, after the swap.
+/// [`RETIRE_AFTER`]. Runs whenever a table is built, after it is stored, so every key is seen
+/// held once: by the stats a table's routes hold, and by the instances in [`Carry`].
 pub(crate) fn sweep(metrics: &EdgeMetrics, carry: &Carry, now: Instant) {
-    let routes = metrics.stats.held();
-    let gone = lock(&metrics.retired_routes).sweep(routes, now);
-    for (route, release) in gone {
+    for (route, release) in retire(&metrics.retired_routes, metrics.stats.held(), now) {
         metrics.forget_route(&route, &release);
     }
-    let live = carry.live_instances();
-    let instances: Vec<_> = metrics
-        .instance_keys()
-        .into_iter()
-        .map(|key| {
-            let held = live.contains(&key);
-            (key, held)
-        })
-        .collect();
-    let gone = lock(&metrics.retired_instances).sweep(instances, now);
-    for key in gone {
+    for key in retire(&metrics.retired_instances, carry.live_instances(), now) {
         metrics.forget_instance(&key);
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+fn retire<K: Hash + Eq + Clone>(
+    retirement: &Mutex<Retirement<K>>,
+    held: impl IntoIterator<Item = K>,
+    now: Instant,
+) -> Vec<K> {
+    lock(retirement).sweep(held, now)
 }
 
 #[cfg(test)]
@@ -94,26 +91,25 @@ mod tests {
     fn a_key_goes_after_being_unheld_for_the_whole_period() {
         let t0 = Instant::now();
         let mut r = Retirement::default();
-        assert!(r.sweep([("a", false), ("b", true)], t0).is_empty());
+        assert!(r.sweep(["a", "b"], t0).is_empty());
+        assert!(r.sweep(["b"], t0).is_empty());
         let almost = t0 + RETIRE_AFTER - Duration::from_secs(1);
-        assert!(r.sweep([("a", false), ("b", true)], almost).is_empty());
-        assert_eq!(
-            r.sweep([("a", false), ("b", true)], t0 + RETIRE_AFTER),
-            ["a"]
-        );
+        assert!(r.sweep(["b"], almost).is_empty());
+        assert_eq!(r.sweep(["b"], t0 + RETIRE_AFTER), ["a"]);
         // Gone means forgotten: a new series under the same key starts its own period.
-        assert!(r.sweep([("a", false)], t0 + RETIRE_AFTER).is_empty());
+        assert!(r.sweep(["a"], t0 + RETIRE_AFTER).is_empty());
     }
 
     #[test]
     fn being_held_again_restarts_the_period() {
         let t0 = Instant::now();
         let mut r = Retirement::default();
-        r.sweep([("a", false)], t0);
-        r.sweep([("a", true)], t0 + Duration::from_secs(300));
-        r.sweep([("a", false)], t0 + Duration::from_secs(400));
-        assert!(r.sweep([("a", false)], t0 + RETIRE_AFTER).is_empty());
+        r.sweep(["a"], t0);
+        r.sweep([], t0);
+        r.sweep(["a"], t0 + Duration::from_secs(300));
+        r.sweep([], t0 + Duration::from_secs(400));
+        assert!(r.sweep([], t0 + RETIRE_AFTER).is_empty());
         let later = t0 + Duration::from_secs(400) + RETIRE_AFTER;
-        assert_eq!(r.sweep([("a", false)], later), ["a"]);
+        assert_eq!(r.sweep([], later), ["a"]);
     }
 }

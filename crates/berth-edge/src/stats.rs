@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
@@ -160,28 +160,29 @@ impl StatsRegistry {
         release: &str,
         server_errors: &Counter,
     ) -> Arc<ReleaseStats> {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = crate::lock(&self.0);
         map.entry((route.to_owned(), release.to_owned()))
             .or_insert_with(|| Arc::new(ReleaseStats::counting_into(server_errors.clone())))
             .clone()
     }
 
     pub fn snapshot(&self, route: &str, release: &str) -> Option<StatsSnapshot> {
-        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = crate::lock(&self.0);
         map.get(&(route.to_owned(), release.to_owned()))
             .map(|s| s.snapshot())
     }
 
-    /// Every (route, release) and whether a routing table or a request still holds its stats.
-    pub(crate) fn held(&self) -> Vec<((String, String), bool)> {
-        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+    /// The (route, release) pairs whose stats a routing table or a request still holds.
+    pub(crate) fn held(&self) -> Vec<(String, String)> {
+        let map = crate::lock(&self.0);
         map.iter()
-            .map(|(key, stats)| (key.clone(), Arc::strong_count(stats) > 1))
+            .filter(|(_, stats)| Arc::strong_count(stats) > 1)
+            .map(|(key, _)| key.clone())
             .collect()
     }
 
     pub(crate) fn remove(&self, route: &str, release: &str) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = crate::lock(&self.0);
         map.remove(&(route.to_owned(), release.to_owned()));
     }
 }

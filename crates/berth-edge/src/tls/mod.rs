@@ -27,7 +27,9 @@ mod resolver;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use crate::lock;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -120,12 +122,6 @@ pub fn check_covers(cert: &LoadedCert, hosts: &[HostPattern]) -> Result<(), Stri
         "the certificate is not valid for {} (its names: {names})",
         missing.join(", ")
     ))
-}
-
-/// A poisoned lock is still used: a panic in one task must not stop certificates from being
-/// served, reloaded or renewed.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The edge's TLS state: the acceptor configuration, the certificates in use and what is
