@@ -151,7 +151,6 @@ fn become_instance(plan: Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::{Confinement, ResourceLimits};
 
     fn args_of(cmd: &Command) -> Vec<OsString> {
         cmd.get_args().skip(1).map(OsStr::to_owned).collect()
@@ -159,14 +158,7 @@ mod tests {
 
     #[test]
     fn the_shim_reads_back_what_the_command_says() {
-        let limits = ResourceLimits {
-            memory_bytes: Some(1 << 30),
-            processes: Some(64),
-            open_files: Some(512),
-            cpu: None,
-        };
-        let confinement = Confinement::new(Err("no cgroup here".into()), &limits);
-        let setup = confinement.child_setup().expect("rlimits to set");
+        let setup = crate::limits::every_step();
         let args = [OsString::from("-c"), OsString::from("exec app --flag -- x")];
         let cmd = command(
             Path::new("/bin/berth"),

@@ -256,6 +256,15 @@ fn join(notes: Vec<String>) -> Option<String> {
     (!notes.is_empty()).then(|| notes.join("; "))
 }
 
+/// A setup with every kind of step, for tests of its round trip through the exec shim.
+#[cfg(test)]
+pub(crate) fn every_step() -> ChildSetup {
+    ChildSetup {
+        cgroup_procs: CString::new("/sys/fs/cgroup/berth/web-1/cgroup.procs").ok(),
+        rlimits: Resource::ALL.into_iter().zip([1 << 30, 64, 512]).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

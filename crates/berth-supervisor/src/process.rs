@@ -146,8 +146,7 @@ impl Instance {
             });
         }
 
-        // SAFETY: a plain syscall.
-        let parent = unsafe { libc::getpid() };
+        let parent = std::process::id() as i32;
         let mut cmd = Command::from(match crate::exec_shim::registered() {
             Some(shim) => {
                 let path = spec.env.get(OsStr::new("PATH")).map(OsString::as_os_str);

@@ -262,15 +262,11 @@ pub fn web_app(name: &str, version: &str, instances: u32) -> tempfile::TempDir {
 
 pub use crate::shared::eventually;
 
-/// A process's nice value (`/proc/<pid>/stat` field 19); `"self"` for this test's own.
+/// A process's nice value; `"self"` for this test's own.
 pub fn nice_of(pid: &str) -> i32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let (_, rest) = stat.rsplit_once(')').expect("stat has a command name");
-    rest.split_whitespace()
-        .nth(16)
-        .expect("nice")
-        .parse()
-        .expect("a number")
+    crate::shared::name_and_nice(&format!("/proc/{pid}/stat"))
+        .expect("the process is there")
+        .1
 }
 
 /// Whether a process exists and is not a zombie.

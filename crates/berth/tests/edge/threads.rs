@@ -14,23 +14,11 @@ fn threads(pid: u32) -> Vec<(String, i32)> {
         .filter_map(|t| t.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     tasks.sort_unstable();
-    let mut out = Vec::new();
-    for tid in tasks {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
-            continue; // ended meanwhile
-        };
-        let (head, rest) = stat.rsplit_once(')').expect("stat has a command name");
-        let name = head.split_once('(').expect("stat has a command name").1;
-        // Field 19, the 17th after the command name.
-        let nice = rest
-            .split_whitespace()
-            .nth(16)
-            .expect("nice")
-            .parse()
-            .expect("a number");
-        out.push((name.to_owned(), nice));
-    }
-    out
+    tasks
+        .into_iter()
+        // A thread that ended meanwhile is skipped.
+        .filter_map(|tid| crate::shared::name_and_nice(&format!("/proc/{pid}/task/{tid}/stat")))
+        .collect()
 }
 
 fn names(threads: &[(String, i32)]) -> Vec<&str> {

@@ -98,3 +98,15 @@ fn wait_bounded(cmd: &Command, mut child: std::process::Child, limit: Duration) 
         stderr: stderr.join().unwrap_or_default(),
     }
 }
+
+/// The command name and nice value in a `/proc/<pid>/stat` (or `/proc/<pid>/task/<tid>/stat`)
+/// file; `None` once the process or thread is gone.
+pub fn name_and_nice(stat_path: &str) -> Option<(String, i32)> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    // The name is in parentheses and may contain both; the fields after the last `)` start
+    // with the third, so the nice value (field 19) is the 17th of them.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1;
+    let nice = rest.split_whitespace().nth(16)?.parse().ok()?;
+    Some((name.to_owned(), nice))
+}
