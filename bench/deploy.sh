@@ -16,6 +16,7 @@
 #
 #   bench/deploy.sh
 #   ROLLING=5 BLUE_GREEN=2 bench/deploy.sh
+#   BERTH_BIN_DIR=/tmp/old bench/deploy.sh   # another build's berth and berth-demo, to compare
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -32,8 +33,12 @@ need wrk wrk
 need h2load nghttp2-client
 need python3 python3
 
-cargo build --release -q -p berth -p berth-demo
-BIN=$(pwd)/target/release
+if [ -n "${BERTH_BIN_DIR:-}" ]; then
+  BIN=$BERTH_BIN_DIR
+else
+  cargo build --release -q -p berth -p berth-demo
+  BIN=$(pwd)/target/release
+fi
 start_work
 
 cat >"$WORK/berth.toml" <<TOML

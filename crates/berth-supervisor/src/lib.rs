@@ -9,9 +9,8 @@
 //!   run, and crash-loop detection that marks the instance failing.
 //! - [`process`]: spawning an instance in its own process group with `PORT` and its
 //!   environment, killed by the kernel if berth dies (`PR_SET_PDEATHSIG`), and stopping it as
-//!   a group (signal, timeout, SIGKILL). Starts happen on one launcher thread (`launcher.rs`)
-//!   and, once the binary registers an exec shim ([`use_exec_shim`], `exec_shim.rs`), by
-//!   `posix_spawn` of that shim rather than a `fork` of berth's address space.
+//!   a group (signal, timeout, SIGKILL). Starts happen on one launcher thread (`launcher.rs`),
+//!   by a `clone(CLONE_VM | CLONE_VFORK)` that copies nothing of berth (`spawn.rs`).
 //! - [`output`]: the instance's stdout/stderr as timestamped lines in a size-rotated
 //!   `<dir>/<instance>.log`, read continuously so the app never blocks on a full pipe, with
 //!   the last few lines kept in memory to explain a crash.
@@ -30,7 +29,6 @@
 pub mod backoff;
 mod cgroup;
 mod error;
-mod exec_shim;
 mod guard;
 mod launcher;
 mod limits;
@@ -40,13 +38,13 @@ mod probe;
 pub mod process;
 mod run;
 mod runner;
+mod spawn;
 mod status;
 mod sweep;
 
 pub use backoff::{Decision, RestartPolicy, RestartState};
 pub use cgroup::cgroup_v2_available;
 pub use error::{Error, Result};
-pub use exec_shim::{SHIM_ARG, run_exec_shim, use_exec_shim};
 pub use guard::{RUN_ENV, guard_until_closed, run_marker};
 pub use launcher::start_launcher;
 pub use limits::ResourceLimits;

@@ -7,9 +7,8 @@
 //! counted per user rather than per instance, no CPU share at all), but work everywhere.
 //! Whatever cannot be enforced is said in [`Confinement::note`], which ends up in the status.
 
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStringExt;
 
 use crate::cgroup::{self, Cgroup};
 
@@ -36,26 +35,9 @@ enum Resource {
     OpenFiles,
 }
 
-impl Resource {
-    const ALL: [Resource; 3] = [
-        Resource::AddressSpace,
-        Resource::Processes,
-        Resource::OpenFiles,
-    ];
-
-    /// Its name on the exec shim's command line (`--rlimit NAME=VALUE`).
-    fn name(self) -> &'static str {
-        match self {
-            Resource::AddressSpace => "as",
-            Resource::Processes => "nproc",
-            Resource::OpenFiles => "nofile",
-        }
-    }
-}
-
-/// What the new process does before it execs the instance (in a forked child, or in the exec
-/// shim, which gets it as arguments). Built in the parent, because a forked child may only
-/// make async-signal-safe calls: no allocation, no locks.
+/// What the new process does before it execs the instance. Built in the parent, because the
+/// child shares berth's memory and may only make raw syscalls: no allocation, no locks (see
+/// `spawn.rs`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct ChildSetup {
     /// `<cgroup>/cgroup.procs`: writing "0" moves the writing process into the cgroup.
@@ -64,51 +46,20 @@ pub(crate) struct ChildSetup {
 }
 
 impl ChildSetup {
-    /// The setup as options of the exec shim's command line.
-    pub(crate) fn to_args(&self) -> Vec<OsString> {
-        let mut args = Vec::new();
-        if let Some(path) = &self.cgroup_procs {
-            args.push("--cgroup-procs".into());
-            args.push(OsString::from_vec(path.as_bytes().to_vec()));
+    /// Only joining the cgroup whose `cgroup.procs` is `procs`.
+    #[cfg(test)]
+    pub(crate) fn joining(procs: CString) -> ChildSetup {
+        ChildSetup {
+            cgroup_procs: Some(procs),
+            rlimits: Vec::new(),
         }
-        for (resource, value) in &self.rlimits {
-            args.push("--rlimit".into());
-            args.push(format!("{}={value}", resource.name()).into());
-        }
-        args
     }
 
-    /// The setup from the exec shim's options, as pairs of option and value.
-    pub(crate) fn from_args(options: Vec<(OsString, OsString)>) -> Result<ChildSetup, String> {
-        let mut setup = ChildSetup::default();
-        for (option, value) in options {
-            match option.to_str() {
-                Some("--cgroup-procs") => {
-                    let path = CString::new(value.into_vec())
-                        .map_err(|_| "--cgroup-procs contains a NUL byte".to_owned())?;
-                    setup.cgroup_procs = Some(path);
-                }
-                Some("--rlimit") => {
-                    let text = value.to_string_lossy();
-                    let parsed = text.split_once('=').and_then(|(name, n)| {
-                        let resource = Resource::ALL.into_iter().find(|r| r.name() == name)?;
-                        Some((resource, n.parse::<u64>().ok()?))
-                    });
-                    setup.rlimits.push(
-                        parsed.ok_or_else(|| format!("--rlimit {text:?} is not NAME=NUMBER"))?,
-                    );
-                }
-                _ => return Err(format!("unknown option {option:?}")),
-            }
-        }
-        Ok(setup)
-    }
-
-    /// Runs in the forked child. Any failure fails the spawn: an instance must not run with
+    /// Runs in the child. Any failure fails the spawn: an instance must not run with
     /// weaker limits than the status claims.
     pub(crate) fn apply(&self) -> io::Result<()> {
         if let Some(path) = &self.cgroup_procs {
-            // SAFETY: open/write/close on a NUL-terminated path built before the fork.
+            // SAFETY: open/write/close on a NUL-terminated path built before the clone.
             unsafe {
                 let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                 if fd < 0 {
@@ -254,15 +205,6 @@ fn open_files_limit(wanted: u64) -> (u64, Option<String>) {
 
 fn join(notes: Vec<String>) -> Option<String> {
     (!notes.is_empty()).then(|| notes.join("; "))
-}
-
-/// A setup with every kind of step, for tests of its round trip through the exec shim.
-#[cfg(test)]
-pub(crate) fn every_step() -> ChildSetup {
-    ChildSetup {
-        cgroup_procs: CString::new("/sys/fs/cgroup/berth/web-1/cgroup.procs").ok(),
-        rlimits: Resource::ALL.into_iter().zip([1 << 30, 64, 512]).collect(),
-    }
 }
 
 #[cfg(test)]

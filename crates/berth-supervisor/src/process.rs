@@ -6,14 +6,17 @@
 //! `kill -9`ed it cannot clean up, so the kernel kills the instance for it.
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::process::{ChildStderr, ChildStdout};
 
 use crate::error::{Error, Result};
 use crate::limits::ChildSetup;
@@ -115,8 +118,9 @@ impl Ending {
 /// forgotten handle never leaks processes.
 #[derive(Debug)]
 pub struct Instance {
-    child: Child,
     pid: i32,
+    /// Readable once the leader has exited; it is then reaped with `waitpid`.
+    exit: AsyncFd<OwnedFd>,
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
     /// Set once the leader is reaped; from then on its pid may be reused, so only the final
@@ -126,10 +130,11 @@ pub struct Instance {
 
 impl Instance {
     /// Starts the instance with stdout and stderr piped (see [`Instance::take_output`]).
+    /// Must be called within a tokio runtime, which then watches for its exit.
     ///
     /// Call this from a thread that lives as long as the instance should (a runtime worker,
     /// not `spawn_blocking`): the kernel delivers `PR_SET_PDEATHSIG` when the *thread* that
-    /// forked the child exits, not only when berth does.
+    /// started the child exits, not only when berth does.
     pub fn spawn(spec: &CommandSpec) -> Result<Instance> {
         Self::spawn_with(spec, None)
     }
@@ -138,65 +143,42 @@ impl Instance {
     /// rlimits) in the child before it execs, so not even its first instruction runs
     /// unconfined.
     pub(crate) fn spawn_with(spec: &CommandSpec, setup: Option<ChildSetup>) -> Result<Instance> {
-        let program = spec.program.to_string_lossy().into_owned();
-        if !spec.cwd.is_dir() {
-            return Err(Error::MissingWorkingDir {
-                program,
-                cwd: spec.cwd.clone(),
-            });
-        }
-
-        let parent = std::process::id() as i32;
-        let mut cmd = Command::from(match crate::exec_shim::registered() {
-            Some(shim) => {
-                let path = spec.env.get(OsStr::new("PATH")).map(OsString::as_os_str);
-                crate::exec_shim::check_program(&spec.program, &spec.cwd, path).map_err(
-                    |source| Error::Spawn {
-                        program: program.clone(),
-                        cwd: spec.cwd.clone(),
-                        source,
-                    },
-                )?;
-                crate::exec_shim::command(shim, parent, setup.as_ref(), &spec.program, &spec.args)
-            }
-            None => {
-                let mut cmd = std::process::Command::new(&spec.program);
-                cmd.args(&spec.args);
-                with_pre_exec(&mut cmd, parent, setup);
-                cmd
-            }
-        });
-        cmd.current_dir(&spec.cwd)
-            .envs(&spec.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // pgid = the child's pid, so the whole tree can be signalled with killpg.
-            .process_group(0);
-        if let Some(port) = spec.port {
-            cmd.env("PORT", port.to_string());
-        }
-
-        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-            program: program.clone(),
+        let spawn_error = |source| Error::Spawn {
+            program: spec.program.to_string_lossy().into_owned(),
             cwd: spec.cwd.clone(),
             source,
-        })?;
-        let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
-            // Only possible if the child was already reaped, which we never do before here.
-            return Err(Error::Spawn {
-                program,
-                cwd: spec.cwd.clone(),
-                source: io::Error::other("spawned child has no pid"),
-            });
         };
-        Ok(Instance {
-            stdout: child.stdout.take(),
-            stderr: child.stderr.take(),
-            child,
-            pid,
-            ended: None,
-        })
+        if !spec.cwd.is_dir() {
+            return Err(Error::MissingWorkingDir {
+                program: spec.program.to_string_lossy().into_owned(),
+                cwd: spec.cwd.clone(),
+            });
+        }
+        let spawned = crate::spawn::spawn(spec, setup.as_ref()).map_err(spawn_error)?;
+        let pid = spawned.pid;
+        // From here on a failure must not leave the child running unwatched.
+        let watched = (|| {
+            Ok::<_, io::Error>((
+                watch(spawned.pidfd)?,
+                ChildStdout::from_std(std::process::ChildStdout::from(spawned.stdout))?,
+                ChildStderr::from_std(std::process::ChildStderr::from(spawned.stderr))?,
+            ))
+        })();
+        match watched {
+            Ok((exit, stdout, stderr)) => Ok(Instance {
+                pid,
+                exit,
+                stdout: Some(stdout),
+                stderr: Some(stderr),
+                ended: None,
+            }),
+            Err(e) => {
+                let _ = killpg(pid, libc::SIGKILL);
+                // SAFETY: reaps our own child, just killed.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                Err(spawn_error(e))
+            }
+        }
     }
 
     /// The leader's pid, which is also the process group id.
@@ -215,7 +197,7 @@ impl Instance {
         if let Some(ending) = self.ended {
             return Ok(ending);
         }
-        let status = self.child.wait().await.map_err(wait_error(self.pid))?;
+        let status = self.reap().await.map_err(wait_error(self.pid))?;
         Ok(self.reaped(Ending::from_status(status)))
     }
 
@@ -225,20 +207,30 @@ impl Instance {
         if let Some(ending) = self.ended {
             return Ok(ending);
         }
-        if let Some(status) = self.child.try_wait().map_err(wait_error(self.pid))? {
+        if let Some(status) = crate::spawn::try_reap(self.pid).map_err(wait_error(self.pid))? {
             return Ok(self.reaped(Ending::from_status(status)));
         }
 
         killpg(self.pid, signal.as_raw())?;
-        let ending = match tokio::time::timeout(timeout, self.child.wait()).await {
+        let ending = match tokio::time::timeout(timeout, self.reap()).await {
             Ok(status) => Ending::from_status(status.map_err(wait_error(self.pid))?),
             Err(_elapsed) => {
                 killpg(self.pid, libc::SIGKILL)?;
-                self.child.wait().await.map_err(wait_error(self.pid))?;
+                self.reap().await.map_err(wait_error(self.pid))?;
                 Ending::ForceKilled
             }
         };
         Ok(self.reaped(ending))
+    }
+
+    /// Waits for the leader to exit and reaps it.
+    async fn reap(&self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(status) = crate::spawn::try_reap(self.pid)? {
+                return Ok(status);
+            }
+            self.exit.readable().await?.clear_ready();
+        }
     }
 
     /// Records the ending and sweeps the group: children that ignored the signal, or that the
@@ -252,46 +244,41 @@ impl Instance {
     }
 }
 
-/// The steps between fork and exec, when there is no exec shim: a real `fork` of berth, since
-/// a `pre_exec` closure rules out `posix_spawn` (see `exec_shim` for what that costs).
-fn with_pre_exec(cmd: &mut std::process::Command, parent: i32, setup: Option<ChildSetup>) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: `prepare_instance` is async-signal-safe and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || prepare_instance(parent, setup.as_ref()));
-    }
-}
-
-/// What the new process does before it becomes the instance, in a forked child
-/// ([`with_pre_exec`]) or in the exec shim: ask for SIGKILL when the thread that started it
-/// ends, make sure berth (`parent`) had not already gone, and apply the limits.
-///
-/// Async-signal-safe (prctl, getppid, and in `ChildSetup::apply` open, write, close,
-/// setrlimit) and allocation-free, as a forked child requires.
-pub(crate) fn prepare_instance(parent: i32, setup: Option<&ChildSetup>) -> io::Result<()> {
-    // SAFETY: plain syscalls on the calling process.
-    unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // berth may have died before the prctl; then the signal will never come.
-        if libc::getppid() != parent {
-            return Err(io::Error::other("berth exited while starting the instance"));
-        }
-    }
-    match setup {
-        Some(setup) => setup.apply(),
-        None => Ok(()),
-    }
-}
-
 impl Drop for Instance {
     fn drop(&mut self) {
-        if self.ended.is_none() {
-            let _ = killpg(self.pid, libc::SIGKILL);
-            // tokio's orphan queue reaps the leader later; nothing to await in Drop.
+        if self.ended.is_some() {
+            return;
+        }
+        let _ = killpg(self.pid, libc::SIGKILL);
+        let pid = self.pid;
+        if let Ok(Some(_)) = crate::spawn::try_reap(pid) {
+            return;
+        }
+        // Not gone yet: reap it once it is, without blocking the dropping thread.
+        let Ok(pidfd) = self.exit.get_ref().try_clone() else {
+            return;
+        };
+        let reap = async move {
+            if let Ok(exit) = watch(pidfd) {
+                let _ = exit.readable().await;
+            }
+            let _ = crate::spawn::try_reap(pid);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(reap)),
+            // SAFETY: waits for our own child, SIGKILLed above, on a thread of its own.
+            Err(_) => drop(std::thread::spawn(move || unsafe {
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            })),
         }
     }
+}
+
+/// The pidfd registered with the current runtime, to await the leader's exit.
+fn watch(pidfd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the `OwnedFd` is open and stays so, unchanged, until the `AsyncFd` drops it.
+    unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }
 
 fn wait_error(pid: i32) -> impl FnOnce(io::Error) -> Error {

@@ -229,19 +229,8 @@ async fn dropping_an_instance_kills_its_group() {
 
 #[tokio::test]
 async fn berth_dying_by_sigkill_takes_the_instance_with_it() {
-    instance_dies_with_berth(&[]).await;
-}
-
-/// The same through the exec shim, which sets PR_SET_PDEATHSIG itself before it execs.
-#[tokio::test]
-async fn berth_dying_by_sigkill_takes_an_instance_started_by_the_shim_with_it() {
-    instance_dies_with_berth(&["shim"]).await;
-}
-
-async fn instance_dies_with_berth(args: &[&str]) {
     let helper = env!("CARGO_BIN_EXE_berth-supervisor-testhelper");
     let mut fake_berth = tokio::process::Command::new(helper)
-        .args(args)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -255,7 +244,7 @@ async fn instance_dies_with_berth(args: &[&str]) {
         .expect("a line");
     let instance: i32 = line.parse().expect("pid");
     assert!(!is_gone(instance));
-    // The instance's pid runs the command itself (through the shim, once it has exec'd).
+    // The instance's pid runs the command itself, once it has exec'd.
     let comm = || std::fs::read_to_string(format!("/proc/{instance}/comm")).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while comm().trim() != "sleep" && tokio::time::Instant::now() < deadline {

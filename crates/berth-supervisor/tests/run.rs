@@ -48,10 +48,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// Also makes every start go through the helper acting as exec shim, as berth's do (the
-    /// fork path is what tests/process.rs exercises).
     fn new() -> Self {
-        berth_supervisor::use_exec_shim(HELPER.into());
         Self {
             logs: tempfile::tempdir().expect("tempdir"),
         }

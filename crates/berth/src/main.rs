@@ -22,18 +22,12 @@ use commands::{access, apps, audit, config, locks, login, rollouts, secrets};
 // The proxy allocates a little per request; glibc malloc spent about a fifth of the request
 // path's instructions in a profile (bench/RESULTS.md), mimalloc much less. Built without
 // transparent huge pages (the workspace's `no_thp`): mimalloc advised its first arena into a
-// 2 MiB page, and zeroing it was a fifth of the start-up of every short-lived berth process,
-// the CLI and the exec shim that starts each instance (2.65 -> 2.2 ms of CPU for the shim).
+// 2 MiB page, and zeroing it was a fifth of the start-up of every short-lived berth process
+// such as the CLI (2.65 -> 2.2 ms of CPU for the exec shim berth once started instances with).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // Before clap or anything else: the exec shim runs between the spawn of an instance and
-    // its command, so it stays as small as the work it does (see berth_supervisor::exec_shim).
-    let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|a| a == berth_supervisor::SHIM_ARG) {
-        return berth_supervisor::run_exec_shim(args.collect());
-    }
     let cli = Cli::parse();
     let json = cli.json;
     let remote = cli.remote.as_deref();

@@ -1,7 +1,7 @@
 //! `berth serve`: one process running the edge and the admin listener, reloading on SIGHUP
 //! or an admin request, draining on SIGTERM/SIGINT.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -38,7 +38,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let key = take_master_key_env(&config.server.data_dir);
     crate::guard::start();
-    use_exec_shim();
     let data_plane = DataPlane::start(config.server.workers)?;
     // Instances inherit the launcher's priority: it starts before the main thread lowers its own.
     berth_supervisor::start_launcher();
@@ -52,16 +51,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     drop(control);
     data_plane.stop();
     result
-}
-
-/// Instances are started through this binary's exec shim rather than a fork of berth (see
-/// `berth_supervisor::exec_shim`). `/proc/self/exe` still names this binary after an upgrade
-/// replaced its file; without /proc, instances are forked as before.
-fn use_exec_shim() {
-    let exe = Path::new("/proc/self/exe");
-    if exe.exists() {
-        berth_supervisor::use_exec_shim(exe.to_owned());
-    }
 }
 
 /// Where the secrets' master key comes from, and `BERTH_MASTER_KEY`'s value.

@@ -1,11 +1,9 @@
-//! Test helper, four modes.
+//! Test helper, two modes.
 //!
 //! Without arguments it stands in for berth in the PDEATHSIG test: spawns `sleep 300` as a
 //! supervised instance, prints its pid, and waits to be `kill -9`ed; the test then checks the
 //! kernel killed the `sleep` too. A separate process is needed because the test cannot
-//! SIGKILL itself. `shim` does the same, starting the instance through itself as exec shim.
-//!
-//! `__exec` is the exec shim, as in berth (`berth_supervisor::run_exec_shim`).
+//! SIGKILL itself.
 //!
 //! `serve` stands in for a web app: listens on `127.0.0.1:$PORT` and answers `GET /health`
 //! with 200, or 503 while the file named by `$HEALTH_FAIL_FILE` exists (so a test can make a
@@ -19,14 +17,8 @@ use std::process::ExitCode;
 use berth_supervisor::{CommandSpec, Instance};
 
 fn main() -> ExitCode {
-    let mut args = std::env::args_os();
-    match args.nth(1).as_ref().and_then(|a| a.to_str()) {
+    match std::env::args_os().nth(1).as_ref().and_then(|a| a.to_str()) {
         None => fake_berth(),
-        Some("shim") => {
-            berth_supervisor::use_exec_shim("/proc/self/exe".into());
-            fake_berth()
-        }
-        Some(berth_supervisor::SHIM_ARG) => return berth_supervisor::run_exec_shim(args.collect()),
         Some("serve") => serve(),
         Some(other) => fail(&format!("unknown mode {other}")),
     }
