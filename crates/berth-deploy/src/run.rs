@@ -94,9 +94,7 @@ fn run_spec(
         secrets,
     } = *cx;
     let root = Path::new(&release.artifact);
-    let mut command = CommandSpec::new("/bin/sh", root.join(&p.workdir))
-        .arg("-c")
-        .arg(&p.command);
+    let mut command = CommandSpec::shell(&p.command, root.join(&p.workdir));
     for (k, v) in p.environment(spec) {
         command = command.env(k, v);
     }

@@ -28,6 +28,7 @@
 
 pub mod backoff;
 mod cgroup;
+mod direct;
 mod error;
 mod guard;
 mod launcher;

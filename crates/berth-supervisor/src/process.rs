@@ -31,6 +31,9 @@ pub struct CommandSpec {
     pub env: BTreeMap<OsString, OsString>,
     /// Exported as `PORT`, the port the instance must listen on; overrides `env`.
     pub port: Option<u16>,
+    /// Set by [`CommandSpec::shell`] for a command of plain words: those words, exec'd
+    /// instead of `program` and `args` when the first names a program.
+    pub(crate) direct: Option<Vec<OsString>>,
 }
 
 impl CommandSpec {
@@ -41,7 +44,19 @@ impl CommandSpec {
             cwd: cwd.into(),
             env: BTreeMap::new(),
             port: None,
+            direct: None,
         }
+    }
+
+    /// `command` as `/bin/sh -c` runs it. A command of plain words (no quotes, variables,
+    /// globs, redirections or operators) is exec'd without the shell, which runs the same
+    /// program with the same arguments (see `direct.rs`); if its program cannot be found or
+    /// is a script without `#!`, the shell runs it after all, and says what it says.
+    pub fn shell(command: &str, cwd: impl Into<PathBuf>) -> Self {
+        let mut spec = Self::new("/bin/sh", cwd).arg("-c").arg(command);
+        spec.direct = crate::direct::plain_words(command)
+            .map(|words| words.into_iter().map(OsString::from).collect());
+        spec
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {

@@ -46,11 +46,46 @@ pub(crate) struct Spawned {
 /// Starts `spec` in a new process group with stdin from `/dev/null` and stdout and stderr
 /// piped, after `setup`. The child is berth's until reaped: wait on `pidfd`, then `waitpid`.
 pub(crate) fn spawn(spec: &CommandSpec, setup: Option<&ChildSetup>) -> io::Result<Spawned> {
-    let path = spec.env.get(OsStr::new("PATH")).map(OsString::as_os_str);
+    let mut env = environment(spec);
+    let path = env.get(OsStr::new("PATH")).cloned();
+    let path = path.as_deref();
+    if let Some(words) = &spec.direct
+        && let Some(first) = words.first()
+        && let Ok(program) = resolve(first, &spec.cwd, path)
+    {
+        // As the shell would have it: the working directory in `PWD`.
+        env.insert("PWD".into(), spec.cwd.clone().into_os_string());
+        match start(spec, setup, &program, words, &env) {
+            // A script without `#!`: `sh` runs those itself.
+            Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
+                env.remove(OsStr::new("PWD"));
+            }
+            started => return started,
+        }
+    }
     let program = resolve(&spec.program, &spec.cwd, path)?;
-    let argv =
-        Strings::new(std::iter::once(spec.program.clone()).chain(spec.args.iter().cloned()))?;
-    let envp = Strings::new(environment(spec))?;
+    let argv: Vec<OsString> = std::iter::once(spec.program.clone())
+        .chain(spec.args.iter().cloned())
+        .collect();
+    start(spec, setup, &program, &argv, &env)
+}
+
+/// [`spawn`] with the program found and the environment built: `argv[0]` is what the user
+/// wrote, as `execvp` passes it.
+fn start(
+    spec: &CommandSpec,
+    setup: Option<&ChildSetup>,
+    program: &CStr,
+    argv: &[OsString],
+    env: &BTreeMap<OsString, OsString>,
+) -> io::Result<Spawned> {
+    let argv = Strings::new(argv.iter().cloned())?;
+    let envp = Strings::new(env.iter().map(|(k, v)| {
+        let mut pair = k.clone();
+        pair.push("=");
+        pair.push(v);
+        pair
+    }))?;
     let cwd = c_string(spec.cwd.as_os_str())?;
 
     let stdin = open_dev_null()?;
@@ -65,7 +100,7 @@ pub(crate) fn spawn(spec: &CommandSpec, setup: Option<&ChildSetup>) -> io::Resul
     let child = Child {
         parent: std::process::id() as i32,
         setup,
-        program: &program,
+        program,
         argv: argv.pointers(),
         envp: envp.pointers(),
         cwd: &cwd,
@@ -122,17 +157,13 @@ fn resolve(program: &OsStr, cwd: &Path, path: Option<&OsStr>) -> io::Result<CStr
 }
 
 /// berth's environment with the spec's over it, then `PORT`.
-fn environment(spec: &CommandSpec) -> impl Iterator<Item = OsString> {
+fn environment(spec: &CommandSpec) -> BTreeMap<OsString, OsString> {
     let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
     env.extend(spec.env.clone());
     if let Some(port) = spec.port {
         env.insert("PORT".into(), port.to_string().into());
     }
-    env.into_iter().map(|(mut k, v)| {
-        k.push("=");
-        k.push(v);
-        k
-    })
+    env
 }
 
 fn c_string(s: &OsStr) -> io::Result<CString> {
@@ -420,33 +451,95 @@ mod tests {
             .env("PATH", "/opt/app/bin")
             .env("PORT", "1")
             .port(8080);
-        let env: Vec<OsString> = environment(&spec).collect();
-        assert!(env.contains(&"PATH=/opt/app/bin".into()));
-        assert!(env.contains(&"PORT=8080".into()));
+        let env = environment(&spec);
+        assert_eq!(env.get(OsStr::new("PATH")), Some(&"/opt/app/bin".into()));
+        assert_eq!(env.get(OsStr::new("PORT")), Some(&"8080".into()));
+        // berth's own variables are inherited.
         assert_eq!(
-            env.iter()
-                .filter(|e| e.as_bytes().starts_with(b"PATH="))
-                .count(),
-            1
+            env.get(OsStr::new("HOME")),
+            std::env::var_os("HOME").as_ref()
         );
         assert!(env.len() >= 2);
     }
 
     /// Runs `program args` to its end, returning its stdout and exit status.
     fn run(program: &str, args: &[&str], setup: Option<&ChildSetup>) -> io::Result<(String, i32)> {
-        use std::io::Read;
         let mut spec = CommandSpec::new(program, "/");
         spec.args = args.iter().map(OsString::from).collect();
-        let spawned = spawn(&spec, setup)?;
+        run_spec(&spec, setup).map(|(out, _, status)| (out, status))
+    }
+
+    /// Runs `spec` to its end: stdout, stderr, and the wait status.
+    fn run_spec(
+        spec: &CommandSpec,
+        setup: Option<&ChildSetup>,
+    ) -> io::Result<(String, String, i32)> {
+        use std::io::Read;
+        let spawned = spawn(spec, setup)?;
         let mut out = String::new();
         std::fs::File::from(spawned.stdout).read_to_string(&mut out)?;
+        let mut err = String::new();
+        std::fs::File::from(spawned.stderr).read_to_string(&mut err)?;
         let mut status = 0;
         // SAFETY: waits for the child just started.
+        let reaped = unsafe { libc::waitpid(spawned.pid, &mut status, 0) };
+        assert_eq!(reaped, spawned.pid);
+        Ok((out, err, status))
+    }
+
+    #[test]
+    fn a_command_of_plain_words_is_execd_without_the_shell() {
+        let spawned = spawn(&CommandSpec::shell("exec sleep 30", "/"), None).expect("starts");
+        // The exec wakes this thread a moment before the kernel renames the process.
+        let comm = || std::fs::read_to_string(format!("/proc/{}/comm", spawned.pid));
+        let started = std::time::Instant::now();
+        while comm().is_ok_and(|c| c.trim() != "sleep" && c.trim() != "sh")
+            && started.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let comm = comm();
+        // SAFETY: ends and reaps the child just started.
+        unsafe {
+            libc::kill(spawned.pid, libc::SIGKILL);
+            libc::waitpid(spawned.pid, std::ptr::null_mut(), 0);
+        }
         assert_eq!(
-            unsafe { libc::waitpid(spawned.pid, &mut status, 0) },
-            spawned.pid
+            comm.expect("comm").trim(),
+            "sleep",
+            "the pid is sleep's, no sh"
         );
-        Ok((out, status))
+
+        let (env, _, status) = run_spec(&CommandSpec::shell("env", "/tmp"), None).expect("runs");
+        assert_eq!(status, 0);
+        assert!(
+            env.lines().any(|l| l == "PWD=/tmp"),
+            "PWD as sh sets it: {env}"
+        );
+    }
+
+    #[test]
+    fn the_shell_runs_what_cannot_be_execd_directly() {
+        let (_, err, status) =
+            run_spec(&CommandSpec::shell("no-such-berth-program --x", "/"), None).expect("sh");
+        assert_eq!(libc::WEXITSTATUS(status), 127, "{err}");
+        assert!(
+            err.contains("no-such-berth-program: not found"),
+            "sh says so: {err}"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("no-shebang");
+        std::fs::write(&script, "echo from the script in $PWD\n").expect("write");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let (out, err, status) =
+            run_spec(&CommandSpec::shell("./no-shebang", dir.path()), None).expect("sh");
+        assert_eq!(status, 0, "{err}");
+        assert_eq!(
+            out.trim(),
+            format!("from the script in {}", dir.path().display())
+        );
     }
 
     /// berth blocks every signal around the clone and ignores SIGPIPE (as Rust programs do,
