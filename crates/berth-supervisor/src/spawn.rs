@@ -54,26 +54,27 @@ pub(crate) fn spawn(spec: &CommandSpec, setup: Option<&ChildSetup>) -> io::Resul
         && let Ok(program) = resolve(first, &spec.cwd, path)
     {
         // As the shell would have it: the working directory in `PWD`.
-        env.insert("PWD".into(), spec.cwd.clone().into_os_string());
-        match start(spec, setup, &program, words, &env) {
+        let inherited = env.insert("PWD".into(), spec.cwd.clone().into_os_string());
+        match start(&spec.cwd, setup, &program, words, &env) {
             // A script without `#!`: `sh` runs those itself.
-            Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
-                env.remove(OsStr::new("PWD"));
-            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => match inherited {
+                Some(pwd) => env.insert("PWD".into(), pwd),
+                None => env.remove(OsStr::new("PWD")),
+            },
             started => return started,
-        }
+        };
     }
     let program = resolve(&spec.program, &spec.cwd, path)?;
     let argv: Vec<OsString> = std::iter::once(spec.program.clone())
         .chain(spec.args.iter().cloned())
         .collect();
-    start(spec, setup, &program, &argv, &env)
+    start(&spec.cwd, setup, &program, &argv, &env)
 }
 
 /// [`spawn`] with the program found and the environment built: `argv[0]` is what the user
 /// wrote, as `execvp` passes it.
 fn start(
-    spec: &CommandSpec,
+    cwd: &Path,
     setup: Option<&ChildSetup>,
     program: &CStr,
     argv: &[OsString],
@@ -86,7 +87,7 @@ fn start(
         pair.push(v);
         pair
     }))?;
-    let cwd = c_string(spec.cwd.as_os_str())?;
+    let cwd = c_string(cwd.as_os_str())?;
 
     let stdin = open_dev_null()?;
     let (stdout, stdout_w) = pipe()?;
