@@ -24,8 +24,8 @@ use crate::process::{CommandSpec, Instance};
 /// Name of the thread, as `ps -L` and debuggers show it.
 const THREAD_NAME: &str = "berth-launcher";
 
-/// One start: what to run, the runtime its `Child` belongs to (tokio reaps through the
-/// runtime's signal driver), and where the answer goes.
+/// One start: what to run, the runtime that watches for the instance's exit (its pidfd and
+/// pipes are registered with that runtime's reactor), and where the answer goes.
 struct Job {
     spec: CommandSpec,
     setup: Option<ChildSetup>,
