@@ -80,7 +80,7 @@ pub(crate) async fn launch(spec: &CommandSpec, setup: Option<ChildSetup>) -> Res
             Ok(started) => started,
             // The thread died while starting this instance (a panic); nothing was handed back.
             Err(_) => Err(crate::error::Error::Spawn {
-                program: spec.program.to_string_lossy().into_owned(),
+                program: spec.name(),
                 cwd: spec.cwd.clone(),
                 source: std::io::Error::other("the launcher thread ended"),
             }),

@@ -59,6 +59,16 @@ impl CommandSpec {
         spec
     }
 
+    /// What errors call it: the words of a command run without the shell, else the program.
+    pub(crate) fn name(&self) -> String {
+        match &self.direct {
+            Some(words) => words.join(std::ffi::OsStr::new(" ")),
+            None => self.program.clone(),
+        }
+        .to_string_lossy()
+        .into_owned()
+    }
+
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
         self
@@ -159,13 +169,13 @@ impl Instance {
     /// unconfined.
     pub(crate) fn spawn_with(spec: &CommandSpec, setup: Option<ChildSetup>) -> Result<Instance> {
         let spawn_error = |source| Error::Spawn {
-            program: spec.program.to_string_lossy().into_owned(),
+            program: spec.name(),
             cwd: spec.cwd.clone(),
             source,
         };
         if !spec.cwd.is_dir() {
             return Err(Error::MissingWorkingDir {
-                program: spec.program.to_string_lossy().into_owned(),
+                program: spec.name(),
                 cwd: spec.cwd.clone(),
             });
         }

@@ -272,6 +272,21 @@ async fn a_missing_command_names_the_command_and_directory() {
     assert!(msg.contains("No such file"), "{msg}");
 }
 
+/// Run without the shell, a command that cannot start is named as written, not as `/bin/sh`.
+#[tokio::test]
+async fn a_command_run_without_the_shell_is_named_in_its_error() {
+    let work = tempfile::tempdir().expect("tempdir");
+    std::fs::write(work.path().join("web"), "#!/bin/sh\n").expect("write");
+    let err = Instance::spawn(&CommandSpec::shell("exec ./web --port 1", work.path()))
+        .expect_err("not executable");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("cannot start `./web --port 1` in "),
+        "{msg}"
+    );
+    assert!(msg.contains("Permission denied"), "{msg}");
+}
+
 #[tokio::test]
 async fn a_missing_working_directory_is_its_own_error() {
     let err = Instance::spawn(&CommandSpec::new("sh", "/nonexistent/berth/release"))
