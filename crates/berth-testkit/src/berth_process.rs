@@ -396,6 +396,7 @@ impl BerthProcessBuilder {
             // Its own group, so Drop can kill berth's children with it.
             .process_group(0)
             .kill_on_drop(true);
+        default_signals(&mut command);
         let mut child = command.spawn().map_err(|source| StartError::Spawn {
             bin: self.bin.clone(),
             source,
@@ -484,5 +485,27 @@ impl BerthProcess {
             }
             tokio::time::sleep(READY_POLL).await;
         }
+    }
+}
+
+/// berth under test starts with the signals tests send at their default action, whatever the
+/// test runner ignores: a runner started under `nohup` ignores SIGHUP, and a shell standing in
+/// for berth could then not trap it (POSIX keeps signals ignored on entry ignored).
+fn default_signals(command: &mut Command) {
+    // SAFETY: `signal` is async-signal-safe, and nothing is allocated after the fork.
+    unsafe {
+        command.pre_exec(|| {
+            for signal in [
+                libc::SIGHUP,
+                libc::SIGINT,
+                libc::SIGQUIT,
+                libc::SIGTERM,
+                libc::SIGUSR1,
+                libc::SIGUSR2,
+            ] {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            Ok(())
+        });
     }
 }
