@@ -248,11 +248,7 @@ impl EdgeMetrics {
 
     /// The series of one instance: its health gauge, ejections and failed checks.
     pub(crate) fn instance(&self, group: &str, release: &str, addr: SocketAddr) -> InstanceSeries {
-        let labels = UpstreamLabels {
-            group: group.to_owned(),
-            release: release.to_owned(),
-            upstream: addr.to_string(),
-        };
+        let labels = upstream_labels(group, release, addr);
         InstanceSeries {
             healthy: self.upstream_healthy.get_or_create_owned(&labels),
             ejections: self.ejections.get_or_create_owned(&labels),
@@ -260,13 +256,8 @@ impl EdgeMetrics {
         }
     }
 
-    pub(crate) fn forget_instance(&self, key: &InstanceKey) {
-        let (group, release, addr) = key;
-        let labels = UpstreamLabels {
-            group: group.clone(),
-            release: release.clone(),
-            upstream: addr.to_string(),
-        };
+    pub(crate) fn forget_instance(&self, (group, release, addr): &InstanceKey) {
+        let labels = upstream_labels(group, release, *addr);
         self.upstream_healthy.remove(&labels);
         self.ejections.remove(&labels);
         self.health_checks_failed.remove(&labels);
@@ -316,6 +307,14 @@ impl RouteMetrics {
         self.0.by_class[class].inc();
         self.0.latency.observe(seconds);
         self.0.stats.observe_latency(seconds);
+    }
+}
+
+fn upstream_labels(group: &str, release: &str, addr: SocketAddr) -> UpstreamLabels {
+    UpstreamLabels {
+        group: group.to_owned(),
+        release: release.to_owned(),
+        upstream: addr.to_string(),
     }
 }
 

@@ -8,7 +8,6 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::lock;
@@ -67,20 +66,14 @@ pub type InstanceKey = (String, String, SocketAddr);
 /// [`RETIRE_AFTER`]. Runs whenever a table is built, after it is stored, so every key is seen
 /// held once: by the stats a table's routes hold, and by the instances in [`Carry`].
 pub(crate) fn sweep(metrics: &EdgeMetrics, carry: &Carry, now: Instant) {
-    for (route, release) in retire(&metrics.retired_routes, metrics.stats.held(), now) {
+    let routes = lock(&metrics.retired_routes).sweep(metrics.stats.held(), now);
+    for (route, release) in routes {
         metrics.forget_route(&route, &release);
     }
-    for key in retire(&metrics.retired_instances, carry.live_instances(), now) {
+    let instances = lock(&metrics.retired_instances).sweep(carry.live_instances(), now);
+    for key in instances {
         metrics.forget_instance(&key);
     }
-}
-
-fn retire<K: Hash + Eq + Clone>(
-    retirement: &Mutex<Retirement<K>>,
-    held: impl IntoIterator<Item = K>,
-    now: Instant,
-) -> Vec<K> {
-    lock(retirement).sweep(held, now)
 }
 
 #[cfg(test)]

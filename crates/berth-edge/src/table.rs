@@ -263,10 +263,9 @@ impl Carry {
 
     /// Every instance some table or request still holds.
     pub(crate) fn live_instances(&self) -> HashSet<(String, String, SocketAddr)> {
-        let Ok(map) = self.instances.lock() else {
-            return HashSet::new();
-        };
-        map.iter()
+        // Poisoned or not: an empty answer would retire every live instance's series.
+        crate::lock(&self.instances)
+            .iter()
             .filter(|(_, held)| held.iter().any(|w| w.strong_count() > 0))
             .map(|(key, _)| key.clone())
             .collect()

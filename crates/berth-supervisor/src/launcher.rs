@@ -2,9 +2,10 @@
 //!
 //! A spawn blocks the calling thread until the child has exec'd: 1–3.5 ms per instance with
 //! `fork`, measured with two CPUs under load (less without copying berth's memory, see
-//! `spawn.rs`, but still until the child is scheduled and has exec'd). On the asking worker that stalls every task of its
-//! runtime for the length of each start: when the edge shared berth's one runtime, that was
-//! every request in flight (the p99 spikes of `bench/deploy.sh`). This thread also keeps
+//! `spawn.rs`, but still until the child is scheduled and has exec'd). On the asking worker
+//! that stalls every task of its runtime for the length of each start: when the edge shared
+//! berth's one runtime, that was every request in flight (the p99 spikes of
+//! `bench/deploy.sh`). This thread also keeps
 //! berth's own CPU priority when the control plane lowers its own, so instances start at
 //! berth's priority (see `crates/berth/src/data_plane.rs`). `spawn_blocking` is no answer:
 //! `PR_SET_PDEATHSIG` fires when the *thread* that started the child exits, and the blocking

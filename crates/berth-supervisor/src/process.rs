@@ -199,8 +199,7 @@ impl Instance {
             }),
             Err(e) => {
                 let _ = killpg(pid, libc::SIGKILL);
-                // SAFETY: reaps our own child, just killed.
-                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                crate::spawn::reap_blocking(pid);
                 Err(spawn_error(e))
             }
         }
@@ -279,22 +278,11 @@ impl Drop for Instance {
         if let Ok(Some(_)) = crate::spawn::try_reap(pid) {
             return;
         }
-        // Not gone yet: reap it once it is, without blocking the dropping thread.
-        let Ok(pidfd) = self.exit.get_ref().try_clone() else {
-            return;
-        };
-        let reap = async move {
-            if let Ok(exit) = watch(pidfd) {
-                let _ = exit.readable().await;
-            }
-            let _ = crate::spawn::try_reap(pid);
-        };
+        // Not gone yet (SIGKILL takes a moment): reap it without blocking the dropping thread.
+        let reap = move || crate::spawn::reap_blocking(pid);
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(reap)),
-            // SAFETY: waits for our own child, SIGKILLed above, on a thread of its own.
-            Err(_) => drop(std::thread::spawn(move || unsafe {
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            })),
+            Ok(runtime) => drop(runtime.spawn_blocking(reap)),
+            Err(_) => drop(std::thread::spawn(reap)),
         }
     }
 }

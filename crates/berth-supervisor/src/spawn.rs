@@ -89,13 +89,14 @@ fn start(
     }))?;
     let cwd = c_string(cwd.as_os_str())?;
 
-    let stdin = open_dev_null()?;
-    let (stdout, stdout_w) = pipe()?;
-    let (stderr, stderr_w) = pipe()?;
+    // All close-on-exec, as std opens them: the child's dup2 copies onto 0–2 are not.
+    let stdin = std::fs::File::open("/dev/null")?;
+    let (stdout, stdout_w) = io::pipe()?;
+    let (stderr, stderr_w) = io::pipe()?;
     let fds = [
-        above_stdio(stdin)?,
-        above_stdio(stdout_w)?,
-        above_stdio(stderr_w)?,
+        above_stdio(stdin.into())?,
+        above_stdio(stdout_w.into())?,
+        above_stdio(stderr_w.into())?,
     ];
 
     let child = Child {
@@ -126,8 +127,8 @@ fn start(
         Ok(pidfd) => Ok(Spawned {
             pid,
             pidfd,
-            stdout,
-            stderr,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
         }),
         Err(e) => {
             // SAFETY: plain syscall on our own, not yet reaped child.
@@ -359,29 +360,6 @@ unsafe fn reset_signal_dispositions() {
     }
 }
 
-fn open_dev_null() -> io::Result<OwnedFd> {
-    // SAFETY: open of a static NUL-terminated path; the fd is owned at once.
-    unsafe {
-        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
-}
-
-/// A pipe as (read end, write end), both close-on-exec.
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills `fds` on success; both are owned at once.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
-    }
-}
-
 /// `fd`, moved above 0–2 if berth was started with one of those closed: the child's `dup2`s
 /// onto 0, 1 and 2 must not overwrite a descriptor a later one still reads from.
 fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
@@ -410,7 +388,7 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 }
 
 /// Reaps a child known to have exited or been killed.
-fn reap_blocking(pid: i32) {
+pub(crate) fn reap_blocking(pid: i32) {
     // SAFETY: waits for our own child.
     unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
 }
@@ -502,11 +480,9 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let comm = comm();
-        // SAFETY: ends and reaps the child just started.
-        unsafe {
-            libc::kill(spawned.pid, libc::SIGKILL);
-            libc::waitpid(spawned.pid, std::ptr::null_mut(), 0);
-        }
+        // SAFETY: ends the child just started.
+        unsafe { libc::kill(spawned.pid, libc::SIGKILL) };
+        reap_blocking(spawned.pid);
         assert_eq!(
             comm.expect("comm").trim(),
             "sleep",
@@ -564,14 +540,17 @@ mod tests {
     }
 
     #[test]
-    fn its_process_group_is_its_own_and_its_stdin_is_empty() {
-        let (out, _) =
-            run("sh", &["-c", "ps -o pid=,pgid= -p $$; cat; echo end"], None).expect("runs");
-        let mut lines = out.lines();
-        let ids: Vec<&str> = lines.next().expect("ps line").split_whitespace().collect();
-        assert_eq!(ids.len(), 2, "{out}");
-        assert_eq!(ids[0], ids[1], "pid is the group id: {out}");
-        assert_eq!(lines.next(), Some("end"), "stdin is /dev/null: {out}");
+    fn its_process_group_is_its_own_and_its_stdin_is_dev_null() {
+        let spawned = spawn(&CommandSpec::new("sleep", "/").arg("30"), None).expect("starts");
+        let group = crate::sweep::group_of(spawned.pid);
+        // SAFETY: ends the child just started.
+        unsafe { libc::kill(spawned.pid, libc::SIGKILL) };
+        reap_blocking(spawned.pid);
+        assert_eq!(group, Some(spawned.pid), "pid is the group id");
+
+        let (stdin, code) = run("readlink", &["/proc/self/fd/0"], None).expect("runs");
+        assert_eq!(code, 0);
+        assert_eq!(stdin.trim(), "/dev/null");
     }
 
     #[test]
@@ -585,17 +564,13 @@ mod tests {
         unsafe { libc::prctl(libc::PR_SET_NAME, c"berth-noexec".as_ptr()) };
         let err = run(script.to_str().expect("utf-8"), &[], None).expect_err("refused");
         assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
-        let ours = std::process::id().to_string();
-        let zombies: Vec<String> = std::fs::read_dir("/proc")
-            .expect("/proc")
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
-            .filter(|stat| {
-                let Some((comm, rest)) = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')'))
-                else {
-                    return false;
-                };
-                let ppid = rest.split_whitespace().nth(1);
-                comm == name && ppid == Some(ours.as_str())
+        let ours = std::process::id() as i32;
+        let zombies: Vec<i32> = crate::sweep::pids()
+            .into_iter()
+            .filter(|&pid| {
+                crate::sweep::parent_of(pid) == Some(ours)
+                    && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .is_ok_and(|comm| comm.trim() == name)
             })
             .collect();
         assert!(zombies.is_empty(), "a child was left to reap: {zombies:?}");

@@ -65,7 +65,7 @@ const UNSETTLED_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 /// Linux's `PF_KTHREAD` in `/proc/<pid>/stat`'s flags: kernel threads have no environment.
 const PF_KTHREAD: u64 = 0x0020_0000;
 
-fn pids() -> Vec<i32> {
+pub(crate) fn pids() -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -149,8 +149,14 @@ fn ancestors(pid: i32) -> Vec<i32> {
 }
 
 /// Field 4 of `/proc/<pid>/stat`.
-fn parent_of(pid: i32) -> Option<i32> {
+pub(crate) fn parent_of(pid: i32) -> Option<i32> {
     stat_after_comm(pid)?.get(1)?.parse().ok()
+}
+
+/// Field 5 of `/proc/<pid>/stat`: the process group.
+#[cfg(test)]
+pub(crate) fn group_of(pid: i32) -> Option<i32> {
+    stat_after_comm(pid)?.get(2)?.parse().ok()
 }
 
 /// The fields of `/proc/<pid>/stat` from the third (the state) on, read after the last `)`

@@ -90,23 +90,18 @@ impl DataPlane {
         &self.handle
     }
 
-    /// Ends the runtime and waits for its thread. Call it outside any runtime.
-    pub fn stop(mut self) {
-        self.end();
-    }
+    /// Ends the runtime and waits for its thread (as dropping it does). Call it outside any
+    /// runtime.
+    pub fn stop(self) {}
+}
 
-    fn end(&mut self) {
+impl Drop for DataPlane {
+    fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-impl Drop for DataPlane {
-    fn drop(&mut self) {
-        self.end();
     }
 }

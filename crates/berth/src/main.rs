@@ -23,7 +23,8 @@ use commands::{access, apps, audit, config, locks, login, rollouts, secrets};
 // path's instructions in a profile (bench/RESULTS.md), mimalloc much less. Built without
 // transparent huge pages (the workspace's `no_thp`): mimalloc advised its first arena into a
 // 2 MiB page, and zeroing it was a fifth of the start-up of every short-lived berth process
-// such as the CLI (2.65 -> 2.2 ms of CPU for the exec shim berth once started instances with).
+// such as the CLI (measured on the exec shim berth then started instances with: 2.65 -> 2.2
+// ms of CPU, bench/RESULTS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -28,8 +28,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-
-use crate::lock;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -46,6 +44,7 @@ pub use certs::{CertError, LoadedCert, load_pem_files};
 pub use dev_ca::{CA_CERT_FILE, CA_KEY_FILE};
 pub use dev_crl::{CRL_CONTENT_TYPE, CRL_FILE, CRL_PATH};
 
+use crate::lock;
 use crate::spec::{AcmeSpec, CertSource, CertificateSpec, HostPattern, TlsSpec};
 use acme::{ACME_TLS_ALPN, AcmeClient, Challenges};
 use certs::{Fingerprint, now_unix};
