@@ -15,6 +15,8 @@ pub enum Fault {
 pub enum ProxyError {
     #[error("no route for this host and path")]
     NoRoute,
+    #[error("bad Host header: {0}")]
+    BadHost(&'static str),
     #[error("request headers are larger than {limit} bytes")]
     HeadersTooLarge { limit: usize },
     #[error("request body is larger than {limit} bytes")]
@@ -62,6 +64,7 @@ impl ProxyError {
     pub fn fault(&self) -> Fault {
         match self {
             ProxyError::NoRoute
+            | ProxyError::BadHost(_)
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::BadRequestBody
@@ -95,7 +98,9 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BadRequestBody | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequestBody | ProxyError::BadPath(_) | ProxyError::BadHost(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::IpDenied(_) | ProxyError::OutsideRoot => StatusCode::FORBIDDEN,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NotFound => StatusCode::NOT_FOUND,
@@ -114,6 +119,7 @@ impl ProxyError {
     pub fn reason(&self) -> &'static str {
         match self {
             ProxyError::NoRoute => "no_route",
+            ProxyError::BadHost(_) => "bad_host",
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::BadRequestBody => "bad_request_body",

@@ -58,6 +58,11 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let host = request_host(&req);
     let mut done = identify(&conn, &req, &host);
+    if let Err(e) = check_host(&req) {
+        shared.metrics.reject("-", e.reason());
+        let body = client_message(&e, &done.request_id);
+        return Ok(edge_response(done, e.status(), body, None));
+    }
     // ACME HTTP-01 validation of a pending order, before any route (or redirect) applies.
     if !conn.is_tls()
         && let Some(token) = req
@@ -195,6 +200,45 @@ fn identify(conn: &Arc<ConnInfo>, req: &Request<Incoming>, host: &str) -> Box<Co
     })
 }
 
+/// The checks RFC 9112 §3.2 and RFC 9113 §8.3.1 ask of a server, so that the edge never
+/// routes on one host name while the application reads another: more than one Host header,
+/// an HTTP/1.1 request without one, a value that is not a host with an optional port, or an
+/// HTTP/2 Host that disagrees with `:authority`.
+fn check_host<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    let mut all = req.headers().get_all(header::HOST).iter();
+    let (host, another) = (all.next(), all.next());
+    if another.is_some() {
+        return Err(ProxyError::BadHost("more than one Host header"));
+    }
+    let Some(host) = host else {
+        return match req.version() {
+            Version::HTTP_11 => Err(ProxyError::BadHost(
+                "an HTTP/1.1 request must have a Host header",
+            )),
+            _ => Ok(()),
+        };
+    };
+    // An empty value is how a client says the target has no authority.
+    if host.is_empty() {
+        return Ok(());
+    }
+    let parsed = host
+        .to_str()
+        .ok()
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .filter(|a| !a.as_str().contains('@'));
+    let Some(parsed) = parsed else {
+        return Err(ProxyError::BadHost("not a host name with an optional port"));
+    };
+    if req.version() == Version::HTTP_2
+        && let Some(authority) = req.uri().authority()
+        && !authority.as_str().eq_ignore_ascii_case(parsed.as_str())
+    {
+        return Err(ProxyError::BadHost("it names another host than :authority"));
+    }
+    Ok(())
+}
+
 /// Lower-case host without port, from the URI authority (HTTP/2) or the Host header. Borrowed
 /// unless it has upper-case letters: most requests need no copy.
 fn request_host(req: &Request<Incoming>) -> Cow<'_, str> {
@@ -229,7 +273,42 @@ fn strip_port(host: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::strip_port;
+    use super::{check_host, strip_port};
+    use http::{Request, Version};
+
+    fn host_check(version: Version, uri: &str, hosts: &[&str]) -> Result<(), String> {
+        let mut req = Request::builder().version(version).uri(uri);
+        for h in hosts {
+            req = req.header("host", *h);
+        }
+        check_host(&req.body(()).expect("request")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn host_headers_are_checked_as_the_rfcs_ask() {
+        const HTTP_10: Version = Version::HTTP_10;
+        const HTTP_11: Version = Version::HTTP_11;
+        const HTTP_2: Version = Version::HTTP_2;
+        assert!(host_check(HTTP_11, "/", &["app.test"]).is_ok());
+        assert!(host_check(HTTP_11, "/", &["app.test:8080"]).is_ok());
+        assert!(host_check(HTTP_11, "/", &["[::1]:8080"]).is_ok());
+        assert!(host_check(HTTP_11, "/", &[""]).is_ok());
+        assert!(host_check(HTTP_10, "/", &[]).is_ok());
+        assert!(host_check(HTTP_2, "https://app.test/", &[]).is_ok());
+        assert!(host_check(HTTP_2, "https://app.test/", &["APP.test"]).is_ok());
+        for (version, uri, hosts, why) in [
+            (HTTP_11, "/", &["a.test", "b.test"][..], "more than one"),
+            (HTTP_10, "/", &["a.test", "a.test"][..], "more than one"),
+            (HTTP_11, "/", &[][..], "must have a Host"),
+            (HTTP_11, "/", &["u@a.test"][..], "not a host name"),
+            (HTTP_11, "/", &["a.test/x"][..], "not a host name"),
+            (HTTP_11, "/", &["a test"][..], "not a host name"),
+            (HTTP_2, "https://a.test/", &["b.test"][..], "another host"),
+        ] {
+            let got = host_check(version, uri, hosts).expect_err(why);
+            assert!(got.contains(why), "{hosts:?}: {got}");
+        }
+    }
 
     #[test]
     fn host_port_is_stripped() {

@@ -24,6 +24,18 @@ async fn app(up: &FakeUpstream) -> Env {
     start(&simple(&[up.addr()], "", "")).await
 }
 
+/// Each case, on a connection of its own, is answered 400 with `says` in the reply.
+async fn assert_refused(env: &Env, cases: &[(&str, &[u8])], says: &str) {
+    for (what, req) in cases {
+        let reply = raw_exchange(env.listen, req, Duration::from_secs(2)).await;
+        assert!(
+            status_line(&reply).starts_with("HTTP/1.1 400 ") && text(&reply).contains(says),
+            "{what}: {}",
+            text(&reply)
+        );
+    }
+}
+
 #[tokio::test]
 async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
     let up = FakeUpstream::start_named("a").await;
@@ -94,6 +106,39 @@ async fn malformed_chunk_size_is_a_client_error() {
     assert_eq!(lines[0]["error"], "bad_request_body", "{}", lines[0]);
 }
 
+/// The edge routes on one Host while the application might read another: RFC 9112 §3.2
+/// asks for a 400 instead, and so does a Host that is not one.
+#[tokio::test]
+async fn ambiguous_or_missing_hosts_are_refused_before_the_upstream() {
+    let up = FakeUpstream::start_named("a").await;
+    let env = app(&up).await;
+    let cases: [(&str, &[u8]); 4] = [
+        (
+            "two Host headers",
+            b"GET / HTTP/1.1\r\nHost: app.test\r\nHost: admin.test\r\n\r\n",
+        ),
+        ("no Host header", b"GET / HTTP/1.1\r\n\r\n"),
+        (
+            "user info in Host",
+            b"GET / HTTP/1.1\r\nHost: user@app.test\r\n\r\n",
+        ),
+        (
+            "a path in Host",
+            b"GET / HTTP/1.1\r\nHost: app.test/x\r\n\r\n",
+        ),
+    ];
+    assert_refused(&env, &cases, "bad Host header").await;
+    assert_eq!(up.request_count(), 0);
+    // HTTP/1.0 has no Host requirement, and an empty Host is allowed: both are served.
+    for req in [
+        &b"GET / HTTP/1.0\r\n\r\n"[..],
+        &b"GET / HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n"[..],
+    ] {
+        let reply = raw_exchange(env.listen, req, Duration::from_secs(2)).await;
+        assert!(status_line(&reply).contains(" 200 "), "{}", text(&reply));
+    }
+}
+
 #[tokio::test]
 async fn malformed_header_syntax_is_refused_before_the_upstream() {
     let up = FakeUpstream::start_named("a").await;
@@ -116,14 +161,7 @@ async fn malformed_header_syntax_is_refused_before_the_upstream() {
             b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Nul: a\0b\r\n\r\n",
         ),
     ];
-    for (what, req) in cases {
-        let reply = raw_exchange(env.listen, req, Duration::from_secs(2)).await;
-        assert!(
-            status_line(&reply).starts_with("HTTP/1.1 400 "),
-            "{what}: {}",
-            text(&reply)
-        );
-    }
+    assert_refused(&env, &cases, "").await;
     assert_eq!(up.request_count(), 0);
 }
 
