@@ -922,11 +922,22 @@ impl Deployer {
             self.progressive(slot, pair, plan.strategy, journal).await?;
         }
 
-        self.switch(slot, key, actor, &record, &spec, &run, Some(secrets))
+        let warmed = self
+            .switch(slot, key, actor, &record, &spec, &run, Some(secrets))
             .await?;
-        self.record(journal, "switch", "proceed",
-            format!("traffic switched to {version}"),
-            json!({ "upstreams": run.web_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>() })).await;
+        let opened = match warmed {
+            0 => String::new(),
+            n => format!(" ({n} connection(s) to it opened ahead)"),
+        };
+        self.record(
+            journal,
+            "switch",
+            "proceed",
+            format!("traffic switched to {version}{opened}"),
+            json!({ "upstreams": run.web_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "connections_opened": warmed }),
+        )
+        .await;
 
         if !spec.rollout.smoke.is_empty() {
             match crate::smoke::run(&spec, &run.web_addrs()).await {
@@ -989,6 +1000,7 @@ impl Deployer {
 
     /// All traffic to `run`, recorded as the app's active release (with the secret versions
     /// it runs with, when they are new: a restart of berth brings back exactly these).
+    /// Returns how many connections to `run` were opened ahead of the switch.
     #[allow(clippy::too_many_arguments)]
     async fn switch(
         &self,
@@ -999,8 +1011,8 @@ impl Deployer {
         spec: &AppSpec,
         run: &Arc<ReleaseRun>,
         secrets: Option<&SecretEnv>,
-    ) -> Result<(), DeployError> {
-        self.publisher.publish(key, app_route(spec, run));
+    ) -> Result<usize, DeployError> {
+        let warmed = crate::switch_traffic(&*self.publisher, key, app_route(spec, run)).await;
         let mut tx = self.store.transaction().await?;
         tx.activate_release(actor, record).await?;
         if let Some(secrets) = secrets {
@@ -1010,7 +1022,7 @@ impl Deployer {
         tx.commit().await?;
         slot.active.set(Some(run.clone()));
         slot.starting.set(None);
-        Ok(())
+        Ok(warmed)
     }
 
     /// Starts `record`'s instances with `secrets` and says so in the journal.

@@ -81,10 +81,33 @@ pub trait Publisher: Send + Sync + 'static {
     fn check(&self, key: &AppKey, route: &AppRoute) -> Option<String>;
     /// Serves `route` for the app from now on (`None`: the app has no route).
     fn publish(&self, key: &AppKey, route: Option<AppRoute>);
+    /// Opens connections to the instances `route` would send traffic to, ahead of its
+    /// [`Publisher::publish`] (see `berth_edge::Edge::warm`); hold what it returns until then.
+    fn warm(&self, key: &AppKey, route: &AppRoute) -> BoxFuture<berth_edge::Warm>;
     /// Requests in flight to `release`'s instances of the app.
     fn in_flight(&self, key: &AppKey, release: &str) -> usize;
     /// The edge's counts for `release` on the app's route (canary analysis).
     fn stats(&self, key: &AppKey, release: &str) -> Option<berth_edge::stats::StatsSnapshot>;
+}
+
+/// A future the [`Publisher`] trait can return (it is used as `dyn Publisher`).
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Moves traffic to `route`'s pools with connections to them already open: the requests
+/// right after a switch would otherwise each wait for one, all at once (bench/RESULTS.md).
+/// Returns how many were opened. A canary's rollback publishes without it: the stable
+/// release holds most connections already, and that rollback must not wait for anything.
+pub(crate) async fn switch_traffic(
+    publisher: &dyn Publisher,
+    key: &AppKey,
+    route: Option<AppRoute>,
+) -> usize {
+    let warm = match &route {
+        Some(r) => Some(publisher.warm(key, r).await),
+        None => None,
+    };
+    publisher.publish(key, route);
+    warm.map_or(0, |w| w.opened())
 }
 
 /// What `berth ps` shows for an app.

@@ -53,7 +53,7 @@ impl Deployer {
         *lock(&slot.control) = Some(tx);
         let analysis = rollout_spec.analysis.clone();
         let mut rollout = Rollout::new(steps, &analysis, Instant::now());
-        self.set_weight(&pair, rollout.weight());
+        self.set_weight(&pair, rollout.weight()).await;
         let mut preview = match strategy {
             Strategy::BlueGreen => format!(
                 "; preview it with the header `{}: {}`",
@@ -144,7 +144,7 @@ impl Deployer {
             };
             match next {
                 Next::Hold(_) => {}
-                Next::Weight(w) => self.set_weight(&pair, w),
+                Next::Weight(w) => self.set_weight(&pair, w).await,
                 Next::Complete => break Ok(()),
                 Next::RollBack(why) => break Err(why),
             }
@@ -179,7 +179,7 @@ impl Deployer {
     }
 
     /// Both releases on the app's route, the new one first with `weight` percent.
-    fn set_weight(&self, pair: &Pair<'_>, weight: u32) {
+    async fn set_weight(&self, pair: &Pair<'_>, weight: u32) {
         let Some(mut route) = app_route(pair.spec, pair.new) else {
             return;
         };
@@ -199,7 +199,7 @@ impl Deployer {
         route.release_dirs = [&pair.new, &pair.old]
             .map(|run| PathBuf::from(&run.release.artifact))
             .into();
-        self.publisher.publish(pair.key, Some(route));
+        crate::switch_traffic(&*self.publisher, pair.key, Some(route)).await;
     }
 
     /// The spec's synthetic requests, sent to the new instances in turn.

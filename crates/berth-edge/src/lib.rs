@@ -31,6 +31,7 @@ pub mod stats;
 mod table;
 pub mod tls;
 mod upstream;
+mod warm;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -51,6 +52,7 @@ use crate::spec::EdgeSpec;
 pub use crate::table::prefix_matches;
 use crate::table::{Carry, Table};
 use crate::tls::{Tls, TlsError};
+pub use crate::warm::{WARM_TIMEOUT, Warm};
 
 /// Where access-log lines go.
 pub enum AccessLogTarget {
@@ -184,6 +186,28 @@ impl Edge {
             listeners_changed: (!self.bound.is_empty() && spec.listeners != self.bound)
                 || (!self.bound_tls.is_empty() && spec.tls.listeners != self.bound_tls),
             warnings,
+        }
+    }
+
+    /// Opens connections to the instances `spec` would send traffic to, as many as each one's
+    /// share of the connections its group holds now, so the requests right after the switch
+    /// find them idle instead of each opening one. Apply `spec` while the returned [`Warm`]
+    /// is held: its instances, and their connections, are carried into that table. Waits at
+    /// most `timeout`; the connections run on the edge's runtime whichever runtime awaits.
+    pub fn warm(
+        &self,
+        spec: &EdgeSpec,
+        timeout: Duration,
+    ) -> impl Future<Output = Warm> + Send + 'static {
+        let next = Arc::new(Table::build(spec, &self.carry, &self.shared.metrics));
+        let plan = warm::plan(&self.shared.table.load(), &next);
+        let opening = (!plan.is_empty()).then(|| self.runtime.spawn(warm::open(plan, timeout)));
+        async move {
+            let opened = match opening {
+                Some(task) => task.await.unwrap_or(0),
+                None => 0,
+            };
+            Warm::new(next, opened)
         }
     }
 

@@ -267,6 +267,29 @@ pub struct RouteSpec {
     pub policies: RoutePolicies,
 }
 
+impl RouteSpec {
+    /// A route for any host and path to `group`, with every limit and policy at its default.
+    pub fn to_group(name: &str, group: &str) -> RouteSpec {
+        RouteSpec {
+            name: name.to_owned(),
+            hosts: vec![HostPattern::Any],
+            path_prefix: "/".to_owned(),
+            strip_prefix: false,
+            group: group.to_owned(),
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            max_concurrent: defaults::MAX_CONCURRENT,
+            timeouts: Default::default(),
+            retry: Default::default(),
+            security: Default::default(),
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+            maintenance: None,
+            https_redirect: false,
+            policies: Default::default(),
+        }
+    }
+}
+
 /// What a route does besides forwarding. Each part is off by default, and a route with none
 /// of them pays a few branches for them, nothing more.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -501,6 +524,27 @@ pub struct GroupSpec {
     /// Releases in cohort order: sticky cohorts are assigned to pools in this order, so a
     /// deployer puts the newest release first and raising its weight only moves users to it.
     pub pools: Vec<PoolSpec>,
+}
+
+impl GroupSpec {
+    /// A group of one pool, `release` at the default weight on `upstreams`, with health
+    /// checks off and every other setting at its default.
+    pub fn one_pool(name: &str, release: &str, upstreams: Vec<SocketAddr>) -> GroupSpec {
+        GroupSpec {
+            name: name.to_owned(),
+            balance: Default::default(),
+            sticky: None,
+            force: Default::default(),
+            health: None,
+            passive: Default::default(),
+            upstream_idle_timeout: defaults::UPSTREAM_IDLE_TIMEOUT,
+            pools: vec![PoolSpec {
+                release: release.to_owned(),
+                weight: defaults::POOL_WEIGHT,
+                upstreams,
+            }],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -196,6 +196,10 @@ impl Table {
         find(&self.any)
     }
 
+    pub fn groups(&self) -> impl Iterator<Item = &Arc<Group>> {
+        self.groups.iter()
+    }
+
     pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
         self.groups
             .iter()
@@ -359,7 +363,7 @@ mod tests {
     use prometheus_client::registry::Registry;
 
     use super::*;
-    use crate::spec::{ClientLimits, GroupSpec, PoolSpec, defaults};
+    use crate::spec::{ClientLimits, GroupSpec, defaults};
 
     /// A reload that changes an instance's settings makes a new instance; requests still on
     /// the old one must go on counting, or a drain would end while they run.
@@ -388,21 +392,9 @@ mod tests {
 
     fn route(name: &str, hosts: &[HostPattern], prefix: &str) -> RouteSpec {
         RouteSpec {
-            name: name.to_owned(),
             hosts: hosts.to_vec(),
             path_prefix: prefix.to_owned(),
-            strip_prefix: false,
-            group: "g".to_owned(),
-            max_body_bytes: defaults::MAX_BODY_BYTES,
-            max_concurrent: defaults::MAX_CONCURRENT,
-            timeouts: Default::default(),
-            retry: Default::default(),
-            security: Default::default(),
-            request_headers: Default::default(),
-            response_headers: Default::default(),
-            maintenance: None,
-            https_redirect: false,
-            policies: Default::default(),
+            ..RouteSpec::to_group(name, "g")
         }
     }
 
@@ -412,20 +404,7 @@ mod tests {
     }
 
     fn edge_spec(routes: Vec<RouteSpec>) -> EdgeSpec {
-        let group = GroupSpec {
-            name: "g".to_owned(),
-            balance: Default::default(),
-            sticky: None,
-            force: Default::default(),
-            health: None,
-            passive: Default::default(),
-            upstream_idle_timeout: defaults::UPSTREAM_IDLE_TIMEOUT,
-            pools: vec![PoolSpec {
-                release: defaults::RELEASE.to_owned(),
-                weight: defaults::POOL_WEIGHT,
-                upstreams: Vec::new(),
-            }],
-        };
+        let group = GroupSpec::one_pool("g", defaults::RELEASE, Vec::new());
         EdgeSpec {
             listeners: Vec::new(),
             tls: Default::default(),

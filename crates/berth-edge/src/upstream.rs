@@ -50,7 +50,7 @@ pub struct Upstream {
     fail_streak: AtomicU32,
     checker: AtomicBool,
     state: Mutex<HealthState>,
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    idle: Mutex<Vec<Idle>>,
     healthy_gauge: Gauge,
     ejections: Counter,
     checks_failed: Counter,
@@ -180,7 +180,10 @@ impl Upstream {
     pub async fn checkout(&self, connect_timeout: Duration) -> Result<Conn, ProxyError> {
         loop {
             let popped = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-            let Some((mut sender, since)) = popped else {
+            let Some(Idle {
+                mut sender, since, ..
+            }) = popped
+            else {
                 break;
             };
             if since.elapsed() >= self.settings.idle_timeout || sender.is_closed() {
@@ -229,16 +232,68 @@ impl Upstream {
         })
     }
 
+    /// Opens a connection and pools it (warming before a switch); false when it could not.
+    pub async fn open_idle(&self, timeout: Duration) -> bool {
+        match self.connect(timeout).await {
+            Ok(conn) => {
+                self.pool(conn.sender, false);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not open a connection ahead of a switch");
+                false
+            }
+        }
+    }
+
+    /// Connections open to this instance that a request could use now: busy ones and idle
+    /// ones not yet expired.
+    pub fn connections(&self, now: Instant) -> usize {
+        let idle = crate::lock(&self.idle)
+            .iter()
+            .filter(|i| now.saturating_duration_since(i.since) < self.settings.idle_timeout)
+            .count();
+        self.in_flight() + idle
+    }
+
+    /// Connections requests have needed lately: busy ones, and idle ones a request returned
+    /// within `recent`. Connections opened ahead of a switch and never used do not count, or
+    /// each deploy would open as many again however little traffic there is.
+    pub fn connections_used(&self, now: Instant, recent: Duration) -> usize {
+        let idle = crate::lock(&self.idle)
+            .iter()
+            .filter(|i| i.used && now.saturating_duration_since(i.since) < recent)
+            .count();
+        self.in_flight() + idle
+    }
+
+    /// Returns a connection a request is done with to the pool.
     pub fn checkin(&self, sender: Sender) {
+        self.pool(sender, true);
+    }
+
+    fn pool(&self, sender: Sender, used: bool) {
         if sender.is_closed() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < defaults::UPSTREAM_MAX_IDLE_PER_INSTANCE
         {
-            idle.push((sender, Instant::now()));
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+                used,
+            });
         }
     }
+}
+
+/// A pooled connection, most recently returned last (a checkout takes the warmest).
+struct Idle {
+    sender: Sender,
+    since: Instant,
+    /// Returned by a request, rather than opened ahead of a switch.
+    used: bool,
 }
 
 pub struct Conn {

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use berth_deploy::routes::{compose, group_name, host_conflict};
-use berth_deploy::{AppKey, AppRoute, Publisher};
+use berth_deploy::{AppKey, AppRoute, BoxFuture, Publisher};
 use berth_edge::spec::EdgeSpec;
-use berth_edge::{ApplyReport, Edge};
+use berth_edge::{ApplyReport, Edge, WARM_TIMEOUT, Warm};
 
 use crate::serve::Server;
 
@@ -40,6 +40,14 @@ impl Routes {
         let file = lock(&self.file);
         let apps = lock(&self.apps);
         edge.apply(&compose(&file, &apps))
+    }
+
+    /// The composition with `key` serving `route`, not applied.
+    fn with(&self, key: &AppKey, route: &AppRoute) -> EdgeSpec {
+        let file = lock(&self.file);
+        let mut apps = lock(&self.apps).clone();
+        apps.insert(key.clone(), route.clone());
+        compose(&file, &apps)
     }
 
     /// Replaces the file's part (a reload; [`Routes::apply`] follows); returns warnings about
@@ -78,6 +86,11 @@ impl Publisher for EdgePublisher {
             };
         }
         self.0.routes.apply(&self.0.edge);
+    }
+
+    fn warm(&self, key: &AppKey, route: &AppRoute) -> BoxFuture<Warm> {
+        let spec = self.0.routes.with(key, route);
+        Box::pin(self.0.edge.warm(&spec, WARM_TIMEOUT))
     }
 
     fn in_flight(&self, key: &AppKey, release: &str) -> usize {

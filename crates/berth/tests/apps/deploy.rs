@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Berth, eventually, nice_of, pids, start, user, web_app};
+use crate::support::{Berth, eventually, keep_alive_web_app, nice_of, pids, start, user, web_app};
 
 async fn version(b: &Berth, app: &str) -> (u16, String) {
     b.get(&format!("{app}.test"), "/version").await
@@ -281,4 +281,63 @@ async fn one_deploy_per_app_at_a_time_and_old_releases_are_pruned() {
     assert!(!releases.join(&r1).exists());
     assert!(releases.join(report["release"].as_str().unwrap()).is_dir());
     assert_eq!(b.get("shop.test", "/version").await, (200, "v2".into()));
+}
+
+/// Under steady keep-alive traffic, the edge opens connections to the new instances before
+/// it switches to them, so the requests right after the switch do not each open one; the
+/// journal says how many.
+#[tokio::test]
+async fn a_switch_under_traffic_finds_connections_to_the_new_release_open() {
+    let keep = tempfile::tempdir().unwrap();
+    let b = start(&keep).await;
+    b.deploy(keep_alive_web_app("kept", "v1", 2).path()).ok();
+    assert_eq!(version(&b, "kept").await, (200, "v1".into()));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammers: Vec<_> = (0..4)
+        .map(|_| {
+            let (listen, stop) = (b.listen, stop.clone());
+            tokio::spawn(async move {
+                let c = crate::support::client();
+                let mut bad = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = c
+                        .get(format!("http://{listen}/version"))
+                        .header("host", "kept.test")
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 200 => {
+                            let _ = r.text().await;
+                        }
+                        Ok(r) => bad.push(r.status().to_string()),
+                        Err(e) => bad.push(e.to_string()),
+                    }
+                }
+                bad
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.deploy(keep_alive_web_app("kept", "v2", 2).path()).ok();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hammers {
+        let bad = h.await.unwrap();
+        assert!(bad.is_empty(), "failed requests during the deploy: {bad:?}");
+    }
+    assert_eq!(version(&b, "kept").await, (200, "v2".into()));
+
+    let deps = b.cli(&["deploys", "kept", "--json"]).ok().json();
+    let steps = deps["deployments"][0]["steps"].as_array().unwrap().clone();
+    let switch = steps
+        .iter()
+        .find(|s| s["step"] == "switch")
+        .expect("a switch step");
+    // At least one per new instance: the four clients' connections, shared between two.
+    let opened = switch["measurements"]["connections_opened"].as_u64();
+    assert!(opened >= Some(2), "{switch}");
+    assert!(
+        switch["reason"].as_str().unwrap().contains("opened ahead"),
+        "{switch}"
+    );
 }

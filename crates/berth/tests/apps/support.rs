@@ -243,21 +243,46 @@ pub fn spec(name: &str, processes: &str) -> String {
 
 /// A static web app: `instances` web processes answering `/version` with `version`.
 pub fn web_app(name: &str, version: &str, instances: u32) -> tempfile::TempDir {
-    app_dir(&[
-        (
-            "berth.toml",
-            &spec(
-                name,
-                &format!(
-                    "[processes.web]\ncommand = \"{PY_WEB}\"\ninstances = {instances}\n\
-                     stop_timeout = \"5s\"\n[processes.web.health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n\
-                     start_timeout = \"20s\"\n"
-                ),
-            ),
+    static_app(name, version, instances, PY_WEB, &[])
+}
+
+/// [`web_app`] served over HTTP/1.1 keep-alive (the one-line server is HTTP/1.0: the edge
+/// cannot keep a connection to it).
+pub fn keep_alive_web_app(name: &str, version: &str, instances: u32) -> tempfile::TempDir {
+    const SERVER: &str = "import http.server, os\n\
+        class H(http.server.SimpleHTTPRequestHandler):\n    protocol_version = 'HTTP/1.1'\n\
+        http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n";
+    static_app(
+        name,
+        version,
+        instances,
+        "exec python3 serve.py",
+        &[("serve.py", SERVER)],
+    )
+}
+
+fn static_app(
+    name: &str,
+    version: &str,
+    instances: u32,
+    command: &str,
+    extra: &[(&str, &str)],
+) -> tempfile::TempDir {
+    let toml = spec(
+        name,
+        &format!(
+            "[processes.web]\ncommand = \"{command}\"\ninstances = {instances}\n\
+             stop_timeout = \"5s\"\n[processes.web.health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n\
+             start_timeout = \"20s\"\n"
         ),
+    );
+    let mut files = vec![
+        ("berth.toml", toml.as_str()),
         ("health", "ok\n"),
         ("version", version),
-    ])
+    ];
+    files.extend_from_slice(extra);
+    app_dir(&files)
 }
 
 pub use crate::shared::eventually;
