@@ -190,8 +190,8 @@ impl Edge {
     }
 
     /// Opens connections to the instances `spec` would send traffic to, as many as each one's
-    /// share of the connections its group holds now, so the requests right after the switch
-    /// find them idle instead of each opening one. Apply `spec` while the returned [`Warm`]
+    /// share of the connections its group's requests used in the last second, so the requests
+    /// right after the switch find them idle instead of each opening one. Apply `spec` while the returned [`Warm`]
     /// is held: its instances, and their connections, are carried into that table. Waits at
     /// most `timeout`; the connections run on the edge's runtime whichever runtime awaits.
     pub fn warm(

@@ -5,7 +5,7 @@
 //! instances accept their first connections. Measured in bench/RESULTS.md: about 70 connects
 //! per deploy under 64 keep-alive clients, against 10 per second in steady state. So before a
 //! deploy switches, the edge opens as many connections to each new instance as its share of
-//! the connections its group holds now, and the switch finds them idle in the pool.
+//! the connections its group's requests use now, and the switch finds them idle in the pool.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,23 +28,15 @@ const RECENT_USE: Duration = Duration::from_secs(1);
 /// Connections opened ahead of a table. The table's instances are carried into the next
 /// [`crate::Edge::apply`] only while something holds them, so hold this until then.
 pub struct Warm {
-    _table: Option<Arc<Table>>,
+    _table: Arc<Table>,
     opened: usize,
 }
 
 impl Warm {
     pub(crate) fn new(table: Arc<Table>, opened: usize) -> Warm {
         Warm {
-            _table: Some(table),
+            _table: table,
             opened,
-        }
-    }
-
-    /// Nothing to hold: what a publisher with no edge returns.
-    pub fn none() -> Warm {
-        Warm {
-            _table: None,
-            opened: 0,
         }
     }
 
