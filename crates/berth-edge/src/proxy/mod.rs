@@ -200,10 +200,11 @@ fn identify(conn: &Arc<ConnInfo>, req: &Request<Incoming>, host: &str) -> Box<Co
     })
 }
 
-/// The checks RFC 9112 §3.2 and RFC 9113 §8.3.1 ask of a server, so that the edge never
-/// routes on one host name while the application reads another: more than one Host header,
-/// an HTTP/1.1 request without one, a value that is not a host with an optional port, or an
-/// HTTP/2 Host that disagrees with `:authority`.
+/// The checks RFC 9112 §3.2 and RFC 9113 §8.3.1 ask of a server, so that nothing on a
+/// request's path (a cache or proxy in front, the edge, the app) can read another host than
+/// the edge routed on: more than one Host header, an HTTP/1.1 request without one, a value
+/// that is not a host with an optional port, or an HTTP/2 Host that disagrees with
+/// `:authority`.
 fn check_host<B>(req: &Request<B>) -> Result<(), ProxyError> {
     let mut all = req.headers().get_all(header::HOST).iter();
     let (host, another) = (all.next(), all.next());
