@@ -105,10 +105,12 @@ async fn a_switch_finds_connections_to_the_new_release_open() {
         "requests after the switch opened connections of their own"
     );
 
-    // The connections those requests used, now idle, are the demand of the next switch.
+    // The connections those requests used, now idle, are the demand of the next switch. (At
+    // least: a request whose end the edge is recording this instant counts as in flight and
+    // as returned.)
     let third = FakeUpstream::start_named("third").await;
     let warm = edge.warm(&spec("r3", third.addr()), WARM_TIMEOUT).await;
-    assert_eq!(warm.opened(), CLIENTS);
+    assert!(warm.opened() >= CLIENTS, "{} opened", warm.opened());
 }
 
 /// Connections opened ahead and never used are no demand: otherwise every deploy would open
