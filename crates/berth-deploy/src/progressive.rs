@@ -53,7 +53,7 @@ impl Deployer {
         *lock(&slot.control) = Some(tx);
         let analysis = rollout_spec.analysis.clone();
         let mut rollout = Rollout::new(steps, &analysis, Instant::now());
-        self.set_weight(&pair, rollout.weight()).await;
+        let opened = self.set_weight(&pair, rollout.weight()).await;
         let mut preview = match strategy {
             Strategy::BlueGreen => format!(
                 "; preview it with the header `{}: {}`",
@@ -80,7 +80,7 @@ impl Deployer {
                 rollout.weight(),
                 pair.new.release.version
             ),
-            json!({ "weight": rollout.weight() }),
+            json!({ "weight": rollout.weight(), "connections_opened": opened }),
         )
         .await;
 
@@ -144,7 +144,9 @@ impl Deployer {
             };
             match next {
                 Next::Hold(_) => {}
-                Next::Weight(w) => self.set_weight(&pair, w).await,
+                Next::Weight(w) => {
+                    self.set_weight(&pair, w).await;
+                }
                 Next::Complete => break Ok(()),
                 Next::RollBack(why) => break Err(why),
             }
@@ -178,10 +180,11 @@ impl Deployer {
         self.publisher.stats(key, release).unwrap_or_default()
     }
 
-    /// Both releases on the app's route, the new one first with `weight` percent.
-    async fn set_weight(&self, pair: &Pair<'_>, weight: u32) {
+    /// Both releases on the app's route, the new one first with `weight` percent. Returns
+    /// how many connections to the new one were opened ahead.
+    async fn set_weight(&self, pair: &Pair<'_>, weight: u32) -> usize {
         let Some(mut route) = app_route(pair.spec, pair.new) else {
-            return;
+            return 0;
         };
         route.sticky = true;
         route.pools = vec![
@@ -199,7 +202,7 @@ impl Deployer {
         route.release_dirs = [&pair.new, &pair.old]
             .map(|run| PathBuf::from(&run.release.artifact))
             .into();
-        crate::switch_traffic(&*self.publisher, pair.key, Some(route)).await;
+        crate::switch_traffic(&*self.publisher, pair.key, Some(route)).await
     }
 
     /// The spec's synthetic requests, sent to the new instances in turn.
