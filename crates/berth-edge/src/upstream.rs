@@ -249,22 +249,19 @@ impl Upstream {
     /// Connections open to this instance that a request could use now: busy ones and idle
     /// ones not yet expired.
     pub fn connections(&self, now: Instant) -> usize {
-        let idle = crate::lock(&self.idle)
-            .iter()
-            .filter(|i| now.saturating_duration_since(i.since) < self.settings.idle_timeout)
-            .count();
-        self.in_flight() + idle
+        self.busy_and_idle(|i| now.saturating_duration_since(i.since) < self.settings.idle_timeout)
     }
 
     /// Connections requests have needed lately: busy ones, and idle ones a request returned
     /// within `recent`. Connections opened ahead of a switch and never used do not count, or
     /// each deploy would open as many again however little traffic there is.
     pub fn connections_used(&self, now: Instant, recent: Duration) -> usize {
-        let idle = crate::lock(&self.idle)
-            .iter()
-            .filter(|i| i.used && now.saturating_duration_since(i.since) < recent)
-            .count();
-        self.in_flight() + idle
+        self.busy_and_idle(|i| i.used && now.saturating_duration_since(i.since) < recent)
+    }
+
+    /// Requests in flight, plus the idle connections `counts`.
+    fn busy_and_idle(&self, counts: impl Fn(&Idle) -> bool) -> usize {
+        self.in_flight() + crate::lock(&self.idle).iter().filter(|i| counts(i)).count()
     }
 
     /// Returns a connection a request is done with to the pool.

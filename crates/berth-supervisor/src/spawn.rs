@@ -46,23 +46,20 @@ pub(crate) struct Spawned {
 /// Starts `spec` in a new process group with stdin from `/dev/null` and stdout and stderr
 /// piped, after `setup`. The child is berth's until reaped: wait on `pidfd`, then `waitpid`.
 pub(crate) fn spawn(spec: &CommandSpec, setup: Option<&ChildSetup>) -> io::Result<Spawned> {
-    let mut env = environment(spec);
-    let path = env.get(OsStr::new("PATH")).cloned();
-    let path = path.as_deref();
+    let env = environment(spec);
+    let path = env.get(OsStr::new("PATH")).map(OsString::as_os_str);
     if let Some(words) = &spec.direct
         && let Some(first) = words.first()
         && let Ok(program) = resolve(first, &spec.cwd, path)
     {
         // As the shell would have it: the working directory in `PWD`.
-        let inherited = env.insert("PWD".into(), spec.cwd.clone().into_os_string());
-        match start(&spec.cwd, setup, &program, words, &env) {
+        let mut direct_env = env.clone();
+        direct_env.insert("PWD".into(), spec.cwd.clone().into_os_string());
+        match start(&spec.cwd, setup, &program, words, &direct_env) {
             // A script without `#!`: `sh` runs those itself.
-            Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => match inherited {
-                Some(pwd) => env.insert("PWD".into(), pwd),
-                None => env.remove(OsStr::new("PWD")),
-            },
+            Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {}
             started => return started,
-        };
+        }
     }
     let program = resolve(&spec.program, &spec.cwd, path)?;
     let argv: Vec<OsString> = std::iter::once(spec.program.clone())
