@@ -1,6 +1,7 @@
 //! The request lifecycle, one function per phase:
 //!
-//! 1. [`identify`]: request id, host, what gets logged.
+//! 1. [`identify`]: request id, host, what gets logged; [`check_host`]: a Host header that is
+//!    missing (HTTP/1.1), repeated or malformed is a 400.
 //! 2. route: host and path to a [`Route`] (404 when none); a plain-HTTP request for a host
 //!    that has a certificate is redirected to HTTPS (308) unless the route says otherwise.
 //! 3. [`admit`]: limits (431, 413), client address lists (403), maintenance (503), rate
