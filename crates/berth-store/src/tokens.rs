@@ -149,17 +149,34 @@ impl Store {
         let Some(public_id) = public_id_of(token) else {
             return Ok(None);
         };
-        type Row = (i64, String, String, i64, Option<i64>, i64, String, i64);
-        let row: Option<Row> = with_pool!(&self.pool, p => {
+        // The user's grants come in the same query (one row per grant, or one row of NULLs):
+        // this runs for every API request, and each query is a round trip to the store's
+        // thread.
+        type Row = (
+            i64,
+            String,
+            String,
+            i64,
+            Option<i64>,
+            i64,
+            String,
+            i64,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = with_pool!(&self.pool, p => {
             sqlx::query_as(
                 "SELECT t.id, t.hash, t.label, t.created_ms, t.last_used_ms, \
-                 u.id, u.name, u.created_ms FROM tokens t JOIN users u ON u.id = t.user_id \
+                 u.id, u.name, u.created_ms, g.role, g.environment \
+                 FROM tokens t JOIN users u ON u.id = t.user_id \
+                 LEFT JOIN grants g ON g.user_id = u.id \
                  WHERE t.public_id = $1 AND t.revoked_ms IS NULL AND u.removed_ms IS NULL",
             )
             .bind(public_id)
-            .fetch_optional(p)
+            .fetch_all(p)
             .await
         })?;
+        let mut rows = rows.into_iter();
         let Some((
             id,
             stored_hash,
@@ -169,7 +186,9 @@ impl Store {
             user_id,
             user_name,
             user_created_ms,
-        )) = row
+            first_role,
+            first_environment,
+        )) = rows.next()
         else {
             return Ok(None);
         };
@@ -194,7 +213,10 @@ impl Store {
         } else {
             last_used_ms
         };
-        let grants = self.grants_of(user_id).await?;
+        let grant_rows = std::iter::once((first_role, first_environment))
+            .chain(rows.map(|r| (r.8, r.9)))
+            .filter_map(|(role, environment)| Some((role?, environment?)));
+        let grants = crate::users::grants_from_rows(grant_rows)?;
         let user = User {
             id: user_id,
             name: user_name.clone(),

@@ -41,6 +41,18 @@ fn grant_from_row(role: &str, environment: String) -> Result<Grant, StoreError> 
     Ok(Grant { role, environment })
 }
 
+/// Grants from `(role, environment)` rows, sorted.
+pub(crate) fn grants_from_rows(
+    rows: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<Grant>, StoreError> {
+    let mut grants = rows
+        .into_iter()
+        .map(|(role, environment)| grant_from_row(&role, environment))
+        .collect::<Result<Vec<_>, _>>()?;
+    grants.sort();
+    Ok(grants)
+}
+
 type UserRow = (i64, String, i64);
 type GrantRow = (i64, String, String);
 
@@ -138,12 +150,7 @@ impl Store {
                 .fetch_all(p)
                 .await
         })?;
-        let mut grants = rows
-            .into_iter()
-            .map(|(role, environment)| grant_from_row(&role, environment))
-            .collect::<Result<Vec<_>, _>>()?;
-        grants.sort();
-        Ok(grants)
+        grants_from_rows(rows)
     }
 
     /// On a store with no users, creates `admin` with the admin role on every environment and

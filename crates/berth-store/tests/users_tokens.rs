@@ -12,6 +12,7 @@ both!(
     last_admin_cannot_be_removed,
     tokens_are_shown_once_and_hashed_at_rest,
     authenticate_and_revoke,
+    a_token_carries_all_its_users_grants,
     removing_a_user_revokes_all_its_tokens,
     bootstrap_happens_once,
 );
@@ -234,6 +235,25 @@ async fn authenticate_and_revoke(db: TestDb) {
     assert_eq!(s.get_token(info.id + 1000).await.unwrap(), None);
     // Revoking again is harmless.
     s.revoke_token(&admin(), info.id).await.unwrap();
+}
+
+// authenticate reads the grants in the token's query: one row per grant, or one of NULLs.
+async fn a_token_carries_all_its_users_grants(db: TestDb) {
+    let s = &db.store;
+    let grants = [
+        Grant::new(Role::Viewer, "production"),
+        Grant::new(Role::Deployer, "staging"),
+        Grant::everywhere(Role::Viewer),
+    ];
+    s.add_user(&admin(), "carol", &grants).await.unwrap();
+    s.add_user(&admin(), "dave", &[]).await.unwrap();
+    for name in ["carol", "dave"] {
+        let (_, secret) = s.create_token(&admin(), name, "").await.unwrap();
+        let (user, _) = s.authenticate(&secret).await.unwrap().expect("valid token");
+        let stored = s.get_user(name).await.unwrap().expect("the user");
+        assert_eq!(user.grants, stored.grants, "{name}");
+        assert_eq!(user.grants.len(), if name == "carol" { 3 } else { 0 });
+    }
 }
 
 async fn removing_a_user_revokes_all_its_tokens(db: TestDb) {

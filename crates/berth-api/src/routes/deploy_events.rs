@@ -166,6 +166,8 @@ struct Follow {
     announced: bool,
     queue: VecDeque<Value>,
     done: bool,
+    /// A write may have been announced since the last read (the first read is always due).
+    stale: bool,
 }
 
 impl Follow {
@@ -178,6 +180,7 @@ impl Follow {
             announced: false,
             queue: VecDeque::new(),
             done: false,
+            stale: true,
         }
     }
 
@@ -233,19 +236,25 @@ async fn next_line(
         if f.done {
             return None;
         }
-        // Marked seen before the read: a write after it wakes the wait below.
-        changes.borrow_and_update();
-        if let Err(e) = f.read().await {
-            tracing::warn!(error = %e, "reading a followed deployment");
-            f.queue.push_back(json!({
-                "event": "error",
-                "message": "the store could not be read; reconnect with after=",
-            }));
-            f.done = true;
-            continue;
-        }
-        if !f.queue.is_empty() {
-            continue;
+        // Read only what a write since the last read can have added: every write is
+        // announced after it commits, so with nothing announced the store holds nothing new.
+        // Re-reading after each line sent doubled the control plane's queries per deploy.
+        if f.stale || changes.has_changed().unwrap_or(true) {
+            // Marked seen before the read: a write after it wakes the wait below.
+            changes.borrow_and_update();
+            f.stale = false;
+            if let Err(e) = f.read().await {
+                tracing::warn!(error = %e, "reading a followed deployment");
+                f.queue.push_back(json!({
+                    "event": "error",
+                    "message": "the store could not be read; reconnect with after=",
+                }));
+                f.done = true;
+                continue;
+            }
+            if !f.queue.is_empty() {
+                continue;
+            }
         }
         let stop = async {
             match stopping.as_mut() {
@@ -255,6 +264,8 @@ async fn next_line(
         };
         tokio::select! {
             changed = changes.changed() => {
+                // `changed` marked the write seen; the next turn must still read it.
+                f.stale = true;
                 // The deployer is gone: nothing will be recorded any more.
                 if changed.is_err() {
                     f.done = true;
