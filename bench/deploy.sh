@@ -17,6 +17,8 @@
 #   bench/deploy.sh
 #   ROLLING=5 BLUE_GREEN=2 bench/deploy.sh
 #   BERTH_BIN_DIR=/tmp/old bench/deploy.sh   # another build's berth and berth-demo, to compare
+#   PACE=1 bench/deploy.sh                   # a deploy a second, not back to back: one deploy's
+#                                            # disruption without 25 deploys' CPU piled up
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -26,6 +28,8 @@ BLUE_GREEN=${BLUE_GREEN:-5}
 CONNS=${CONNS:-64}
 STEADY=${STEADY:-10}
 INTERVAL=${INTERVAL:-5}
+# Seconds between one deploy's end and the next one's start (issue 5 asks for back to back).
+PACE=${PACE:-0}
 LISTEN_PORT=${LISTEN_PORT:-18911}
 ADMIN_PORT=${ADMIN_PORT:-18912}
 
@@ -139,6 +143,7 @@ deploy_round() {
   for _ in $(seq 1 "$ROLLING"); do
     version=$((version + 1))
     berth deploy "$WORK/app-$version" >"$WORK/deploy-$version.out"
+    sleep "$PACE"
   done
   for _ in $(seq 1 "$BLUE_GREEN"); do
     version=$((version + 1))
@@ -147,6 +152,7 @@ deploy_round() {
     # Promote once the new release is up beside the old one.
     until berth promote demo >/dev/null 2>&1; do sleep 0.2; done
     wait "$deploy_pid"
+    sleep "$PACE"
   done
 }
 
@@ -157,7 +163,7 @@ wrk -t2 -c"$CONNS" -d"${STEADY}s" --latency -H "Host: demo.bench" "http://127.0.
 STEADY_P99=$(wrk_field "$WORK/steady.wrk" p99_ms)
 STEADY_N=$(wrk_field "$WORK/steady.wrk" requests)
 
-echo "$ROLLING rolling deploys and $BLUE_GREEN blue-green deploys under the same load"
+echo "$ROLLING rolling deploys and $BLUE_GREEN blue-green deploys under the same load ($PACE s between deploys)"
 version=1
 prepare_rounds 1
 wrk_start deploys
