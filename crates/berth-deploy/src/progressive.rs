@@ -145,7 +145,19 @@ impl Deployer {
             match next {
                 Next::Hold(_) => {}
                 Next::Weight(w) => {
-                    self.set_weight(&pair, w).await;
+                    let opened = self.set_weight(&pair, w).await;
+                    // The decision was recorded before the weight moved; this says it did.
+                    self.record(
+                        journal,
+                        "weight",
+                        "proceed",
+                        format!(
+                            "{w}% of traffic on {new_version} \
+                             ({opened} connections to it opened ahead)"
+                        ),
+                        json!({ "weight": w, "connections_opened": opened }),
+                    )
+                    .await;
                 }
                 Next::Complete => break Ok(()),
                 Next::RollBack(why) => break Err(why),

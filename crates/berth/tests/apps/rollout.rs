@@ -339,6 +339,18 @@ async fn a_healthy_canary_goes_through_its_steps_to_all_traffic() {
             .any(|(_, _, r)| r.contains("moving 60% of traffic")),
         "{steps:?}"
     );
+    // The move itself is a step of its own, with the connections opened ahead of it.
+    let moved = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "weight")
+        .unwrap_or_else(|| panic!("no weight step: {steps:?}"));
+    assert_eq!(moved["measurements"]["weight"], 60, "{moved}");
+    assert!(
+        moved["measurements"]["connections_opened"].is_u64(),
+        "{moved}"
+    );
     let numbers = &d["steps"]
         .as_array()
         .unwrap()
