@@ -334,9 +334,66 @@ fn summary(event: &str, d: &Deployment) -> Value {
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use berth_store::DeployStep;
+    use berth_store::{Actor, DeployStep, NewRelease};
 
     use super::*;
+
+    /// A store holding one running deployment of `shop` with one step; its id.
+    async fn store_with_a_deployment() -> (Store, i64) {
+        let store = Store::open("sqlite::memory:").await.expect("store");
+        let actor = Actor::system();
+        let mut tx = store.transaction().await.expect("tx");
+        let app = tx
+            .ensure_app(&actor, "production", "shop", &json!({}))
+            .await
+            .expect("app");
+        let release = NewRelease {
+            version: "r-1".into(),
+            artifact: "a".into(),
+            spec: json!({}),
+            meta: json!({}),
+        };
+        let release = tx
+            .record_release(&actor, &app, &release)
+            .await
+            .expect("release");
+        let id = tx
+            .start_deployment(&actor, &release, None, "rolling")
+            .await
+            .expect("deployment");
+        tx.commit().await.expect("commit");
+        store
+            .record_step(id, "start", "proceed", "one", json!({}))
+            .await
+            .expect("step");
+        (store, id)
+    }
+
+    #[tokio::test]
+    async fn a_follower_reads_the_store_again_only_when_a_write_is_announced() {
+        let (store, id) = store_with_a_deployment().await;
+        let (announce, mut changes) = watch::channel(0u64);
+        let key = AppKey::new("production", "shop");
+        let mut f = Follow::new(store.clone(), key, Target::Deployment(id), 0);
+        let mut next = async || {
+            let line = next_line(&mut f, &mut changes, None);
+            let line = tokio::time::timeout(Duration::from_millis(200), line).await;
+            line.map(|l| serde_json::from_str::<Value>(&l.expect("a line")).expect("json"))
+        };
+        assert_eq!(next().await.expect("a line")["event"], "deployment");
+        assert_eq!(next().await.expect("a line")["reason"], "one");
+
+        // Written but not announced: the follower waits instead of reading again.
+        store
+            .record_step(id, "switch", "proceed", "two", json!({}))
+            .await
+            .expect("step");
+        assert!(next().await.is_err(), "read without an announcement");
+
+        announce.send_modify(|n| *n += 1);
+        assert_eq!(next().await.expect("a line")["reason"], "two");
+        assert!(next().await.is_err(), "nothing more was written");
+    }
 
     fn deployment(steps: i64, finished: bool) -> Deployment {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
