@@ -117,7 +117,7 @@ impl Pool {
         } else {
             // No ping before each use: a SQLite connection is a handle to a local file with
             // nothing in between to go stale, and the ping was one more round trip to the
-            // connection's thread for every query (about 50 of them per deploy).
+            // connection's thread for every query (a deploy makes about 60).
             SqlitePoolOptions::new()
                 .max_connections(4)
                 .test_before_acquire(false)
