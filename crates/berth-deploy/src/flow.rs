@@ -925,10 +925,7 @@ impl Deployer {
         let warmed = self
             .switch(slot, key, actor, &record, &spec, &run, Some(secrets))
             .await?;
-        let opened = match warmed {
-            0 => String::new(),
-            n => format!(" ({n} connection(s) to it opened ahead)"),
-        };
+        let opened = crate::opened_ahead(warmed);
         self.record(
             journal,
             "switch",

@@ -110,6 +110,14 @@ pub(crate) async fn switch_traffic(
     warm.map_or(0, |w| w.opened())
 }
 
+/// How a step's reason says what [`switch_traffic`] opened: nothing when it opened none.
+pub(crate) fn opened_ahead(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(" ({n} connection(s) to it opened ahead)"),
+    }
+}
+
 /// What `berth ps` shows for an app.
 #[derive(Debug, Clone, Serialize)]
 pub struct AppStatus {

@@ -152,8 +152,8 @@ impl Deployer {
                         "weight",
                         "proceed",
                         format!(
-                            "{w}% of traffic on {new_version} \
-                             ({opened} connections to it opened ahead)"
+                            "{w}% of traffic on {new_version}{}",
+                            crate::opened_ahead(opened)
                         ),
                         json!({ "weight": w, "connections_opened": opened }),
                     )

@@ -46,8 +46,8 @@ impl Warm {
     }
 }
 
-/// Connections each instance of each pool should hold: `demand` (the group's connections
-/// now, busy or idle) shared by weight, then evenly between a pool's instances, rounded up
+/// Connections each instance of each pool should hold: `demand` (the connections the group's
+/// requests used lately, see [`plan`]) shared by weight, then evenly between a pool's instances, rounded up
 /// so every instance that takes traffic gets one. Indexed like `weights` and `sizes`.
 pub(crate) fn per_instance(demand: usize, weights: &[u32], sizes: &[usize]) -> Vec<usize> {
     let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();

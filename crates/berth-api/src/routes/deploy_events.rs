@@ -238,7 +238,7 @@ async fn next_line(
         }
         // Read only what a write since the last read can have added: every write is
         // announced after it commits, so with nothing announced the store holds nothing new.
-        // Re-reading after each line sent doubled the control plane's queries per deploy.
+        // Re-reading after each line sent read the store twice for every write.
         if f.stale || changes.has_changed().unwrap_or(true) {
             // Marked seen before the read: a write after it wakes the wait below.
             changes.borrow_and_update();

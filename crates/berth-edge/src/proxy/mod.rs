@@ -61,6 +61,7 @@ pub async fn handle(
     let mut done = identify(&conn, &req, &host);
     if let Err(e) = check_host(&req) {
         shared.metrics.reject("-", e.reason());
+        done.set_error(e.reason());
         let body = client_message(&e, &done.request_id);
         return Ok(edge_response(done, e.status(), body, None));
     }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::support::{Berth, eventually, keep_alive_web_app, nice_of, pids, start, user, web_app};
+use crate::support::{
+    Berth, Load, eventually, keep_alive_web_app, nice_of, pids, start, user, web_app,
+};
 
 async fn version(b: &Berth, app: &str) -> (u16, String) {
     b.get(&format!("{app}.test"), "/version").await
@@ -293,38 +295,16 @@ async fn a_switch_under_traffic_finds_connections_to_the_new_release_open() {
     b.deploy(keep_alive_web_app("kept", "v1", 2).path()).ok();
     assert_eq!(version(&b, "kept").await, (200, "v1".into()));
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hammers: Vec<_> = (0..4)
-        .map(|_| {
-            let (listen, stop) = (b.listen, stop.clone());
-            tokio::spawn(async move {
-                let c = crate::support::client();
-                let mut bad = Vec::new();
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let r = c
-                        .get(format!("http://{listen}/version"))
-                        .header("host", "kept.test")
-                        .send()
-                        .await;
-                    match r {
-                        Ok(r) if r.status() == 200 => {
-                            let _ = r.text().await;
-                        }
-                        Ok(r) => bad.push(r.status().to_string()),
-                        Err(e) => bad.push(e.to_string()),
-                    }
-                }
-                bad
-            })
-        })
-        .collect();
+    let load = Load::start(&b, "kept.test", 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
     b.deploy(keep_alive_web_app("kept", "v2", 2).path()).ok();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for h in hammers {
-        let bad = h.await.unwrap();
-        assert!(bad.is_empty(), "failed requests during the deploy: {bad:?}");
-    }
+    let bad: Vec<_> = load
+        .finish()
+        .await
+        .into_iter()
+        .filter(|(s, _)| *s != 200)
+        .collect();
+    assert!(bad.is_empty(), "failed requests during the deploy: {bad:?}");
     assert_eq!(version(&b, "kept").await, (200, "v2".into()));
 
     let deps = b.cli(&["deploys", "kept", "--json"]).ok().json();

@@ -2,12 +2,11 @@
 //! and real traffic through the edge.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Berth, Ran, app_dir, eventually, run_cli, start};
+use crate::support::{Berth, Load, Ran, app_dir, eventually, run_cli, start};
 
 /// A Python web app: `/health` is always 200; any other path answers the `version` file,
 /// except that every `FAIL_EVERY`th such request is a 500 (0: never).
@@ -119,43 +118,6 @@ impl Webhook {
 const FAST_ANALYSIS: &str =
     "[deploy.analysis]\ninterval = \"1s\"\nmin_requests = 10\nmax_error_rate = 0.05\n";
 
-/// Requests through the edge, about 150 a second, until stopped: (status, body) of each.
-struct Load {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Vec<(u16, String)>>,
-}
-
-impl Load {
-    fn start(b: &Berth) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let listen = b.listen;
-        let task = tokio::spawn(async move {
-            let c = crate::support::client();
-            let mut seen = Vec::new();
-            while !flag.load(Ordering::Relaxed) {
-                let r = c
-                    .get(format!("http://{listen}/version"))
-                    .header("host", "shop.test")
-                    .send()
-                    .await;
-                seen.push(match r {
-                    Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-                    Err(e) => (0, e.to_string()),
-                });
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            seen
-        });
-        Load { stop, task }
-    }
-
-    async fn finish(self) -> Vec<(u16, String)> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.expect("load task")
-    }
-}
-
 /// Runs the CLI on a blocking thread, so the test can send traffic and commands meanwhile.
 fn cli_in_background(b: &Berth, args: &[&str]) -> tokio::task::JoinHandle<Ran> {
     let (admin, token) = (b.admin, b.token());
@@ -241,7 +203,7 @@ async fn a_canary_failing_one_request_in_five_is_rolled_back_within_a_window() {
     let (b, v1) = start_with_v1(&keep).await;
 
     let hook = Webhook::start().await;
-    let load = Load::start(&b);
+    let load = Load::start(&b, "shop.test", 1);
     let bad = app(
         "v2",
         5,
@@ -304,7 +266,7 @@ async fn a_healthy_canary_goes_through_its_steps_to_all_traffic() {
     let (b, _) = start_with_v1(&keep).await;
 
     let hook = Webhook::start().await;
-    let load = Load::start(&b);
+    let load = Load::start(&b, "shop.test", 1);
     let good = app(
         "v2",
         0,

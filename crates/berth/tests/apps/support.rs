@@ -342,3 +342,49 @@ pub fn descendants(pid: i64) -> Vec<i64> {
     }
     out
 }
+
+/// Requests to `/version` through the edge for `host`, from `clients` keep-alive clients at
+/// about 150 a second each, until [`Load::finish`]: (status, body) of each, 0 for an error.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<(u16, String)>>>,
+}
+
+impl Load {
+    pub fn start(b: &Berth, host: &str, clients: usize) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (flag, listen, host) = (stop.clone(), b.listen, host.to_owned());
+                tokio::spawn(async move {
+                    let c = client();
+                    let mut seen = Vec::new();
+                    while !flag.load(Ordering::Relaxed) {
+                        let r = c
+                            .get(format!("http://{listen}/version"))
+                            .header("host", &host)
+                            .send()
+                            .await;
+                        seen.push(match r {
+                            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                            Err(e) => (0, e.to_string()),
+                        });
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    pub async fn finish(self) -> Vec<(u16, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut seen = Vec::new();
+        for task in self.tasks {
+            seen.extend(task.await.expect("load task"));
+        }
+        seen
+    }
+}

@@ -93,9 +93,7 @@ async fn malformed_chunk_size_is_a_client_error() {
     // The client sent garbage: the upstream is not blamed for it.
     assert!(up.requests().iter().all(|r| r.body.is_empty()));
     let ok = eventually(Duration::from_secs(3), || async {
-        env.metric("berth_rejections_total{route=\"app\",reason=\"bad_request_body\"}")
-            .await
-            == 1.0
+        env.rejections("app", "bad_request_body").await == 1.0
     })
     .await;
     assert!(ok, "{}", env.metrics().await);
@@ -129,6 +127,14 @@ async fn ambiguous_or_missing_hosts_are_refused_before_the_upstream() {
     ];
     assert_refused(&env, &cases, "bad Host header").await;
     assert_eq!(up.request_count(), 0);
+    let counted = eventually(Duration::from_secs(3), || async {
+        env.rejections("-", "bad_host").await == 4.0
+    })
+    .await;
+    assert!(counted, "{}", env.metrics().await);
+    let lines = env.access_log(4).await;
+    let logged = lines.iter().filter(|l| l["error"] == "bad_host").count();
+    assert_eq!(logged, 4, "{lines:?}");
     // HTTP/1.0 has no Host requirement, and an empty Host is allowed: both are served.
     for req in [
         &b"GET / HTTP/1.0\r\n\r\n"[..],
